@@ -1,0 +1,30 @@
+"""python -m clipdiff COMMAND ...: sample, embed, train-clip, train-unet, train-default (see --help of each)."""
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "sample": ("clipdiff.cli_sample", "generate images: prompts x guidance weights -> PNGs, grid.png, manifest.json"),
+    "embed": ("clipdiff.cli_embed", "precompute CLIP embeddings of a training set (optionally as CSV)"),
+    "train-clip": ("clipdiff.train_clip", "train the embedded flowers CLIP"),
+    "train-unet": ("clipdiff.train_unet", "train the diffusion U-Net on precomputed embeddings"),
+    "train-default": ("clipdiff.train_default", "rebuild the shipped models end to end"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        width = max(map(len, COMMANDS))
+        print("usage: python -m clipdiff COMMAND [options]\n\ncommands:")
+        for name, (_, help_text) in COMMANDS.items():
+            print(f"  {name:<{width}}  {help_text}")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    import importlib
+
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Pictures out: uint8 frames to PIL, labelled grids, PNGs that carry their generation parameters."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+
+PARAMS_KEY = "clipdiff"
+
+
+def to_pil(frame: np.ndarray, scale: int = 1) -> Image.Image:
+    im = Image.fromarray(frame)
+    return im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST) if scale > 1 else im
+
+
+def png_info(params: dict) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PARAMS_KEY, json.dumps(params, sort_keys=True))
+    info.add_text("parameters", ", ".join(f"{k}: {v}" for k, v in params.items()))  # what other tools show
+    return info
+
+
+def save_png(image: Image.Image, path: str | Path, params: dict) -> Path:
+    path = Path(path)
+    image.save(path, pnginfo=png_info(params))
+    return path
+
+
+def read_params(image: Image.Image | str | Path) -> dict | None:
+    """The parameters a clipdiff PNG carries, or None if it carries none (or they are not valid JSON)."""
+    im = Image.open(image) if isinstance(image, (str, Path)) else image
+    text = getattr(im, "text", None) or im.info
+    raw = text.get(PARAMS_KEY) if text else None
+    if not raw:
+        return None
+    try:
+        params = json.loads(raw)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    return params if isinstance(params, dict) else None
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        return ImageFont.load_default()
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, max_lines: int = 3) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if draw.textlength(trial, font=font) <= width or not line:
+            line = trial
+        else:
+            lines.append(line)
+            line = word
+    lines.append(line)
+    return lines[:max_lines]
+
+
+def labelled_grid(frames: np.ndarray, rows: int, cols: int, row_labels: list[str] | None = None,
+                  col_labels: list[str] | None = None, cell: int = 96, pad: int = 4) -> Image.Image:
+    """frames (rows * cols, H, W, 3) in row-major order -> one picture with row and column labels."""
+    font = _font(12)
+    left = 64 if row_labels else 0
+    top = 44 if col_labels else 0
+    canvas = Image.new("RGB", (left + cols * (cell + pad) + pad, top + rows * (cell + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for k, frame in enumerate(frames[:rows * cols]):
+        r, c = divmod(k, cols)
+        im = Image.fromarray(frame).resize((cell, cell), Image.Resampling.NEAREST)
+        canvas.paste(im, (left + pad + c * (cell + pad), top + pad + r * (cell + pad)))
+    for c, label in enumerate(col_labels or []):
+        for i, line in enumerate(_wrap(draw, label, font, cell)):
+            draw.text((left + pad + c * (cell + pad), 2 + i * 14), line, fill="black", font=font)
+    for r, label in enumerate(row_labels or []):
+        draw.text((4, top + pad + r * (cell + pad) + cell // 2 - 7), label, fill="black", font=font)
+    return canvas

@@ -1,0 +1,136 @@
+"""The guided sampler: classifier-free guidance over any scheduler, yielding as it goes and recording steps.
+
+    eps = (1 + w) * eps_cond - w * eps_uncond
+
+w = 0 is the conditional prediction alone, w = -1 the unconditional alone. Conditional and unconditional
+run as one doubled batch, one U-Net forward per step. Each sample has its own seed, so a sample's pixels
+depend only on its seed, condition, w and sampler settings, not on what else shares the batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .schedulers import NoiseSchedule, make_scheduler, predicted_x0
+from .unet import ConditionalUNet
+
+MAX_RECORDS = 100  # recorded steps per run at most, whatever the stride: keeps playback memory bounded
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8."""
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@dataclass
+class StepRecord:
+    """One recorded sampler step, as small uint8 frames (N, H, W, 3) and per-sample noise norms."""
+    step: int                 # 0-based index into the sampler's timesteps
+    timestep: int             # the training timestep t
+    x_t: np.ndarray
+    x0: np.ndarray            # from the guided prediction
+    x0_cond: np.ndarray
+    x0_uncond: np.ndarray
+    eps_cond_norm: np.ndarray     # (N,) RMS of each prediction
+    eps_uncond_norm: np.ndarray
+    eps_guided_norm: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.x_t, self.x0, self.x0_cond, self.x0_uncond))
+
+
+@dataclass
+class Progress:
+    step: int                          # steps done, 1..total
+    total: int
+    timestep: int
+    x0: torch.Tensor                   # guided x0 prediction at this step, (N, C, H, W) in [-1, 1]
+    record: StepRecord | None = None
+    images: torch.Tensor | None = None  # the final samples, on the last event only
+
+
+def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
+    """One CPU generator per sample: the same seed gives the same noise on any device."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds])
+
+
+def record_stride(steps: int, record_every: int) -> int:
+    return max(record_every, -(-steps // MAX_RECORDS)) if record_every > 0 else 0
+
+
+@torch.inference_mode()
+def sample_guided(
+    model: ConditionalUNet,
+    cond: torch.Tensor,
+    w: torch.Tensor | float,
+    seeds: list[int],
+    sampler: str = "dpmsolver",
+    steps: int = 20,
+    schedule: NoiseSchedule | None = None,
+    record_every: int = 0,
+) -> Iterator[Progress]:
+    """Yield a Progress after every step; the last one carries the final images.
+
+    cond: (N, D) conditions; w: scalar or (N,) guidance weights; seeds: N seeds.
+    record_every > 0 records every k-th step (and always the last), at most MAX_RECORDS of them.
+    Stop iterating (or close the generator) to cancel between steps.
+    """
+    n = cond.shape[0]
+    if len(seeds) != n:
+        raise ValueError(f"need one seed per condition: {len(seeds)} seeds for {n} conditions")
+    device = next(model.parameters()).device
+    cfg = model.config
+    cond = cond.to(device, torch.float32)
+    w = torch.as_tensor(w, dtype=torch.float32, device=device).reshape(-1, 1, 1, 1).expand(n, 1, 1, 1)
+    scheduler = make_scheduler(sampler, schedule)
+    scheduler.set_timesteps(steps, device=device)
+    alphas_cumprod = scheduler.alphas_cumprod.to(device)
+    generators = [torch.Generator("cpu").manual_seed(int(s) + 1) for s in seeds]  # DDPM's per-step noise
+    x = initial_noise(seeds, (cfg.channels, cfg.image_size, cfg.image_size)).to(device)
+    x = x * scheduler.init_noise_sigma
+    both_cond = torch.cat([cond, model.null_condition(n)])
+    stride = record_stride(len(scheduler.timesteps), record_every)
+    total = len(scheduler.timesteps)
+    for i, t in enumerate(scheduler.timesteps):
+        eps_cond, eps_uncond = model(torch.cat([x, x]), t.expand(2 * n), both_cond).chunk(2)
+        eps = (1 + w) * eps_cond - w * eps_uncond
+        a_bar = alphas_cumprod[t]
+        x0 = predicted_x0(x, eps, a_bar)
+        record = None
+        if stride and (i % stride == 0 or i == total - 1):
+            record = StepRecord(
+                step=i, timestep=int(t), x_t=to_uint8(x), x0=to_uint8(x0),
+                x0_cond=to_uint8(predicted_x0(x, eps_cond, a_bar)),
+                x0_uncond=to_uint8(predicted_x0(x, eps_uncond, a_bar)),
+                eps_cond_norm=_rms(eps_cond), eps_uncond_norm=_rms(eps_uncond), eps_guided_norm=_rms(eps))
+        # diffusers draws DDPM's per-sample noise from a list of generators; CPU ones keep seeds portable.
+        step_kwargs = {"generator": generators} if sampler == "ddpm" else {}
+        x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
+        last = i == total - 1
+        yield Progress(step=i + 1, total=total, timestep=int(t), x0=x0, record=record,
+                       images=x.clamp(-1, 1) if last else None)
+
+
+def _rms(eps: torch.Tensor) -> np.ndarray:
+    return eps.float().pow(2).mean(dim=(1, 2, 3)).sqrt().cpu().numpy()
+
+
+@dataclass
+class SampleResult:
+    images: torch.Tensor                      # (N, C, H, W) in [-1, 1]
+    records: list[StepRecord] = field(default_factory=list)
+
+
+def run_to_end(progress: Iterator[Progress]) -> SampleResult:
+    records = []
+    final = None
+    for p in progress:
+        if p.record is not None:
+            records.append(p.record)
+        final = p
+    return SampleResult(final.images, records)

@@ -1,0 +1,48 @@
+"""The noise schedule (the reference's: T=400, linear betas 1e-4..0.02) and the samplers, from diffusers."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+SAMPLERS = ("ddpm", "ddim", "dpmsolver")
+
+
+@dataclass
+class NoiseSchedule:
+    num_train_timesteps: int = 400
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    beta_schedule: str = "linear"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NoiseSchedule":
+        return cls(**d)
+
+
+def make_scheduler(sampler: str, schedule: NoiseSchedule | None = None):
+    """A fresh diffusers scheduler for this schedule.
+
+    "trailing" spacing keeps the last training timestep (pure noise) as the first sampling step, which
+    matters at the few steps an interactive app uses (Lin et al. 2023).
+    """
+    schedule = schedule or NoiseSchedule()
+    common = dict(schedule.to_dict())
+    if sampler == "ddpm":
+        return DDPMScheduler(**common, clip_sample=True, timestep_spacing="trailing")
+    if sampler == "ddim":
+        return DDIMScheduler(**common, clip_sample=True, set_alpha_to_one=False, timestep_spacing="trailing")
+    if sampler == "dpmsolver":
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
+                                           timestep_spacing="trailing", lower_order_final=True)
+    raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+
+
+def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: torch.Tensor | float) -> torch.Tensor:
+    """x0 = (x_t - sqrt(1 - a_bar_t) * eps) / sqrt(a_bar_t): the clean image implied by a noise prediction."""
+    alpha_bar_t = torch.as_tensor(alpha_bar_t, dtype=x_t.dtype, device=x_t.device)
+    return (x_t - (1 - alpha_bar_t).sqrt() * eps) / alpha_bar_t.sqrt()

@@ -1,0 +1,168 @@
+"""What both training scripts share: deterministic data order, resumable state, learning-rate shape, loss log.
+
+Resuming gives the same run as not stopping: the batch order of every epoch and every random draw of a
+step come from (seed, epoch) and (seed, step), not from a generator's history.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoints import (atomic_save_json, atomic_save_safetensors, atomic_torch_save, load_training_state,
+                          read_json, read_safetensors)
+
+
+def add_defaults_to_parser(parser: argparse.ArgumentParser, defaults: dict) -> None:
+    """Every default is a flag (improved-diffusion's add_dict_to_argparser)."""
+    for key, value in defaults.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=value,
+                                metavar="BOOL")
+        elif isinstance(value, (list, tuple)):
+            parser.add_argument(flag, type=type(value[0]), nargs="+", default=list(value))
+        elif value is None:
+            parser.add_argument(flag, type=str, default=None)
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator("cpu").manual_seed(seed * 1_000_003 + step)
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Indices of the batch at global step: epochs are seeded permutations, the tail of each is dropped."""
+    per_epoch = max(n // batch_size, 1)
+    epoch, k = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    if n < batch_size:
+        order = np.resize(order, batch_size)
+    return order[k * batch_size:(k + 1) * batch_size]
+
+
+def lr_factor(step: int, warmup: int, total: int, floor: float = 0.1) -> float:
+    """Linear warm-up, then cosine decay to floor x the base rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    seconds: float = 0.0   # training wall time so far, across resumes
+
+
+def save_run(run_dir: Path, state: RunState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             ema_model: torch.nn.Module | None = None, args: dict | None = None) -> None:
+    """Weights as safetensors, optimizer moments with torch.save (our own file, read weights_only).
+
+    state.json goes last: a crash before it leaves the previous, consistent step in force.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_save_safetensors(model.state_dict(), run_dir / "model.safetensors")
+    if ema_model is not None:
+        atomic_save_safetensors(ema_model.state_dict(), run_dir / "ema.safetensors")
+    atomic_torch_save(optimizer.state_dict(), run_dir / "optimizer.pt")
+    atomic_save_json({"step": state.step, "seconds": state.seconds, "args": args or {}}, run_dir / "state.json")
+
+
+def load_run(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             ema_model: torch.nn.Module | None = None) -> RunState:
+    """Restore a run saved by save_run; a fresh RunState where there is none yet."""
+    if not (run_dir / "state.json").is_file():
+        return RunState()
+    meta = read_json(run_dir / "state.json")
+    model.load_state_dict(read_safetensors(run_dir / "model.safetensors"))
+    if ema_model is not None:
+        ema_model.load_state_dict(read_safetensors(run_dir / "ema.safetensors"))
+    optimizer.load_state_dict(load_training_state(run_dir / "optimizer.pt"))
+    return RunState(step=int(meta["step"]), seconds=float(meta["seconds"]))
+
+
+@torch.no_grad()
+def ema_update(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema_model.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1 - decay)
+
+
+class LossLog:
+    """Appends (step, loss, lr, seconds) to a CSV and redraws a PNG plot of it on request."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop rows logged after the restored step, so the curve has no duplicate steps."""
+        if not self.path.is_file():
+            return
+        rows = self.rows()
+        with self.path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["step", "loss", "lr", "seconds"])
+            writer.writerows([r for r in rows if r[0] <= step])
+
+    def append(self, step: int, loss: float, lr: float, seconds: float) -> None:
+        new = not self.path.is_file()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["step", "loss", "lr", "seconds"])
+            writer.writerow([step, f"{loss:.6f}", f"{lr:.3e}", f"{seconds:.1f}"])
+
+    def rows(self) -> list[tuple[int, float, float, float]]:
+        if not self.path.is_file():
+            return []
+        with self.path.open() as f:
+            return [(int(r["step"]), float(r["loss"]), float(r["lr"]), float(r["seconds"]))
+                    for r in csv.DictReader(f)]
+
+    def plot(self, png: Path, title: str) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.rows()
+        if not rows:
+            return
+        steps = np.array([r[0] for r in rows])
+        loss = np.array([r[1] for r in rows])
+        fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
+        ax.plot(steps, loss, lw=0.6, alpha=0.35, color="tab:blue", label="per step")
+        k = max(len(loss) // 50, 1)
+        if len(loss) > k:
+            smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+            ax.plot(steps[k - 1:], smooth, lw=1.6, color="tab:blue", label=f"mean of {k}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        png.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(png)
+        plt.close(fig)
+
+
+class Timer:
+    def __init__(self, already: float = 0.0):
+        self.start = time.perf_counter() - already
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start

@@ -1,4 +1,5 @@
-"""python -m clipdiff COMMAND ...: sample, embed, train-clip, train-unet, train-default (see --help of each)."""
+"""python -m clipdiff COMMAND ...: sample, embed, train-clip, train-unet, train-default, eval-clip, eval-gen
+(see --help of each). A command is a module's main(), or "module:function" for another function of it."""
 from __future__ import annotations
 
 import sys
@@ -9,6 +10,8 @@ COMMANDS = {
     "train-clip": ("clipdiff.train_clip", "train the embedded flowers CLIP"),
     "train-unet": ("clipdiff.train_unet", "train the diffusion U-Net on precomputed embeddings"),
     "train-default": ("clipdiff.train_default", "rebuild the shipped models end to end"),
+    "eval-clip": ("clipdiff.cli_eval:main_clip", "the CLIP on held-out images: caption->image recall, zero-shot species"),
+    "eval-gen": ("clipdiff.cli_eval:main_gen", "generations per w: CLIP score, FD and CMMD in CLIP space, diversity"),
 }
 
 
@@ -22,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     import importlib
 
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:]) or 0
+    module_name, _, function = COMMANDS[argv[0]][0].partition(":")
+    return getattr(importlib.import_module(module_name), function or "main")(argv[1:]) or 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,231 @@
+"""python -m clipdiff eval-clip / eval-gen: how good the CLIP is, and how good its diffusion model's images are.
+
+    python -m clipdiff eval-clip --json outputs/eval-clip.json
+    python -m clipdiff eval-gen --prompts prompts.txt --w 0 --w 1 --w 2 --n 16 --json outputs/eval-gen.json
+    python -m clipdiff eval-gen --unet runs/unet-a --unet runs/unet-b --json outputs/compare.json
+
+eval-gen's Frechet distance (FD_CLIP) and CMMD use the project's CLIP image embeddings, not FID's Inception-v3
+features (those weights cannot be downloaded here): FD_CLIP is not comparable with published FID numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as data_mod
+from .checkpoints import DEFAULT_UNET_DIR
+from .diffusion import load_diffusion
+from .encoders import ClipEncoder
+from .evaluate import FID_NOTE, MAX_REAL, RealReference, best_w, evaluate_clip, guidance_curve
+from .pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline,
+                       model_id_of)
+from .schedulers import SAMPLERS
+
+
+def _write_json(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite_or_none(report), indent=2) + "\n")
+
+
+def _finite_or_none(x):
+    """NaN and infinities are not JSON: they become null."""
+    if isinstance(x, dict):
+        return {k: _finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_or_none(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+# -- eval-clip -----------------------------------------------------------------------------------------------
+def main_clip(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="clipdiff eval-clip", description="Caption->image recall@1/5/10 and zero-shot species top-1/5 of a "
+        "CLIP on the images train-clip holds out (a seeded sample of Oxford-102's official test split).")
+    parser.add_argument("--clip", default="default", help="'default', a local-dir folder, or an open_clip name")
+    parser.add_argument("--clip-pretrained", default=None, help="pretrained tag or weights file for --clip NAME")
+    parser.add_argument("--data", default=None, help="shared data folder, captions.jsonl or image folder tree "
+                                                     "(default: ../shared/data)")
+    parser.add_argument("--json", default=None, help="write the figures here as JSON")
+    parser.add_argument("--n-heldout", type=int, default=1000, help="as train-clip's --n-heldout")
+    parser.add_argument("--seed", type=int, default=0, help="as train-clip's --seed: picks the held-out images")
+    parser.add_argument("--image-size", type=int, default=0, help="size images are loaded at (default: the CLIP's)")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+
+    encoder = ClipEncoder.load(args.clip, args.clip_pretrained, args.device)
+    ds = data_mod.load_training_data(args.data, args.image_size or encoder.image_size)
+    _, held = data_mod.heldout_split(ds.splits, args.n_heldout, args.seed)
+    n_test = sum(s == "test" for s in ds.splits)
+    pool = f"the official 'test' split ({n_test} images)" if n_test else f"all {len(ds)} images (no 'test' split)"
+    split = (f"{len(held)} images drawn with seed {args.seed} from {pool}, as train-clip holds them out "
+             f"(clipdiff.data.heldout_split); every other image trained the CLIP")
+    report = {"command": "eval-clip", "clip": encoder.identity,
+              "data": str(args.data or data_mod.default_data_root()), "split": split,
+              **evaluate_clip(encoder, ds, held)}
+
+    r, z, c = report["caption_to_image"], report["zero_shot"], report["counts"]
+    print(f"eval-clip: {encoder.identity}\n  split: {split}")
+    print(f"  {'caption -> image (' + str(c['gallery']) + ' images)':<34}"
+          + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in r.items()))
+    print(f"  {'zero-shot (' + str(c['candidate_species']) + ' species)':<34}"
+          + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in z.items()))
+    if args.json:
+        _write_json(report, Path(args.json))
+        print(f"wrote {args.json}")
+    return 0
+
+
+# -- eval-gen ------------------------------------------------------------------------------------------------
+def read_prompts(path: str | Path) -> list[str]:
+    """One prompt per line; blank lines and lines starting with # are skipped."""
+    lines = (line.strip() for line in Path(path).read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def real_embeddings(spec: str, encoder: ClipEncoder, image_size: int) -> tuple[np.ndarray | None, str]:
+    """(M, D) raw CLIP image embeddings of real images, and where they came from; (None, why) if there are none."""
+    if spec == "none":
+        return None, "none (--real none)"
+    if spec == "atlas":
+        try:
+            from .atlas import Atlas
+
+            atlas = Atlas.load()
+        except Exception as e:  # not written yet, not built, or unreadable: all mean "no atlas"
+            return None, (f"the embedding atlas is not available ({type(e).__name__}: {e}); "
+                          "pass --real FOLDER (a folder of real images) to get FD_CLIP and CMMD")
+        trained_with = getattr(atlas, "clip_identity", None)
+        if trained_with and trained_with != encoder.identity:
+            return None, (f"the atlas holds embeddings of {trained_with}, not of {encoder.identity}; "
+                          "pass --real FOLDER instead")
+        return np.asarray(atlas.image_emb, dtype=np.float32), "atlas (checkpoints/atlas)"
+    # Real images go through the generated images' path: loaded at the U-Net's resolution, then the CLIP's
+    # own resize; otherwise the distances would mostly measure the resolution gap.
+    ds = data_mod.load_any(spec, image_size)
+    pixels = torch.from_numpy(ds.images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return encoder.encode_image(pixels).numpy(), f"folder {spec} ({len(ds)} images at {image_size}x{image_size})"
+
+
+def _fmt(v, spec: str) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def print_table(model: str, results: list[dict]) -> None:
+    print(f"\n{model}\n  {'w':>6}  {'CLIP score':>10}  {'FD_CLIP':>9}  {'CMMD':>8}  {'diversity':>9}")
+    for r in results:
+        print(f"  {r['w']:>6g}  {_fmt(r['clip_score'], '10.2f')}  {_fmt(r['frechet_distance'], '9.4f'):>9}  "
+              f"{_fmt(r['cmmd'], '8.3f'):>8}  {_fmt(r['diversity'], '9.4f'):>9}")
+    lowest = best_w(results, "cmmd")
+    if lowest is not None:
+        print(f"  lowest CMMD at w = {lowest:g}, lowest FD_CLIP at w = {best_w(results, 'frechet_distance'):g}")
+
+
+def plot_curves(runs: list[dict], png: Path) -> None:
+    """CLIP score, diversity, FD_CLIP and CMMD against w, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("clip_score", "CLIP score (higher: follows the prompt)"), ("diversity", "diversity (1 - cosine)"),
+              ("frechet_distance", "FD_CLIP to real (lower is better)"), ("cmmd", "CMMD x1000 to real (lower is better)"))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for ax, (key, title) in zip(axes.flat, panels):
+        for run in runs:
+            pts = [(r["w"], r[key]) for r in run["results"] if r[key] is not None and math.isfinite(r[key])]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=run["model"])
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no real images given", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("guidance weight w")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("Guidance sweep, in the CLIP's image-embedding space (not Inception: FD_CLIP is not FID)",
+                 fontsize=10)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def main_gen(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="clipdiff eval-gen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", default=None, help="text file, one prompt per line (default: the reference three)")
+    parser.add_argument("--w", action="append", type=float, help="guidance weight; repeat for several "
+                                                                 "(default: the reference list)")
+    parser.add_argument("--n", type=int, default=8, help="images per prompt and w (image k from seed + k)")
+    parser.add_argument("--json", default="outputs/eval-gen.json", help="report; the plot goes beside it as .png")
+    parser.add_argument("--unet", action="append", help="diffusion checkpoint folder; repeat to compare models "
+                                                        f"(default: {DEFAULT_UNET_DIR})")
+    parser.add_argument("--clip", default="default")
+    parser.add_argument("--clip-pretrained", default=None)
+    parser.add_argument("--real", default="atlas", help="real images to compare with: 'atlas' (the shipped "
+                                                        "embedding atlas), a folder of images, or 'none'")
+    parser.add_argument("--max-real", type=int, default=MAX_REAL, help="real embeddings used at most (seeded sample)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    prompts = read_prompts(args.prompts) if args.prompts else list(REFERENCE_PROMPTS)
+    ws = args.w or list(REFERENCE_WS)
+    if not prompts:
+        parser.error(f"no prompts in {args.prompts}")
+    if args.n < 2:
+        parser.error("--n must be at least 2: diversity compares the images of one prompt")
+    if not 1 <= args.steps <= 1000:
+        parser.error("--steps must be between 1 and 1000")
+
+    encoder = ClipEncoder.load(args.clip, args.clip_pretrained, args.device)
+    pipelines = []
+    for folder in args.unet or [str(DEFAULT_UNET_DIR)]:
+        model, config = load_diffusion(folder, encoder.device)
+        pipelines.append((folder, ClipDiffusionPipeline(encoder, model, config, model_id_of(Path(folder)))))
+
+    real_emb, real_source = real_embeddings(args.real, encoder, pipelines[0][1].image_size)
+    real = None
+    if real_emb is None:
+        print(f"no real images: {real_source}. FD_CLIP and CMMD are left out.", file=sys.stderr)
+    else:
+        real = RealReference.of(real_emb, real_source, max_real=args.max_real, seed=args.seed)
+    print(FID_NOTE)
+
+    runs = []
+    for folder, pipe in pipelines:
+        def progress(w, r, _images, model=pipe.model_id):
+            print(f"  {model}  w = {w:g}: {r['n_images']} images in {r['seconds']:.1f} s", flush=True)
+
+        results = guidance_curve(pipe, prompts, ws, args.n, args.seed, args.steps, args.sampler, real=real,
+                                 on_w=progress)
+        runs.append({"unet": str(folder), "model": pipe.model_id, "clip": encoder.identity,
+                     "trained_with_clip": pipe.config.clip_identity, "results": results,
+                     "lowest_cmmd_w": best_w(results, "cmmd"), "lowest_fd_w": best_w(results, "frechet_distance")})
+    for run in runs:
+        print_table(run["model"], run["results"])
+
+    out = Path(args.json)
+    report = {"command": "eval-gen", "prompts": prompts, "ws": ws, "n": args.n, "seed": args.seed,
+              "seeds": f"image k of each prompt uses seed + k ({args.seed}..{args.seed + args.n - 1}) at every w",
+              "steps": args.steps, "sampler": args.sampler, "clip": encoder.identity,
+              "real": {"source": real_source, "count": None if real is None else len(real.features),
+                       "available": None if real is None else real.total},
+              "metrics": {"clip_score": "mean of 100 * max(cos(image, prompt), 0) (similarity.clip_score)",
+                          "frechet_distance": "Frechet distance of unit-norm CLIP image embeddings (FD_CLIP)",
+                          "cmmd": "MMD^2 x1000, Gaussian RBF kernel sigma=10, unit-norm CLIP image embeddings "
+                                  "(Jayasumana et al. 2024)",
+                          "diversity": "mean pairwise cosine distance of one prompt's images, averaged"},
+              "note": FID_NOTE, "runs": runs, "plot": out.with_suffix(".png").name}
+    _write_json(report, out)
+    plot_curves(runs, out.with_suffix(".png"))
+    print(f"\nwrote {out} and {out.with_suffix('.png')}")
+    return 0

@@ -60,7 +60,8 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def record_stride(steps: int, record_every: int) -> int:
-    return max(record_every, -(-steps // MAX_RECORDS)) if record_every > 0 else 0
+    # Steps 0, s, 2s, ... plus the last are recorded: ceil((steps - 1) / s) + 1 of them, at most MAX_RECORDS.
+    return max(record_every, -(-(steps - 1) // (MAX_RECORDS - 1))) if record_every > 0 else 0
 
 
 @torch.inference_mode()

@@ -1,0 +1,52 @@
+"""python app.py: the clipdiff app in a browser, at http://127.0.0.1:7860 (local only unless you ask).
+
+    python app.py                                   # the shipped models in checkpoints/
+    python app.py --unet DIR --clip DIR --atlas DIR # others
+    python app.py --host 0.0.0.0 --port 8080        # reachable from the network: put auth in front (README)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+# Before anything imports gradio or huggingface_hub: no telemetry, no hub access, nothing downloaded.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from clipdiff.checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--unet", default=str(DEFAULT_UNET_DIR), help="diffusion checkpoint folder")
+    parser.add_argument("--clip", default="default", help="'default', a local open_clip folder, or an architecture")
+    parser.add_argument("--clip-pretrained", default=None, help="weights file or cached tag for --clip ARCH")
+    parser.add_argument("--atlas", default=str(DEFAULT_ATLAS_DIR), help="embedding atlas folder")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes it to the network")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="open a public Gradio share link (off by default)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--concurrency", type=int, default=1, help="model runs at once (others wait in the queue)")
+    parser.add_argument("--max-queue", type=int, default=16, help="waiting requests before 'queue is full'")
+    args = parser.parse_args(argv)
+    if args.concurrency < 1 or args.max_queue < 1:
+        parser.error("--concurrency and --max-queue must be at least 1")
+    if not 0 < args.port < 65536:
+        parser.error("--port must be between 1 and 65535")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from clipdiff.ui import Models, build_app, serve
+
+    models = Models.load(args.unet, args.clip, args.clip_pretrained, args.atlas, args.device)
+    for problem in models.problems:
+        print(f"warning: {problem}")
+    serve(build_app(models, args.concurrency), host=args.host, port=args.port, share=args.share,
+          concurrency=args.concurrency, max_queue=args.max_queue)
+
+
+if __name__ == "__main__":
+    main()

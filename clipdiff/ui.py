@@ -1,0 +1,890 @@
+"""The Gradio app: one gr.Blocks over the clipdiff core. The only module that imports gradio.
+
+Handlers are plain functions of the values the browser (or a gradio_client script) sends: they check
+and clamp every value, call core functions, and turn the results into pictures, plots and text. No
+model maths lives here. Anything that runs a model shares one concurrency group ("model"); cheap
+handlers (token view, scrubbing, parameter loading) have their own, so they stay quick during a run.
+"""
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+import time
+import unicodedata
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from PIL import Image, ImageOps
+
+from .atlas import Atlas
+from .checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR, CheckpointError
+from .diffusion import load_diffusion
+from .encoders import ClipEncoder, ClipWeightsMissing, pil_to_tensor01
+from .images import labelled_grid, read_params, save_png, to_pil
+from .interpolate import slerp_path
+from .pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, REFERENCE_PROMPTS, REFERENCE_WS,
+                       ClipDiffusionPipeline, Job, images_per_prompt, model_id_of, sweep)
+from .playback import PlaybackRun, export_gif, frames_to_tensor, make_playback
+from .sampling import to_uint8
+from .schedulers import SAMPLERS
+from .similarity import clip_score, cosine_matrix, nearest, softmax_over_candidates
+
+# -- limits: what one request may ask for; everything from the browser or the API is clamped to these ------
+MAX_TEXT_CHARS = 10_000          # a prompt box longer than this is rejected, not truncated
+MAX_PROMPTS = 8                  # prompts per run (one per line)
+MAX_IMAGES_PER_PROMPT = 8
+MAX_BATCH = 16                   # images sampled together in one run
+MAX_SWEEP_PROMPTS = 4
+MAX_SWEEP_WS = 9
+MAX_STEPS = 400                  # the training schedule's T: more steps than timesteps means nothing
+W_LIMIT = 20.0
+SEED_MAX = 2**31 - 1
+MAX_UPLOADS = 16
+MAX_UPLOAD_SIZE = "10mb"
+MAX_IMAGE_PIXELS = 40_000_000    # refuse to decode bigger pictures (decompression bombs)
+INTERPOLATION_POINTS = (2, 12)
+MAX_SIMILARITY_TEXTS = 32
+NEAREST_CAPTIONS = 5
+SESSION_TTL_S = 1800             # a session's recorded run is dropped after 30 idle minutes
+OUTPUT_MAX_AGE_S = 3600          # our PNGs and GIFs on disk
+LIGHT_CONCURRENCY = 4
+PLAY_FRAME_S = 0.15
+PREVIEW_SCALE = 4
+
+COSINE_NOTE = """**Why do matching pairs score only ~0.2-0.4?** CLIP puts texts and images in two regions of
+its sphere (the *modality gap*), so even a perfect caption is far from 1. What CLIP learned is the
+*ranking*: the right caption beats the wrong ones. The softmax turns that ranking into probabilities,
+sharpened by the model's learned temperature (logit scale), which is why small cosine differences become
+confident choices."""
+
+CSS = ".pixelated img, .pixelated canvas { image-rendering: pixelated; }"
+TRAIN_HINT = "get the shipped models with `python -m clipdiff train-default`"
+
+
+# -- the models the app serves --------------------------------------------------------------------------------
+@dataclass
+class Models:
+    """What the app serves. Each part may be missing; `problems` says what and how to get it, in words."""
+    encoder: ClipEncoder | None = None
+    pipeline: ClipDiffusionPipeline | None = None
+    atlas: Atlas | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, unet: str | Path = DEFAULT_UNET_DIR, clip: str = "default", clip_pretrained: str | None = None,
+             atlas: str | Path | None = DEFAULT_ATLAS_DIR, device: str = "auto") -> "Models":
+        models = cls()
+        try:
+            models.encoder = ClipEncoder.load(clip, clip_pretrained, device)
+        except (ClipWeightsMissing, CheckpointError, OSError, ValueError, RuntimeError) as e:
+            models.problems.append(problem("CLIP model", e, "--clip DIR"))
+        if models.encoder is not None:
+            try:
+                model, config = load_diffusion(Path(unet), models.encoder.device)
+                models.pipeline = ClipDiffusionPipeline(models.encoder, model, config, model_id_of(Path(unet)))
+            except (CheckpointError, OSError, ValueError, RuntimeError) as e:
+                models.problems.append(problem("diffusion model", e, "--unet DIR"))
+        if atlas is not None:
+            try:
+                models.atlas = Atlas.load(atlas)
+            except (CheckpointError, OSError, ValueError, KeyError) as e:
+                models.problems.append(problem("embedding atlas", e, "--atlas DIR"))
+        models._check_atlas_fits()
+        return models
+
+    def _check_atlas_fits(self) -> None:
+        if self.atlas is None or self.encoder is None:
+            return
+        if self.atlas.image_emb.shape[1] != self.encoder.embed_dim:
+            self.problems.append(f"The atlas holds {self.atlas.image_emb.shape[1]}-d embeddings of "
+                                 f"{self.atlas.clip_identity}, but the loaded CLIP gives {self.encoder.embed_dim}-d "
+                                 "ones; the map is off. Pass --atlas for an atlas built with this CLIP.")
+            self.atlas = None
+
+    def need_encoder(self) -> ClipEncoder:
+        if self.encoder is None:
+            raise gr.Error(self.missing("CLIP model"))
+        return self.encoder
+
+    def need_pipeline(self) -> ClipDiffusionPipeline:
+        if self.pipeline is None:
+            raise gr.Error(self.missing("diffusion model"))
+        return self.pipeline
+
+    def need_atlas(self) -> Atlas:
+        if self.atlas is None:
+            raise gr.Error(self.missing("embedding atlas"))
+        return self.atlas
+
+    def missing(self, what: str) -> str:
+        return f"The {what} is not loaded. " + " ".join(self.problems) if self.problems else \
+            f"The {what} is not loaded; {TRAIN_HINT}."
+
+    def status_markdown(self) -> str:
+        if not self.problems:
+            parts = [f"diffusion model `{self.pipeline.model_id}`", f"CLIP `{self.encoder.identity}`"]
+            if self.atlas is not None:
+                parts.append(f"atlas of {len(self.atlas.image_emb):,} images")
+            return "Loaded: " + ", ".join(parts) + "."
+        return "**Something is missing; the rest of the app still works.**\n\n" + \
+            "\n".join(f"- {p}" for p in self.problems)
+
+
+def problem(what: str, error: Exception, flag: str) -> str:
+    """A load failure in words: what is missing, why, and how to get it."""
+    message = str(error).rstrip(".")
+    hint = "" if "train-default" in message else f"; {TRAIN_HINT}"
+    return f"No {what}: {message}{hint} (or pass {flag})."
+
+
+# -- checking what the browser or an API client sends --------------------------------------------------------
+class Checked:
+    """Checks one request's values. Impossible values raise gr.Error; values out of range are clamped and
+    the change is said twice: as a warning in the browser, and in the run's status text (for API clients)."""
+
+    def __init__(self):
+        self.notes: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.notes.append(message)
+        gr.Warning(message)
+
+    def text(self, value, name: str = "text") -> str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise gr.Error(f"{name} must be text, not {type(value).__name__}.")
+        if len(value) > MAX_TEXT_CHARS:
+            raise gr.Error(f"{name} is {len(value):,} characters long; the limit is {MAX_TEXT_CHARS:,}.")
+        return value
+
+    def lines(self, value, limit: int, name: str = "prompts", required: bool = True) -> list[str]:
+        """Non-empty lines, cleaned of control characters, at most `limit` of them."""
+        lines = [clean_line(line) for line in self.text(value, name).splitlines()]
+        lines = [line for line in lines if line]
+        if required and not lines:
+            raise gr.Error(f"Type at least one {name.rstrip('s')} (one per line); the box is empty.")
+        if len(lines) > limit:
+            self.warn(f"{len(lines)} {name}: using the first {limit}.")
+            lines = lines[:limit]
+        return lines
+
+    def number(self, value, name: str, low: float, high: float, integer: bool = False, default=None):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if default is None:
+                raise gr.Error(f"{name} is missing.")
+            return default
+        if isinstance(value, bool):
+            raise gr.Error(f"{name} must be a number, not true/false.")
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise gr.Error(f"{name} must be a number, not {str(value)[:40]!r}.") from None
+        if not math.isfinite(x):
+            raise gr.Error(f"{name} must be a finite number, not {x}.")
+        clamped = min(max(x, low), high)
+        if integer:
+            clamped = int(round(clamped))
+        if clamped != x:
+            self.warn(f"{name} {x:g} is outside {low:g} to {high:g} (or not whole): using {clamped:g}.")
+        return clamped
+
+    def choice(self, value, choices, name: str) -> str:
+        if value not in choices:
+            raise gr.Error(f"{name} must be one of {', '.join(map(str, choices))}, not {str(value)[:40]!r}.")
+        return value
+
+    def flag(self, value, name: str) -> bool:
+        if value is None:
+            return False
+        if isinstance(value, bool) or value in (0, 1):
+            return bool(value)
+        raise gr.Error(f"{name} must be true or false.")
+
+    def seed(self, value) -> int:
+        """An empty seed means a random one; the seed used is always shown back."""
+        if value is None or (isinstance(value, str) and not value.strip()) or value == -1:
+            return random.randint(0, SEED_MAX)
+        return self.number(value, "seed", 0, SEED_MAX, integer=True)
+
+    def ws(self, value) -> list[float]:
+        """Comma- or space-separated guidance weights."""
+        text = self.text(value, "w values").replace(",", " ")
+        ws = []
+        for item in text.split():
+            w = self.number(item, "w value", -W_LIMIT, W_LIMIT)
+            if w not in ws:
+                ws.append(w)
+        if not ws:
+            raise gr.Error("Give at least one w value, e.g. -2, -1, 0, 1, 2.")
+        if len(ws) > MAX_SWEEP_WS:
+            self.warn(f"{len(ws)} w values: using the first {MAX_SWEEP_WS}.")
+            ws = ws[:MAX_SWEEP_WS]
+        return ws
+
+    def sampling(self, steps, sampler) -> tuple[int, str]:
+        return (self.number(steps, "steps", 1, MAX_STEPS, integer=True, default=DEFAULT_STEPS),
+                self.choice(sampler, SAMPLERS, "sampler"))
+
+    def status(self, text: str) -> str:
+        return "\n\n".join([text] + [f"Note: {n}" for n in self.notes])
+
+
+def clean_line(text: str) -> str:
+    """Drop control characters (format characters such as right-to-left marks and emoji joiners stay)."""
+    return " ".join("".join(ch for ch in text if unicodedata.category(ch) != "Cc").split())
+
+
+def open_upload(path, name: str = "upload") -> Image.Image:
+    """An uploaded file as an upright RGB picture, or a clear gr.Error. Never trusts the file's name."""
+    if isinstance(path, dict):  # what an API client may send for a file
+        path = path.get("path")
+    if not isinstance(path, (str, Path)):
+        raise gr.Error(f"{name}: expected an uploaded image file.")
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise gr.Error(f"{name} is {im.width} x {im.height} pixels; the limit is "
+                               f"{MAX_IMAGE_PIXELS:,} pixels.")
+            im.seek(0)  # the first frame of an animation
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float grey: scale to 8 bits
+                arr = np.asarray(im, dtype=np.float32)
+                arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-8) * 255
+                im = Image.fromarray(arr.astype(np.uint8))
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                background = Image.new("RGBA", im.size, "white")
+                im = Image.alpha_composite(background, im)
+            return im.convert("RGB")
+    except gr.Error:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise gr.Error(f"{name} is too large to decode safely.") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise gr.Error(f"{name} is not a readable image ({type(e).__name__}).") from None
+
+
+def open_uploads(files, checked: Checked) -> list[Image.Image]:
+    if files is None:
+        return []
+    if not isinstance(files, (list, tuple)):
+        files = [files]
+    if len(files) > MAX_UPLOADS:
+        checked.warn(f"{len(files)} images: using the first {MAX_UPLOADS}.")
+        files = files[:MAX_UPLOADS]
+    return [open_upload(f, f"image {i + 1}") for i, f in enumerate(files)]
+
+
+# -- files we hand to the browser -------------------------------------------------------------------------------
+class OutputFolder:
+    """PNGs and GIFs for the browser, named by random ids (never by user text), pruned after an hour."""
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="clipdiff-app-"))
+        self._last_prune = 0.0
+
+    def path(self, suffix: str) -> Path:
+        self._prune()
+        return self.folder / f"{uuid.uuid4().hex}{suffix}"
+
+    def _prune(self) -> None:
+        now = time.time()
+        if now - self._last_prune < 60:
+            return
+        self._last_prune = now
+        for f in self.folder.iterdir():
+            try:
+                if now - f.stat().st_mtime > OUTPUT_MAX_AGE_S:
+                    f.unlink()
+            except OSError:
+                pass
+
+
+# -- a session's last run -------------------------------------------------------------------------------------
+@dataclass
+class LastRun:
+    """What a session keeps of its last generation: images, their parameters and the recorded steps."""
+    frames: np.ndarray                 # (N, H, W, 3) uint8 final images
+    labels: list[str]
+    params: list[dict]
+    scores: list[float]                # CLIP score of each image against its condition
+    playback: PlaybackRun
+
+
+def release_run(run) -> None:
+    """gr.State's delete callback: the session is gone or expired; let its frames go now."""
+    if isinstance(run, LastRun):
+        run.playback.release()
+
+
+# -- sampling, shared by generate, sweep, interpolation and variations ------------------------------------------
+def sample_stream(pipe: ClipDiffusionPipeline, jobs: list[Job], steps: int, sampler: str, record: bool):
+    """Yield ("step", k, total, x0 frames) after each sampler step, then ("done", frames, records).
+
+    Leaving this generator (a cancelled event) stops the sampler between two steps."""
+    records = []
+    for p in pipe.run(jobs, steps=steps, sampler=sampler, record_every=1 if record else 0):
+        if p.record is not None:
+            records.append(p.record)
+        if p.images is not None:
+            yield "done", to_uint8(p.images), records
+        else:
+            yield "step", p.step, p.total, to_uint8(p.x0)
+
+
+def preview_gallery(frames: np.ndarray, labels: list[str], step: int, total: int) -> list:
+    return [(np.asarray(to_pil(f, PREVIEW_SCALE)), f"{label} (step {step}/{total})")
+            for f, label in zip(frames, labels)]
+
+
+def clip_scores(pipe: ClipDiffusionPipeline, frames: np.ndarray, jobs: list[Job]) -> list[float]:
+    image_emb = pipe.encoder.encode_image(frames_to_tensor(frames))
+    return clip_score(image_emb, pipe.conditions(jobs)).tolist()
+
+
+def save_results(pipe, outputs: OutputFolder, frames, jobs, steps, sampler, scores) -> tuple[list, list[dict]]:
+    gallery, params = [], []
+    for frame, job, score in zip(frames, jobs, scores):
+        p = pipe.parameters_of(job, steps, sampler)
+        p["clip_score"] = round(score, 2)
+        path = save_png(to_pil(frame), outputs.path(".png"), p)
+        gallery.append((str(path), f"{job.prompt} | w {job.w:g} | seed {job.seed} | CLIP score {score:.1f}"))
+        params.append(p)
+    return gallery, params
+
+
+# -- plots -----------------------------------------------------------------------------------------------------
+def playback_figure(run: PlaybackRun, sample: int) -> go.Figure:
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, subplot_titles=(
+        "cosine(condition, CLIP image embedding of the guided x0)", "noise prediction RMS"))
+    t = run.timesteps
+    for i, label in enumerate(run.labels):
+        if run.cosines is not None and len(run.cosines):
+            fig.add_trace(go.Scatter(x=t, y=run.cosines[:, i], mode="lines+markers", name=label,
+                                     line={"width": 3 if i == sample else 1}, opacity=1 if i == sample else 0.35,
+                                     legendgroup="cos"), row=1, col=1)
+    for name, series in run.noise_norms(sample).items():
+        fig.add_trace(go.Scatter(x=t, y=series, mode="lines", name=f"eps {name}", legendgroup="eps"), row=2, col=1)
+    fig.update_xaxes(autorange="reversed", title_text="timestep t (sampling runs left to right)", row=2, col=1)
+    fig.update_layout(height=520, margin={"l": 40, "r": 10, "t": 40, "b": 40}, legend={"font": {"size": 10}})
+    return fig
+
+
+def similarity_figure(texts: list[str], images: list[str], cosines, probs, softmax_over: str) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.15, subplot_titles=(
+        "raw cosine", f"softmax over {softmax_over} (x logit scale)"))
+    short = [t if len(t) <= 40 else t[:37] + "..." for t in texts]
+    for col, (z, scale) in enumerate(((cosines, "RdBu"), (probs, "Viridis")), start=1):
+        fig.add_trace(go.Heatmap(z=z, x=images, y=short, colorscale=scale, texttemplate="%{z:.2f}",
+                                 showscale=False, zmid=0 if col == 1 else None), row=1, col=col)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=max(300, 60 + 45 * len(texts)), margin={"l": 10, "r": 10, "t": 40, "b": 40})
+    return fig
+
+
+def map_figure(atlas: Atlas, method: str, show_texts: bool, live: list[dict]) -> go.Figure:
+    coords = atlas.coords(method)
+    xy = coords["images"]
+    species = [atlas.class_names[i] for i in atlas.labels]
+    fig = go.Figure()
+    fig.add_trace(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", name="dataset images",
+                               marker={"size": 4, "color": atlas.labels, "colorscale": "Turbo", "opacity": 0.6},
+                               hovertext=species, hoverinfo="text"))
+    if show_texts and len(atlas.texts):
+        txy = coords["texts"]
+        fig.add_trace(go.Scattergl(x=txy[:, 0], y=txy[:, 1], mode="markers", name="texts (species, captions)",
+                                   marker={"size": 5, "symbol": "x", "color": "rgba(90,90,90,0.5)"},
+                                   hovertext=atlas.texts, hoverinfo="text"))
+    for modality, symbol in (("text", "star"), ("image", "diamond")):
+        points = [p for p in live if p["modality"] == modality]
+        if points:
+            fig.add_trace(go.Scatter(
+                x=[p["x"] for p in points], y=[p["y"] for p in points], mode="markers+text",
+                name=f"your {modality}s", text=[p["label"][:30] for p in points], textposition="top center",
+                hovertext=[p["label"] for p in points], hoverinfo="text",
+                marker={"size": 16, "symbol": symbol, "color": "black" if modality == "text" else "crimson",
+                        "line": {"width": 1, "color": "white"}}))
+    fig.update_layout(height=620, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      title=f"{method}: hover for labels; colours are species")
+    return fig
+
+
+# -- the app ---------------------------------------------------------------------------------------------------
+def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
+    outputs = OutputFolder()
+    model_group = {"concurrency_id": "model", "concurrency_limit": concurrency}
+    light_group = {"concurrency_id": "light", "concurrency_limit": LIGHT_CONCURRENCY}
+    sampler_choices = list(SAMPLERS)
+    atlas_methods = list(Atlas.METHODS)
+    context_length = models.encoder.context_length if models.encoder is not None else 77
+
+    # ---- Generate ----
+    def show_tokens(text):
+        """The tokens each prompt becomes, and a warning for any prompt longer than the context."""
+        if models.encoder is None:
+            return [], models.missing("CLIP model")
+        if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
+            return [], f"**Too long:** {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}."
+        lines = [clean_line(line) for line in (text or "").splitlines() if isinstance(text, str)]
+        lines = [line for line in lines if line][:MAX_PROMPTS]
+        pieces, summary = [], []
+        for n, line in enumerate(lines, start=1):
+            view = models.encoder.tokenize(line)
+            pieces += [(p, "ab"[i % 2]) for i, p in enumerate(view.pieces)] + [("\n", None)]
+            summary.append(f"Prompt {n}: **{view.count} / {view.context_length}** tokens")
+            if view.truncated:
+                kept = view.kept_text.replace("`", "'")
+                summary.append(f"  - **Warning: truncated.** Only the first {view.context_length} tokens "
+                               f"reach the model; it reads: `{kept}`")
+        return pieces, "\n".join(f"- {s}" if not s.startswith("  ") else s for s in summary) or "No prompt yet."
+
+    def random_seed():
+        return random.randint(0, SEED_MAX)
+
+    def generate(prompts_text, w, steps, sampler, seed, n_images):
+        """Stream previews of the guided x0 while sampling, then the final PNGs (parameters inside)."""
+        pipe = models.need_pipeline()
+        checked = Checked()
+        prompts = checked.lines(prompts_text, MAX_PROMPTS)
+        w = checked.number(w, "w", -W_LIMIT, W_LIMIT, default=DEFAULT_W)
+        steps, sampler = checked.sampling(steps, sampler)
+        seed = checked.seed(seed)
+        n = checked.number(n_images, "number of images", 1, MAX_IMAGES_PER_PROMPT, integer=True, default=1)
+        if n * len(prompts) > MAX_BATCH:
+            n = max(1, MAX_BATCH // len(prompts))
+            checked.warn(f"At most {MAX_BATCH} images per run: making {n} per prompt.")
+        for p in prompts:
+            view = pipe.encoder.tokenize(p)
+            if view.truncated:
+                checked.warn(f"Prompt truncated to {view.context_length} tokens: {view.kept_text[:60]!r}...")
+        jobs = images_per_prompt(prompts, w, seed, n)
+        labels = [f"{j.prompt} (seed {j.seed})" for j in jobs]
+        for event in sample_stream(pipe, jobs, steps, sampler, record=True):
+            if event[0] == "step":
+                _, k, total, frames = event
+                yield preview_gallery(frames, labels, k, total), checked.status(f"Sampling: step {k} of {total}"), \
+                    seed, gr.skip()
+            else:
+                _, frames, records = event
+                scores = clip_scores(pipe, frames, jobs)
+                gallery, params = save_results(pipe, outputs, frames, jobs, steps, sampler, scores)
+                playback = make_playback(pipe.encoder, labels, records, pipe.conditions(jobs))
+                run = LastRun(frames, labels, params, scores, playback)
+                best = int(np.argmax(scores))
+                yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {seed}, {steps} {sampler} steps. "
+                                              f"Best CLIP score: {scores[best]:.1f} ({labels[best]})."), seed, run
+
+    def load_params(file):
+        """Fill the Generate controls from a PNG that clipdiff made (its parameters ride in PNG text)."""
+        if file is None:
+            return [gr.skip()] * 6
+        checked = Checked()
+        path = file.get("path") if isinstance(file, dict) else file
+        try:
+            if not isinstance(path, (str, Path)):
+                raise OSError("not a file")
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise gr.Error("That picture is too large to read.")
+                params = read_params(im)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            raise gr.Error("That file is not a readable PNG.") from None
+        if not params:
+            raise gr.Error("That PNG carries no clipdiff parameters (was it made by clipdiff?).")
+        return parameters_to_controls(params, checked)
+
+    def parameters_to_controls(params: dict, checked: Checked):
+        prompt = checked.lines(str(params.get("prompt", "")), 1)[0]
+        w = checked.number(params.get("w"), "w", -W_LIMIT, W_LIMIT, default=DEFAULT_W)
+        steps = checked.number(params.get("steps"), "steps", 1, MAX_STEPS, integer=True, default=DEFAULT_STEPS)
+        sampler = params.get("sampler") if params.get("sampler") in SAMPLERS else DEFAULT_SAMPLER
+        seed = checked.number(params.get("seed"), "seed", 0, SEED_MAX, integer=True, default=0)
+        gr.Info(f"Loaded the parameters of {prompt[:40]!r}, seed {seed}.")
+        return prompt, w, steps, sampler, seed, 1
+
+    def remember_selection(evt: gr.SelectData):
+        return evt.index if isinstance(evt.index, int) else None
+
+    def reuse_selected(run, index):
+        if not isinstance(run, LastRun) or not isinstance(index, int) or not 0 <= index < len(run.params):
+            raise gr.Error("Click one of the last run's images first.")
+        return parameters_to_controls(run.params[index], Checked())
+
+    # ---- Playback ----
+    def show_playback(run):
+        if not isinstance(run, LastRun) or not run.playback.records:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        pb = run.playback
+        last = len(pb.records) - 1
+        return (gr.update(choices=[(label, i) for i, label in enumerate(pb.labels)], value=0),
+                gr.update(minimum=0, maximum=last, value=last), pb.frame(last, 0), step_caption(pb, last, 0),
+                playback_figure(pb, 0))
+
+    def step_caption(pb: PlaybackRun, step: int, sample: int) -> str:
+        cos = f", cosine to the prompt {pb.cosines[step, sample]:.3f}" if pb.cosines is not None else ""
+        return f"Recorded step {step + 1} of {len(pb.records)}: timestep t = {pb.records[step].timestep}{cos}"
+
+    def playback_position(run, sample, step) -> tuple[PlaybackRun, int, int]:
+        if not isinstance(run, LastRun) or not run.playback.records:
+            raise gr.Error("No run to play back yet: generate an image first (Generate tab).")
+        pb = run.playback
+        checked = Checked()
+        sample = checked.number(sample, "image", 0, pb.num_samples - 1, integer=True, default=0)
+        step = checked.number(step, "step", 0, len(pb.records) - 1, integer=True, default=0)
+        return pb, sample, step
+
+    def scrub(run, sample, step):
+        """Reads a recorded frame; never runs the model."""
+        if not isinstance(run, LastRun) or not run.playback.records:
+            return gr.skip(), "No run yet: generate an image first."
+        pb, sample, step = playback_position(run, sample, step)
+        return pb.frame(step, sample), step_caption(pb, step, sample)
+
+    def pick_sample(run, sample, step):
+        if not isinstance(run, LastRun) or not run.playback.records:
+            return gr.skip(), gr.skip(), gr.skip()
+        pb, sample, step = playback_position(run, sample, step)
+        frame, caption = scrub(run, sample, step)
+        return frame, caption, playback_figure(pb, sample)
+
+    def play(run, sample, step):
+        """Step the slider through the recorded steps; each new value redraws through scrub."""
+        pb, sample, step = playback_position(run, sample, step)
+        start = 0 if step >= len(pb.records) - 1 else step
+        for k in range(start, len(pb.records)):
+            yield k
+            time.sleep(PLAY_FRAME_S)
+
+    def gif(run, sample):
+        pb, sample, _ = playback_position(run, sample, 0)
+        return str(export_gif(pb, sample, outputs.path(".gif")))
+
+    # ---- Sweep ----
+    def run_sweep(prompts_text, ws_text, seed, steps, sampler):
+        """prompts x w from one seed: rows are w, columns prompts. Streams the grid of x0 previews."""
+        pipe = models.need_pipeline()
+        checked = Checked()
+        prompts = checked.lines(prompts_text, MAX_SWEEP_PROMPTS)
+        ws = checked.ws(ws_text)
+        seed = checked.seed(seed)
+        steps, sampler = checked.sampling(steps, sampler)
+        jobs = sweep(prompts, ws, seed)
+        row_labels, col_labels = [f"w = {w:g}" for w in ws], prompts
+
+        def grid(frames):
+            return labelled_grid(frames, rows=len(ws), cols=len(prompts), row_labels=row_labels, col_labels=col_labels)
+
+        for event in sample_stream(pipe, jobs, steps, sampler, record=False):
+            if event[0] == "step":
+                _, k, total, frames = event
+                yield grid(frames), gr.skip(), checked.status(f"Sampling {len(jobs)} images: step {k} of {total}"), \
+                    seed
+            else:
+                frames = event[1]
+                scores = clip_scores(pipe, frames, jobs)
+                gallery, _ = save_results(pipe, outputs, frames, jobs, steps, sampler, scores)
+                yield grid(frames), gallery, checked.status(
+                    f"Done: {len(prompts)} prompt(s) x {len(ws)} w value(s), seed {seed}."), seed
+
+    # ---- Similarity ----
+    def generated_images(run) -> tuple[list[str], list]:
+        if not isinstance(run, LastRun):
+            return [], []
+        return [f"generated {i + 1}" for i in range(len(run.frames))], [to_pil(f) for f in run.frames]
+
+    def similarity(texts_text, files, include_generated, softmax_over, run):
+        """Texts x images cosines, softmax over candidates, and each image's nearest captions."""
+        encoder = models.need_encoder()
+        checked = Checked()
+        texts = checked.lines(texts_text, MAX_SIMILARITY_TEXTS, name="texts")
+        softmax_over = checked.choice(softmax_over, ("texts", "images"), "softmax over")
+        images = open_uploads(files, checked)
+        names = [f"upload {i + 1}" for i in range(len(images))]
+        if checked.flag(include_generated, "include generated"):
+            gen_names, gen_images = generated_images(run)
+            names, images = names + gen_names, images + gen_images
+        if not images:
+            raise gr.Error("Upload an image, or generate one and tick 'include my generated images'.")
+        text_emb, image_emb = encoder.encode_text(texts), encoder.encode_image(images)
+        cosines = cosine_matrix(text_emb, image_emb)                       # (texts, images)
+        probs = softmax_over_candidates(cosines, encoder.logit_scale, dim=0 if softmax_over == "texts" else 1)
+        bank_texts, bank = (models.atlas.texts, models.atlas.text_emb) if models.atlas is not None else \
+            (texts, text_emb)
+        rows = [[name, rank + 1, bank_texts[nb.index], round(nb.cosine, 4)]
+                for name, neighbours in zip(names, nearest(image_emb, bank, NEAREST_CAPTIONS))
+                for rank, nb in enumerate(neighbours)]
+        result = {"texts": texts, "images": names, "cosine": cosines.tolist(), "softmax": probs.tolist(),
+                  "softmax_over": softmax_over, "logit_scale": encoder.logit_scale, "notes": checked.notes}
+        return similarity_figure(texts, names, cosines.numpy(), probs.numpy(), softmax_over), result, rows
+
+    def rank_last_run(run):
+        """The last run's images, best CLIP score against their own prompt first: pick the best of N."""
+        if not isinstance(run, LastRun):
+            raise gr.Error("Generate some images first (Generate tab).")
+        order = np.argsort(run.scores)[::-1]
+        return [(to_pil(run.frames[i], PREVIEW_SCALE), f"#{r + 1} CLIP score {run.scores[i]:.1f}: {run.labels[i]}")
+                for r, i in enumerate(order)]
+
+    # ---- Embedding map ----
+    def embed_map(method, prompts_text, files, include_generated, show_texts, run):
+        """The atlas in 2-D with your prompts and images placed on it."""
+        atlas = models.need_atlas()
+        encoder = models.need_encoder()
+        checked = Checked()
+        method = checked.choice(method, atlas_methods, "method")
+        prompts = checked.lines(prompts_text, MAX_PROMPTS, required=False)
+        images = open_uploads(files, checked)
+        names = [f"upload {i + 1}" for i in range(len(images))]
+        if checked.flag(include_generated, "include generated"):
+            gen_names, gen_images = generated_images(run)
+            names, images = names + gen_names, images + gen_images
+        live = []
+        for labels, modality, emb in ((prompts, "text", encoder.encode_text(prompts) if prompts else None),
+                                      (names, "image", encoder.encode_image(images) if images else None)):
+            if emb is not None:
+                xy = atlas.place(emb.numpy(), method, modality)
+                live += [{"label": label, "modality": modality, "x": float(x), "y": float(y)}
+                         for label, (x, y) in zip(labels, xy)]
+        figure = map_figure(atlas, method, checked.flag(show_texts, "show texts"), live)
+        return figure, {"method": method, "points": live, "notes": checked.notes}
+
+    # ---- Interpolate and vary ----
+    def interpolate(prompt_a, prompt_b, points, w, seed, steps, sampler):
+        """Images along the slerp between two prompts' embeddings, one seed for all."""
+        pipe = models.need_pipeline()
+        checked = Checked()
+        a = checked.lines(prompt_a, 1, name="first prompt")[0]
+        b = checked.lines(prompt_b, 1, name="second prompt")[0]
+        n = checked.number(points, "images", *INTERPOLATION_POINTS, integer=True, default=6)
+        w = checked.number(w, "w", -W_LIMIT, W_LIMIT, default=DEFAULT_W)
+        seed = checked.seed(seed)
+        steps, sampler = checked.sampling(steps, sampler)
+        ends = pipe.encoder.encode_text([a, b])
+        fractions, path = slerp_path(ends[0], ends[1], n)
+        jobs = [Job(f"{a} -> {b} @ {t:.2f}", w, seed, embedding=e) for t, e in zip(fractions, path)]
+        labels = [f"{t:.2f}" for t in fractions]
+        for event in sample_stream(pipe, jobs, steps, sampler, record=False):
+            frames = event[3] if event[0] == "step" else event[1]
+            strip = labelled_grid(frames, rows=1, cols=n, col_labels=labels)
+            status = f"step {event[1]} of {event[2]}" if event[0] == "step" else f"Done, seed {seed}."
+            yield strip, checked.status(f"{a!r} -> {b!r}: {status}"), seed
+
+    def vary(file, count, w, seed, steps, sampler):
+        """Condition on an uploaded image's CLIP image embedding: the model was trained on those."""
+        pipe = models.need_pipeline()
+        checked = Checked()
+        image = open_upload(file, "image")
+        n = checked.number(count, "variations", 1, MAX_IMAGES_PER_PROMPT, integer=True, default=4)
+        w = checked.number(w, "w", -W_LIMIT, W_LIMIT, default=DEFAULT_W)
+        seed = checked.seed(seed)
+        steps, sampler = checked.sampling(steps, sampler)
+        emb = pipe.encoder.encode_image([image])[0]
+        seen = to_uint8(pil_to_tensor01([image], pipe.encoder.image_size) * 2 - 1)[0]
+        jobs = [Job("variation of an uploaded image", w, seed + k, embedding=emb) for k in range(n)]
+        for event in sample_stream(pipe, jobs, steps, sampler, record=False):
+            if event[0] == "step":
+                yield preview_gallery(event[3], [f"seed {j.seed}" for j in jobs], event[1], event[2]), \
+                    to_pil(seen, PREVIEW_SCALE), checked.status(f"step {event[1]} of {event[2]}"), seed
+            else:
+                scores = clip_scores(pipe, event[1], jobs)
+                gallery, _ = save_results(pipe, outputs, event[1], jobs, steps, sampler, scores)
+                yield gallery, to_pil(seen, PREVIEW_SCALE), checked.status(f"Done: {n} variation(s)."), seed
+
+    # ---- layout ----
+    with gr.Blocks(title="clipdiff", analytics_enabled=False, delete_cache=(1800, OUTPUT_MAX_AGE_S)) as demo:
+        gr.Markdown("# clipdiff: CLIP-conditioned diffusion you can watch\n" + models.status_markdown(),
+                    elem_id="model-status")
+        run_state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=release_run)
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        prompts = gr.Textbox(label="Prompts (one per line)", lines=3, max_length=MAX_TEXT_CHARS,
+                                             value=REFERENCE_PROMPTS[2], elem_id="prompts")
+                        tokens = gr.HighlightedText(label=f"Tokens (context length {context_length})",
+                                                    color_map={"a": "#c7e0ff", "b": "#ffe3b3"},
+                                                    show_inline_category=False, elem_id="tokens")
+                        token_summary = gr.Markdown(elem_id="token-summary")
+                        gr.Examples([[p] for p in REFERENCE_PROMPTS] + [["\n".join(REFERENCE_PROMPTS)]],
+                                    inputs=[prompts], label="Reference prompts")
+                    with gr.Column(scale=1):
+                        w = gr.Slider(-5, 10, value=DEFAULT_W, step=0.25, label="guidance w",
+                                      info="eps = (1 + w) eps_cond - w eps_uncond; w = -1 is unconditional")
+                        steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="steps")
+                        sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler")
+                        with gr.Row():
+                            seed = gr.Number(0, precision=0, label="seed (the seed used is shown here)", scale=3)
+                            dice = gr.Button("Random", scale=1)
+                        n_images = gr.Slider(1, MAX_IMAGES_PER_PROMPT, value=2, step=1, label="images per prompt")
+                with gr.Row():
+                    go_button = gr.Button("Generate", variant="primary", elem_id="generate")
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                status = gr.Markdown(elem_id="status")
+                gallery = gr.Gallery(label="Results (PNGs carry their parameters; click one, then 'Use parameters')",
+                                     columns=4, height="auto", object_fit="contain", format="png",
+                                     elem_id="gallery", elem_classes=["pixelated"])
+                with gr.Row():
+                    reuse = gr.Button("Use parameters of the selected image")
+                    png_in = gr.File(label="...or load parameters from a clipdiff PNG", file_types=[".png"],
+                                     type="filepath")
+                selected = gr.State(None)
+
+            with gr.Tab("Guidance sweep", id="sweep"):
+                with gr.Row():
+                    sw_prompts = gr.Textbox(label="Prompts (columns)", lines=3, value="\n".join(REFERENCE_PROMPTS))
+                    with gr.Column():
+                        sw_ws = gr.Textbox(label="w values (rows)", value=", ".join(f"{x:g}" for x in REFERENCE_WS))
+                        sw_seed = gr.Number(0, precision=0, label="seed (one for every cell)")
+                        sw_steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="steps")
+                        sw_sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler")
+                with gr.Row():
+                    sw_go = gr.Button("Run sweep", variant="primary", elem_id="sweep")
+                    sw_stop = gr.Button("Stop", variant="stop")
+                sw_status = gr.Markdown()
+                sw_grid = gr.Image(label="w (rows) x prompt (columns), same seed", type="pil", format="png",
+                                   elem_id="sweep-grid")
+                sw_gallery = gr.Gallery(label="Cells as PNGs", columns=7, height="auto", format="png",
+                                        elem_classes=["pixelated"])
+
+            with gr.Tab("Denoising playback", id="playback"):
+                gr.Markdown("Generate first; every step of the last run is recorded. Scrubbing shows recorded "
+                            "frames, nothing is recomputed.")
+                with gr.Row():
+                    pb_sample = gr.Dropdown(choices=[], label="image", type="value", elem_id="pb-sample")
+                    pb_play = gr.Button("Play", elem_id="pb-play")
+                    pb_gif = gr.Button("Export GIF")
+                pb_step = gr.Slider(0, 1, value=0, step=1, label="recorded step (left: noise, right: image)",
+                                    elem_id="pb-step")
+                pb_caption = gr.Markdown(elem_id="pb-caption")
+                pb_frame = gr.Image(label="x_t | guided x0 | conditional x0 | unconditional x0", type="pil",
+                                    format="png", elem_id="pb-frame", elem_classes=["pixelated"])
+                pb_plot = gr.Plot(label="when does the image commit to the prompt?")
+                pb_file = gr.File(label="GIF")
+
+            with gr.Tab("Similarity", id="similarity"):
+                with gr.Row():
+                    si_texts = gr.Textbox(label="Texts (one per line)", lines=4, value="\n".join(REFERENCE_PROMPTS))
+                    with gr.Column():
+                        si_files = gr.File(label="Images", file_count="multiple", file_types=["image"],
+                                           type="filepath")
+                        si_generated = gr.Checkbox(True, label="include my generated images")
+                        si_over = gr.Radio(["texts", "images"], value="texts",
+                                           label="softmax over (the candidates)")
+                si_go = gr.Button("Compare", variant="primary")
+                si_plot = gr.Plot()
+                gr.Markdown(COSINE_NOTE)
+                si_nearest = gr.Dataframe(headers=["image", "rank", "nearest caption", "cosine"],
+                                          label="nearest captions of each image", interactive=False)
+                si_json = gr.JSON(label="matrices", open=False)
+                si_rank = gr.Button("Rank my last run by CLIP score")
+                si_ranked = gr.Gallery(label="best first", columns=8, height="auto", elem_classes=["pixelated"])
+
+            with gr.Tab("Embedding map", id="map"):
+                if models.atlas is None:
+                    gr.Markdown(f"**The embedding map needs an atlas.** {models.missing('embedding atlas')}")
+                with gr.Row():
+                    em_method = gr.Radio(atlas_methods, value=atlas_methods[0], label="view",
+                                         info="umap-centered subtracts each modality's mean: the modality gap "
+                                              "closes; pca is a linear view")
+                    em_texts = gr.Checkbox(True, label="show atlas texts")
+                    em_generated = gr.Checkbox(True, label="place my generated images")
+                with gr.Row():
+                    em_prompts = gr.Textbox(label="Prompts to place (one per line)", lines=3,
+                                            value="\n".join(REFERENCE_PROMPTS))
+                    em_files = gr.File(label="Images to place", file_count="multiple", file_types=["image"],
+                                       type="filepath")
+                em_go = gr.Button("Draw map", variant="primary")
+                em_plot = gr.Plot()
+                em_json = gr.JSON(label="placed points", open=False)
+
+            with gr.Tab("Interpolate and vary", id="interpolate"):
+                gr.Markdown("### Slerp between two prompts (one seed)")
+                with gr.Row():
+                    ip_a = gr.Textbox(REFERENCE_PROMPTS[0], label="from")
+                    ip_b = gr.Textbox(REFERENCE_PROMPTS[2], label="to")
+                with gr.Row():
+                    ip_n = gr.Slider(*INTERPOLATION_POINTS, value=6, step=1, label="images")
+                    ip_w = gr.Slider(-5, 10, value=DEFAULT_W, step=0.25, label="w")
+                    ip_seed = gr.Number(0, precision=0, label="seed")
+                    ip_steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="steps")
+                    ip_sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler")
+                with gr.Row():
+                    ip_go = gr.Button("Interpolate", variant="primary")
+                    ip_stop = gr.Button("Stop", variant="stop")
+                ip_status = gr.Markdown()
+                ip_strip = gr.Image(label="slerp strip", type="pil", format="png")
+                gr.Markdown("### Variations of an image (conditioned on its CLIP image embedding)")
+                with gr.Row():
+                    va_file = gr.File(label="image", file_types=["image"], type="filepath")
+                    va_seen = gr.Image(label="what CLIP sees", type="pil", elem_classes=["pixelated"])
+                    with gr.Column():
+                        va_n = gr.Slider(1, MAX_IMAGES_PER_PROMPT, value=4, step=1, label="variations")
+                        va_w = gr.Slider(-5, 10, value=DEFAULT_W, step=0.25, label="w")
+                        va_seed = gr.Number(0, precision=0, label="seed")
+                        va_steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="steps")
+                        va_sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler")
+                with gr.Row():
+                    va_go = gr.Button("Vary", variant="primary")
+                    va_stop = gr.Button("Stop", variant="stop")
+                va_status = gr.Markdown()
+                va_gallery = gr.Gallery(label="variations", columns=4, height="auto", format="png",
+                                        elem_classes=["pixelated"])
+
+        # ---- events ----
+        prompts.change(show_tokens, prompts, [tokens, token_summary], api_name="tokens", show_progress="hidden",
+                       **light_group)
+        demo.load(show_tokens, prompts, [tokens, token_summary], api_visibility="private", **light_group)
+        dice.click(random_seed, None, seed, api_visibility="private", queue=False)
+        gen_event = go_button.click(generate, [prompts, w, steps, sampler, seed, n_images],
+                                    [gallery, status, seed, run_state], api_name="generate", **model_group)
+        gen_event.then(show_playback, run_state, [pb_sample, pb_step, pb_frame, pb_caption, pb_plot],
+                       api_visibility="private", **light_group)
+        stop.click(None, None, None, cancels=[gen_event])
+        gallery.select(remember_selection, None, selected, api_visibility="private", **light_group)
+        reuse.click(reuse_selected, [run_state, selected], [prompts, w, steps, sampler, seed, n_images],
+                    api_visibility="private", **light_group)
+        png_in.upload(load_params, png_in, [prompts, w, steps, sampler, seed, n_images], api_name="load_params",
+                      **light_group)
+
+        sw_event = sw_go.click(run_sweep, [sw_prompts, sw_ws, sw_seed, sw_steps, sw_sampler],
+                               [sw_grid, sw_gallery, sw_status, sw_seed], api_name="sweep", **model_group)
+        sw_stop.click(None, None, None, cancels=[sw_event])
+
+        pb_step.change(scrub, [run_state, pb_sample, pb_step], [pb_frame, pb_caption], api_visibility="private",
+                       show_progress="hidden", **light_group)
+        pb_sample.change(pick_sample, [run_state, pb_sample, pb_step], [pb_frame, pb_caption, pb_plot],
+                         api_visibility="private", show_progress="hidden", **light_group)
+        pb_play.click(play, [run_state, pb_sample, pb_step], pb_step, api_visibility="private",
+                      show_progress="hidden", **light_group)
+        pb_gif.click(gif, [run_state, pb_sample], pb_file, api_name="playback_gif", **light_group)
+
+        si_go.click(similarity, [si_texts, si_files, si_generated, si_over, run_state],
+                    [si_plot, si_json, si_nearest], api_name="similarity", **model_group)
+        si_rank.click(rank_last_run, run_state, si_ranked, api_name="rank", **light_group)
+
+        em_go.click(embed_map, [em_method, em_prompts, em_files, em_generated, em_texts, run_state],
+                    [em_plot, em_json], api_name="embed_map", **model_group)
+
+        ip_event = ip_go.click(interpolate, [ip_a, ip_b, ip_n, ip_w, ip_seed, ip_steps, ip_sampler],
+                               [ip_strip, ip_status, ip_seed], api_name="interpolate", **model_group)
+        va_event = va_go.click(vary, [va_file, va_n, va_w, va_seed, va_steps, va_sampler],
+                               [va_gallery, va_seen, va_status, va_seed], api_name="vary", **model_group)
+        ip_stop.click(None, None, None, cancels=[ip_event])
+        va_stop.click(None, None, None, cancels=[va_event])
+    return demo
+
+
+def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+          concurrency: int = 1, max_queue: int = 16, prevent_thread_lock: bool = False):
+    """Queue, then launch with the safe defaults: local only, no share link, capped uploads, no extras."""
+    demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
+    return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_SIZE,
+                       show_error=False, ssr_mode=False, mcp_server=False, enable_monitoring=False, pwa=False,
+                       prevent_thread_lock=prevent_thread_lock, quiet=prevent_thread_lock, css=CSS)

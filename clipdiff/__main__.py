@@ -10,7 +10,7 @@ COMMANDS = {
     "train-clip": ("clipdiff.train_clip", "train the embedded flowers CLIP"),
     "train-unet": ("clipdiff.train_unet", "train the diffusion U-Net on precomputed embeddings"),
     "train-default": ("clipdiff.train_default", "rebuild the shipped models end to end"),
-    "eval-clip": ("clipdiff.cli_eval:main_clip", "the CLIP on held-out images: caption->image recall, zero-shot species"),
+    "eval-clip": ("clipdiff.cli_eval:main_clip", "the CLIP on held-out images: caption->image recall, zero-shot"),
     "eval-gen": ("clipdiff.cli_eval:main_gen", "generations per w: CLIP score, FD and CMMD in CLIP space, diversity"),
 }
 

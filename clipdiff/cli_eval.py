@@ -56,12 +56,13 @@ def main_clip(argv=None):
     parser.add_argument("--json", default=None, help="write the figures here as JSON")
     parser.add_argument("--n-heldout", type=int, default=1000, help="as train-clip's --n-heldout")
     parser.add_argument("--seed", type=int, default=0, help="as train-clip's --seed: picks the held-out images")
-    parser.add_argument("--image-size", type=int, default=0, help="size images are loaded at (default: the CLIP's)")
+    parser.add_argument("--image-size", type=int, default=64, help="size images are loaded at, as train-clip's "
+                                                                   "(the CLIP resizes them to its own input)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
     encoder = ClipEncoder.load(args.clip, args.clip_pretrained, args.device)
-    ds = data_mod.load_training_data(args.data, args.image_size or encoder.image_size)
+    ds = data_mod.load_training_data(args.data, args.image_size)
     _, held = data_mod.heldout_split(ds.splits, args.n_heldout, args.seed)
     n_test = sum(s == "test" for s in ds.splits)
     pool = f"the official 'test' split ({n_test} images)" if n_test else f"all {len(ds)} images (no 'test' split)"
@@ -90,7 +91,8 @@ def read_prompts(path: str | Path) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def real_embeddings(spec: str, encoder: ClipEncoder, image_size: int) -> tuple[np.ndarray | None, str]:
+def real_embeddings(spec: str, encoder: ClipEncoder, image_size: int, max_real: int = MAX_REAL,
+                    seed: int = 0) -> tuple[np.ndarray | None, str]:
     """(M, D) raw CLIP image embeddings of real images, and where they came from; (None, why) if there are none."""
     if spec == "none":
         return None, "none (--real none)"
@@ -106,12 +108,18 @@ def real_embeddings(spec: str, encoder: ClipEncoder, image_size: int) -> tuple[n
         if trained_with and trained_with != encoder.identity:
             return None, (f"the atlas holds embeddings of {trained_with}, not of {encoder.identity}; "
                           "pass --real FOLDER instead")
-        return np.asarray(atlas.image_emb, dtype=np.float32), "atlas (checkpoints/atlas)"
+        return np.asarray(atlas.image_emb, dtype=np.float32), (
+            "atlas (checkpoints/atlas: the training images embedded at their stored size, not at the U-Net's; "
+            "--real FOLDER compares like for like)")
     # Real images go through the generated images' path: loaded at the U-Net's resolution, then the CLIP's
-    # own resize; otherwise the distances would mostly measure the resolution gap.
+    # own resize; otherwise the distances would partly measure the resolution gap.
     ds = data_mod.load_any(spec, image_size)
-    pixels = torch.from_numpy(ds.images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return encoder.encode_image(pixels).numpy(), f"folder {spec} ({len(ds)} images at {image_size}x{image_size})"
+    keep = np.arange(len(ds))
+    if len(ds) > max_real:
+        keep = np.sort(np.random.default_rng(seed).choice(len(ds), size=max_real, replace=False))
+    pixels = torch.from_numpy(ds.images[keep]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return encoder.encode_image(pixels).numpy(), (f"folder {spec} ({len(keep)} of {len(ds)} images, "
+                                                  f"at {image_size}x{image_size} like the generated ones)")
 
 
 def _fmt(v, spec: str) -> str:
@@ -135,8 +143,10 @@ def plot_curves(runs: list[dict], png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = (("clip_score", "CLIP score (higher: follows the prompt)"), ("diversity", "diversity (1 - cosine)"),
-              ("frechet_distance", "FD_CLIP to real (lower is better)"), ("cmmd", "CMMD x1000 to real (lower is better)"))
+    panels = (("clip_score", "CLIP score (higher: follows the prompt)"),
+              ("diversity", "diversity (mean 1 - cosine within a prompt)"),
+              ("frechet_distance", "FD_CLIP to real (lower is better)"),
+              ("cmmd", "CMMD x1000 to real (lower is better)"))
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     for ax, (key, title) in zip(axes.flat, panels):
         for run in runs:
@@ -192,7 +202,7 @@ def main_gen(argv=None):
         model, config = load_diffusion(folder, encoder.device)
         pipelines.append((folder, ClipDiffusionPipeline(encoder, model, config, model_id_of(Path(folder)))))
 
-    real_emb, real_source = real_embeddings(args.real, encoder, pipelines[0][1].image_size)
+    real_emb, real_source = real_embeddings(args.real, encoder, pipelines[0][1].image_size, args.max_real, args.seed)
     real = None
     if real_emb is None:
         print(f"no real images: {real_source}. FD_CLIP and CMMD are left out.", file=sys.stderr)

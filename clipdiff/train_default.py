@@ -35,8 +35,8 @@ def main(argv=None):
     train_clip.main(data + threads + ["--out", str(runs / "clip"), "--export", str(DEFAULT_CLIP_DIR),
                                       "--max-steps", str(args.clip_steps)])
     print("== 2/5 CLIP evaluation on the held-out images")
-    from .cli_eval import main_eval_clip
-    main_eval_clip(data + ["--json", str(DEFAULT_CLIP_DIR / "eval.json")])
+    from .cli_eval import main_clip as eval_clip_main
+    eval_clip_main(data + ["--json", str(DEFAULT_CLIP_DIR / "eval.json")])
 
     print("== 3/5 embeddings of the training images")
     from .cli_embed import main as embed_main

@@ -296,3 +296,24 @@ def test_drop_condition_is_seeded():
 def test_schedule_is_the_reference():
     s = NoiseSchedule()
     assert (s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule) == (400, 1e-4, 0.02, "linear")
+
+
+# -- the pipeline's jobs -------------------------------------------------------------------------------------------
+
+def test_job_layouts():
+    from clipdiff.pipeline import images_per_prompt, sweep
+
+    assert [(j.prompt, j.seed) for j in images_per_prompt(["a", "b"], 1.0, 10, 2)] == \
+        [("a", 10), ("a", 11), ("b", 10), ("b", 11)]
+    assert [(j.w, j.prompt, j.seed) for j in sweep(["a", "b"], [0.0, 2.0], 5)] == \
+        [(0.0, "a", 5), (0.0, "b", 5), (2.0, "a", 5), (2.0, "b", 5)]
+
+
+def test_embedding_job_equals_its_prompt_job(tiny_pipeline):
+    raw = tiny_pipeline.encoder.encode_text(["a red rose"])[0]
+    jobs = [Job("a white daisy", 1.0, 2), Job("a red rose", 1.0, 2), Job("label only", 1.0, 2, embedding=raw)]
+    cond = tiny_pipeline.conditions(jobs)
+    assert torch.equal(cond[1], cond[2])
+    images = tiny_pipeline.generate(jobs, steps=2, sampler="ddim").images
+    assert torch.equal(images[1], images[2])
+    assert tiny_pipeline.parameters_of(jobs[2], 2, "ddim")["conditioned_on"] == "embedding"

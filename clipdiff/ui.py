@@ -43,7 +43,7 @@ MAX_BATCH = 16                   # images sampled together in one run
 MAX_SWEEP_PROMPTS = 4
 MAX_SWEEP_WS = 9
 MAX_STEPS = 400                  # the training schedule's T: more steps than timesteps means nothing
-W_LIMIT = 20.0
+W_LIMIT = 10.0                   # also the sliders' range; the reference sweeps -2..2
 SEED_MAX = 2**31 - 1
 MAX_UPLOADS = 16
 MAX_UPLOAD_SIZE = "10mb"
@@ -715,9 +715,9 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
                         gr.Examples([[p] for p in REFERENCE_PROMPTS] + [["\n".join(REFERENCE_PROMPTS)]],
                                     inputs=[prompts], label="Reference prompts")
                     with gr.Column(scale=1):
-                        w = gr.Slider(-5, 10, value=DEFAULT_W, step=0.25, label="guidance w",
+                        w = gr.Slider(-W_LIMIT, W_LIMIT, value=DEFAULT_W, step=0.25, label="guidance w",
                                       info="eps = (1 + w) eps_cond - w eps_uncond; w = -1 is unconditional")
-                        steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="steps")
+                        steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="steps")
                         sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler")
                         with gr.Row():
                             seed = gr.Number(0, precision=0, label="seed (the seed used is shown here)", scale=3)
@@ -742,7 +742,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
                     with gr.Column():
                         sw_ws = gr.Textbox(label="w values (rows)", value=", ".join(f"{x:g}" for x in REFERENCE_WS))
                         sw_seed = gr.Number(0, precision=0, label="seed (one for every cell)")
-                        sw_steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="steps")
+                        sw_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="steps")
                         sw_sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler")
                 with gr.Row():
                     sw_go = gr.Button("Run sweep", variant="primary", elem_id="sweep")
@@ -757,7 +757,8 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
                 gr.Markdown("Generate first; every step of the last run is recorded. Scrubbing shows recorded "
                             "frames, nothing is recomputed.")
                 with gr.Row():
-                    pb_sample = gr.Dropdown(choices=[], label="image", type="value", elem_id="pb-sample")
+                    pb_sample = gr.Dropdown(choices=[], label="image", type="value", allow_custom_value=True,
+                                            elem_id="pb-sample")
                     pb_play = gr.Button("Play", elem_id="pb-play")
                     pb_gif = gr.Button("Export GIF")
                 pb_step = gr.Slider(0, 1, value=0, step=1, label="recorded step (left: noise, right: image)",
@@ -811,9 +812,9 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
                     ip_b = gr.Textbox(REFERENCE_PROMPTS[2], label="to")
                 with gr.Row():
                     ip_n = gr.Slider(*INTERPOLATION_POINTS, value=6, step=1, label="images")
-                    ip_w = gr.Slider(-5, 10, value=DEFAULT_W, step=0.25, label="w")
+                    ip_w = gr.Slider(-W_LIMIT, W_LIMIT, value=DEFAULT_W, step=0.25, label="w")
                     ip_seed = gr.Number(0, precision=0, label="seed")
-                    ip_steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="steps")
+                    ip_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="steps")
                     ip_sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler")
                 with gr.Row():
                     ip_go = gr.Button("Interpolate", variant="primary")
@@ -826,9 +827,9 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
                     va_seen = gr.Image(label="what CLIP sees", type="pil", elem_classes=["pixelated"])
                     with gr.Column():
                         va_n = gr.Slider(1, MAX_IMAGES_PER_PROMPT, value=4, step=1, label="variations")
-                        va_w = gr.Slider(-5, 10, value=DEFAULT_W, step=0.25, label="w")
+                        va_w = gr.Slider(-W_LIMIT, W_LIMIT, value=DEFAULT_W, step=0.25, label="w")
                         va_seed = gr.Number(0, precision=0, label="seed")
-                        va_steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="steps")
+                        va_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="steps")
                         va_sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler")
                 with gr.Row():
                     va_go = gr.Button("Vary", variant="primary")
@@ -886,5 +887,5 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
     """Queue, then launch with the safe defaults: local only, no share link, capped uploads, no extras."""
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
     return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_SIZE,
-                       show_error=False, ssr_mode=False, mcp_server=False, enable_monitoring=False, pwa=False,
+                       show_error=True, ssr_mode=False, mcp_server=False, enable_monitoring=False, pwa=False,
                        prevent_thread_lock=prevent_thread_lock, quiet=prevent_thread_lock, css=CSS)

@@ -83,8 +83,14 @@ def write_model_card() -> Path:
     arch = clip_card["architecture"]
     u = unet_cfg["unet"]
     tr = unet_cfg["training"]
-    metrics = "\n".join(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |"
-                        for k, v in clip_eval.get("metrics", {}).items()) or "| (not evaluated) | |"
+    rows = [(f"caption->image {k}", v) for k, v in clip_eval.get("caption_to_image", {}).items()] + \
+           [(f"zero-shot species {k}", v) for k, v in clip_eval.get("zero_shot", {}).items()]
+    chance = clip_eval.get("counts", {})
+    metrics = "\n".join(f"| {k} | {v:.3f} |" for k, v in rows) or "| (not evaluated yet) | |"
+    if chance:
+        metrics += (f"\n\n{chance['queries']} caption queries against {chance['gallery']} held-out images; "
+                    f"{chance['candidate_species']} candidate species (chance top-1 = "
+                    f"{1 / chance['candidate_species']:.3f}, R@1 = {1 / chance['gallery']:.3f}).")
     text = f"""# Model card: the embedded default models
 
 Both models were trained by clipdiff's own code (`python -m clipdiff train-default`) on the CPU, from

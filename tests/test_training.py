@@ -203,11 +203,11 @@ def test_unet_loss_falls_on_a_trivially_learnable_set(tmp_path, tiny_clip_dir):
                     "--device", "cpu"])
     out = tmp_path / "run"
     train_unet.main(UNET_ARGS + ["--data", str(images.parent), "--embeddings", str(emb), "--clip", str(tiny_clip_dir),
-                                 "--cond-source", "image", "--max-steps", "20", "--warmup-steps", "1", "--lr", "3e-3",
+                                 "--cond-source", "image", "--max-steps", "12", "--warmup-steps", "1", "--lr", "3e-3",
                                  "--out", str(out), "--export", str(tmp_path / "export")])
     loss = np.array([r[1] for r in LossLog(out / "loss.csv").rows()])
-    assert len(loss) == 20
-    assert loss[-5:].mean() < 0.6 * loss[:5].mean(), loss.round(3)
+    assert len(loss) == 12
+    assert loss[-4:].mean() < 0.7 * loss[:4].mean(), loss.round(3)   # seen: about 0.53x
 
 
 # -- shared pieces ------------------------------------------------------------------------------------------------

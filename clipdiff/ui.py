@@ -860,7 +860,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
 
         pb_step.change(scrub, [run_state, pb_sample, pb_step], [pb_frame, pb_caption], api_visibility="private",
                        show_progress="hidden", **light_group)
-        pb_sample.change(pick_sample, [run_state, pb_sample, pb_step], [pb_frame, pb_caption, pb_plot],
+        pb_sample.input(pick_sample, [run_state, pb_sample, pb_step], [pb_frame, pb_caption, pb_plot],
                          api_visibility="private", show_progress="hidden", **light_group)
         pb_play.click(play, [run_state, pb_sample, pb_step], pb_step, api_visibility="private",
                       show_progress="hidden", **light_group)

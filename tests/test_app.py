@@ -69,17 +69,22 @@ def tiny_atlas_dir(tmp_path_factory, tiny_pipeline):
     return write_tiny_atlas(tmp_path_factory.mktemp("atlas"), tiny_pipeline.encoder)
 
 
-@pytest.fixture(scope="session")
-def app_url(tiny_clip_dir, tiny_unet_dir, tiny_atlas_dir):
+def start_app(clip_dir: Path, unet_dir: Path, atlas_dir: Path):
     """The real app on a free local port, tiny models, one model run at a time (as on a 2-core laptop)."""
     from clipdiff.ui import Models, build_app, serve
 
-    models = Models.load(tiny_unet_dir, str(tiny_clip_dir), None, tiny_atlas_dir, "cpu")
+    models = Models.load(unet_dir, str(clip_dir), None, atlas_dir, "cpu")
     assert models.problems == []
     demo = build_app(models, concurrency=1)
     port = free_port()
     serve(demo, port=port, concurrency=1, max_queue=8, prevent_thread_lock=True)
-    yield f"http://127.0.0.1:{port}/"
+    return demo, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_clip_dir, tiny_unet_dir, tiny_atlas_dir):
+    demo, url = start_app(tiny_clip_dir, tiny_unet_dir, tiny_atlas_dir)
+    yield url
     demo.close()
 
 

@@ -59,6 +59,13 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds])
 
 
+def step_noise_generator(seed: int) -> torch.Generator:
+    """DDPM's per-step noise for one sample: a stream derived from (seed, 1), so it is never another seed's
+    initial noise (seed + 1 made image s's step noise image s + 1's starting noise)."""
+    stream = int(np.random.SeedSequence([int(seed) % 2**63, 1]).generate_state(1, np.uint64)[0])
+    return torch.Generator("cpu").manual_seed(stream)
+
+
 def record_stride(steps: int, record_every: int) -> int:
     # Steps 0, s, 2s, ... plus the last are recorded: ceil((steps - 1) / s) + 1 of them, at most MAX_RECORDS.
     return max(record_every, -(-(steps - 1) // (MAX_RECORDS - 1))) if record_every > 0 else 0
@@ -91,7 +98,7 @@ def sample_guided(
     scheduler = make_scheduler(sampler, schedule)
     scheduler.set_timesteps(steps, device=device)
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
-    generators = [torch.Generator("cpu").manual_seed(int(s) + 1) for s in seeds]  # DDPM's per-step noise
+    generators = [step_noise_generator(s) for s in seeds]  # DDPM's per-step noise
     x = initial_noise(seeds, (cfg.channels, cfg.image_size, cfg.image_size)).to(device)
     x = x * scheduler.init_noise_sigma
     both_cond = torch.cat([cond, model.null_condition(n)])

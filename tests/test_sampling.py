@@ -317,3 +317,24 @@ def test_embedding_job_equals_its_prompt_job(tiny_pipeline):
     images = tiny_pipeline.generate(jobs, steps=2, sampler="ddim").images
     assert torch.equal(images[1], images[2])
     assert tiny_pipeline.parameters_of(jobs[2], 2, "ddim")["conditioned_on"] == "embedding"
+
+
+def test_ddpm_step_noise_is_not_another_seeds_initial_noise(model, cond, monkeypatch):
+    """Images with seeds s and s + 1 must not share noise: DDPM's per-step draws get a stream of their own."""
+    import diffusers.schedulers.scheduling_ddpm as ddpm_module
+
+    drawn = []
+
+    def recording_randn(*args, **kwargs):
+        out = real_randn(*args, **kwargs)
+        drawn.append(out.clone())
+        return out
+
+    real_randn = ddpm_module.randn_tensor
+    monkeypatch.setattr(ddpm_module, "randn_tensor", recording_randn)
+    generate(model, cond[:1], 1.0, [0], sampler="ddpm", steps=3)
+    assert drawn, "DDPM drew no step noise"
+    starts = sampling.initial_noise(list(range(-2, 6)), (3, 16, 16))
+    for noise in drawn:
+        for start in starts:
+            assert not torch.allclose(noise[0], start)

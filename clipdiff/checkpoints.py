@@ -69,9 +69,12 @@ def read_json(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"missing config file {path}")
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(obj, dict):  # every file read here is an object; a list would fail later, obscurely
+        raise CheckpointError(f"{path} should hold a JSON object, not {type(obj).__name__}")
+    return obj
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -227,3 +227,11 @@ def test_atomic_json_write_leaves_the_old_file_when_it_fails(tmp_path):
 def test_atomic_writes_are_readable_by_others(tmp_path):
     atomic_save_json({"a": 1}, tmp_path / "x.json")
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_config_that_is_not_an_object_is_a_clear_error(tmp_path, tiny_unet_dir):
+    folder = copy_checkpoint(tiny_unet_dir, tmp_path / "ckpt")
+    for text in ("[1, 2]", "null", "\"config\""):
+        (folder / CONFIG_NAME).write_text(text)
+        with pytest.raises(CheckpointError, match="JSON object"):
+            load_diffusion(folder)

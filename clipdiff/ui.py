@@ -236,6 +236,10 @@ class Checked:
         return "\n\n".join([text] + [f"Note: {n}" for n in self.notes])
 
 
+def shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def clean_line(text: str) -> str:
     """Drop control characters (format characters such as right-to-left marks and emoji joiners stay)."""
     return " ".join("".join(ch for ch in text if unicodedata.category(ch) != "Cc").split())
@@ -378,7 +382,7 @@ def playback_figure(run: PlaybackRun, sample: int) -> go.Figure:
 
 
 def similarity_figure(texts: list[str], images: list[str], cosines, probs, softmax_over: str) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.15, subplot_titles=(
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=(
         "raw cosine", f"softmax over {softmax_over} (x logit scale)"))
     short = [t if len(t) <= 40 else t[:37] + "..." for t in texts]
     for col, (z, scale) in enumerate(((cosines, "RdBu"), (probs, "Viridis")), start=1):
@@ -465,7 +469,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
             if view.truncated:
                 checked.warn(f"Prompt truncated to {view.context_length} tokens: {view.kept_text[:60]!r}...")
         jobs = images_per_prompt(prompts, w, seed, n)
-        labels = [f"{j.prompt} (seed {j.seed})" for j in jobs]
+        labels = [f"{shorten(j.prompt)} (seed {j.seed})" for j in jobs]
         for event in sample_stream(pipe, jobs, steps, sampler, record=True):
             if event[0] == "step":
                 _, k, total, frames = event
@@ -479,7 +483,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
                 run = LastRun(frames, labels, params, scores, playback)
                 best = int(np.argmax(scores))
                 yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {seed}, {steps} {sampler} steps. "
-                                              f"Best CLIP score: {scores[best]:.1f} ({labels[best]})."), seed, run
+                                              f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])})."), seed, run
 
     def load_params(file):
         """Fill the Generate controls from a PNG that clipdiff made (its parameters ride in PNG text)."""
@@ -740,7 +744,8 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
                 with gr.Row():
                     sw_prompts = gr.Textbox(label="Prompts (columns)", lines=3, value="\n".join(REFERENCE_PROMPTS))
                     with gr.Column():
-                        sw_ws = gr.Textbox(label="w values (rows)", value=", ".join(f"{x:g}" for x in REFERENCE_WS))
+                        sw_ws = gr.Textbox(label="w values (rows)", value=", ".join(f"{x:g}" for x in REFERENCE_WS),
+                                           elem_id="sweep-ws")
                         sw_seed = gr.Number(0, precision=0, label="seed (one for every cell)")
                         sw_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="steps")
                         sw_sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler")
@@ -779,7 +784,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
                         si_over = gr.Radio(["texts", "images"], value="texts",
                                            label="softmax over (the candidates)")
                 si_go = gr.Button("Compare", variant="primary")
-                si_plot = gr.Plot()
+                si_plot = gr.Plot(elem_id="similarity-plot")
                 gr.Markdown(COSINE_NOTE)
                 si_nearest = gr.Dataframe(headers=["image", "rank", "nearest caption", "cosine"],
                                           label="nearest captions of each image", interactive=False)
@@ -802,7 +807,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
                     em_files = gr.File(label="Images to place", file_count="multiple", file_types=["image"],
                                        type="filepath")
                 em_go = gr.Button("Draw map", variant="primary")
-                em_plot = gr.Plot()
+                em_plot = gr.Plot(elem_id="map-plot")
                 em_json = gr.JSON(label="placed points", open=False)
 
             with gr.Tab("Interpolate and vary", id="interpolate"):
@@ -883,9 +888,9 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
 
 
 def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-          concurrency: int = 1, max_queue: int = 16, prevent_thread_lock: bool = False):
+          concurrency: int = 1, max_queue: int = 16, prevent_thread_lock: bool = False, quiet: bool = False):
     """Queue, then launch with the safe defaults: local only, no share link, capped uploads, no extras."""
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
     return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_SIZE,
                        show_error=True, ssr_mode=False, mcp_server=False, enable_monitoring=False, pwa=False,
-                       prevent_thread_lock=prevent_thread_lock, quiet=prevent_thread_lock, css=CSS)
+                       prevent_thread_lock=prevent_thread_lock, quiet=quiet, css=CSS)

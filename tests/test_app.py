@@ -77,7 +77,7 @@ def start_app(clip_dir: Path, unet_dir: Path, atlas_dir: Path):
     assert models.problems == []
     demo = build_app(models, concurrency=1)
     port = free_port()
-    serve(demo, port=port, concurrency=1, max_queue=8, prevent_thread_lock=True)
+    serve(demo, port=port, concurrency=1, max_queue=8, prevent_thread_lock=True, quiet=True)
     return demo, f"http://127.0.0.1:{port}/"
 
 
@@ -248,6 +248,45 @@ def test_bad_uploads_get_a_clear_error(client, tmp_path):
         client.predict("a rose", [handle_file(str(text))], False, "texts", api_name="/similarity")
     with pytest.raises(AppError, match="no clipdiff parameters"):
         client.predict(handle_file(image_file(tmp_path, "plain.png", (1, 2, 3))), api_name="/load_params")
+
+
+def uploads(tmp_path: Path) -> dict[str, Path]:
+    """Pictures in the awkward formats people really upload."""
+    files = {}
+    for name, mode, colour in (("grey", "L", 90), ("rgba", "RGBA", (10, 200, 10, 0)), ("cmyk", "CMYK", (0, 255, 0, 0)),
+                               ("palette", "P", 3), ("sixteen-bit", "I;16", 4000), ("one-pixel", "RGB", (1, 2, 3))):
+        size = (1, 1) if name == "one-pixel" else (20, 12)
+        files[name] = tmp_path / f"{name}.{'jpg' if mode == 'CMYK' else 'png'}"
+        Image.new(mode, size, colour).save(files[name])
+    frames = [Image.new("RGB", (16, 16), c) for c in ("red", "blue")]
+    files["animated"] = tmp_path / "animated.gif"
+    frames[0].save(files["animated"], save_all=True, append_images=frames[1:])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees to show
+    files["exif-rotated"] = tmp_path / "exif.jpg"
+    Image.new("RGB", (30, 10), "white").save(files["exif-rotated"], exif=exif)
+    whole = tmp_path / "whole.png"
+    Image.new("RGB", (64, 64), "red").save(whole)
+    files["truncated"] = tmp_path / "truncated.png"
+    files["truncated"].write_bytes(whole.read_bytes()[:60])
+    return files
+
+
+def test_awkward_uploads_open_upright_as_rgb_or_fail_clearly(tmp_path):
+    import gradio as gr
+
+    from clipdiff.ui import open_upload
+
+    files = uploads(tmp_path)
+    for name in ("grey", "rgba", "cmyk", "palette", "sixteen-bit", "one-pixel", "animated", "exif-rotated"):
+        im = open_upload(str(files[name]), name)
+        assert im.mode == "RGB", name
+    assert open_upload(str(files["exif-rotated"])).size == (10, 30)
+    assert open_upload(str(files["rgba"])).getpixel((0, 0)) == (255, 255, 255), "transparent becomes white"
+    with pytest.raises(gr.Error, match="not a readable image"):
+        open_upload(str(files["truncated"]))
+    with pytest.raises(gr.Error, match="expected an uploaded image"):
+        open_upload(12)
 
 
 def test_missing_checkpoints_still_build_an_app_that_says_what_is_missing(tmp_path):

@@ -42,6 +42,7 @@ from .checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR
 from .pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, REFERENCE_PROMPTS, REFERENCE_WS,
                        ClipDiffusionPipeline, images_per_prompt, sweep)
 from .sampling import to_uint8
+from .schedulers import SAMPLERS
 
 # The four prompts of `generate_4_s`: the reference's three and one more, one image each.
 GENERATE_PROMPTS = (*REFERENCE_PROMPTS, "A bright yellow daffodil")
@@ -172,11 +173,11 @@ def generate_once(pipe: ClipDiffusionPipeline, jobs, steps: int, sampler: str) -
             "images": images}
 
 
-def bench_generate(pipe: ClipDiffusionPipeline, plan: Plan) -> tuple[dict, list]:
+def bench_generate(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler: str) -> tuple[dict, list]:
     jobs = images_per_prompt(list(GENERATE_PROMPTS), DEFAULT_W, SEED, 1)
     for _ in range(plan.warmup):
-        generate_once(pipe, jobs, DEFAULT_STEPS, DEFAULT_SAMPLER)
-    runs = [generate_once(pipe, jobs, DEFAULT_STEPS, DEFAULT_SAMPLER) for _ in range(plan.generate_trials)]
+        generate_once(pipe, jobs, steps, sampler)
+    runs = [generate_once(pipe, jobs, steps, sampler) for _ in range(plan.generate_trials)]
 
     def encode():
         clear_text_cache(pipe)
@@ -205,7 +206,7 @@ def side_by_side(left: Image.Image, right: Image.Image, titles: tuple[str, str])
     return canvas
 
 
-def bench_reference(pipe: ClipDiffusionPipeline, plan: Plan, out: Path | None) -> dict:
+def bench_reference(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler: str, out: Path | None) -> dict:
     """The reference's grid at its 400 DDPM steps against clipdiff's default sampler, same U-Net, same seed."""
     jobs = sweep(list(REFERENCE_PROMPTS), list(REFERENCE_WS), SEED)
 
@@ -214,7 +215,7 @@ def bench_reference(pipe: ClipDiffusionPipeline, plan: Plan, out: Path | None) -
         return to_uint8(pipe.generate(jobs, steps=steps, sampler=sampler).images)
 
     frames = {}
-    default_times = repeat(lambda: frames.__setitem__("default", grid(DEFAULT_STEPS, DEFAULT_SAMPLER)),
+    default_times = repeat(lambda: frames.__setitem__("default", grid(steps, sampler)),
                            plan.grid_trials, plan.warmup)
     t0 = time.perf_counter()
     frames["reference"] = grid(plan.reference_steps, REFERENCE_SAMPLER)
@@ -234,7 +235,7 @@ def bench_reference(pipe: ClipDiffusionPipeline, plan: Plan, out: Path | None) -
         default.save(out / "default_grid.png")
         side_by_side(ref, default, (
             f"reference: {plan.reference_steps} DDPM steps, {reference_s:.1f} s (for 400 steps)",
-            f"clipdiff: {DEFAULT_STEPS} {DEFAULT_SAMPLER} steps, {default_s:.2f} s")).save(out / "side_by_side.png")
+            f"clipdiff: {steps} {sampler} steps, {default_s:.2f} s")).save(out / "side_by_side.png")
         result["grids"] = str(out)
     return result
 
@@ -298,18 +299,21 @@ def proc_memory_mb(pid: int) -> dict[str, float]:
 class LiveApp:
     """`python app.py` on a free loopback port, in its own process group, ended on exit whatever happens."""
 
-    def __init__(self, unet: str, clip: str, atlas: str, device: str, log_dir: Path):
+    def __init__(self, unet: str, clip: str, atlas: str, device: str, log_dir: Path, threads: int | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.cmd = [sys.executable, str(REPO_ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(self.port),
                     "--unet", unet, "--clip", clip, "--atlas", atlas, "--device", device]
         self.log_path = log_dir / f"app-{self.port}.log"
+        self.threads = threads
         self.proc: subprocess.Popen | None = None
         self.ready_s: float | None = None
 
     def __enter__(self) -> "LiveApp":
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
                "PYTHONUNBUFFERED": "1", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+        if self.threads:
+            env["OMP_NUM_THREADS"] = str(self.threads)     # torch reads it when the app starts
         log = open(self.log_path, "wb")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(self.cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -363,11 +367,11 @@ class LiveApp:
         self.stop()
 
 
-def generate_request(client, seed: int) -> tuple[float, float]:
+def generate_request(client, seed: int, steps: int, sampler: str) -> tuple[float, float]:
     """One Generate click through the API, as the browser makes it: the 4 prompts, the app's defaults.
     Returns (seconds to the first streamed output, seconds to the final one)."""
     t0 = time.perf_counter()
-    job = client.submit("\n".join(GENERATE_PROMPTS), DEFAULT_W, DEFAULT_STEPS, DEFAULT_SAMPLER, seed, 1,
+    job = client.submit("\n".join(GENERATE_PROMPTS), DEFAULT_W, steps, sampler, seed, 1,
                         api_name="/generate")
     first = None
     deadline = t0 + REQUEST_TIMEOUT_S
@@ -390,7 +394,7 @@ def bench_app(args, plan: Plan, log_dir: Path) -> dict:
 
     ready = []
     for start in range(plan.app_starts):
-        app = LiveApp(args.unet, args.clip, args.atlas, args.device, log_dir)
+        app = LiveApp(args.unet, args.clip, args.atlas, args.device, log_dir, args.threads)
         with app:
             ready.append(app.ready_s)
             if start < plan.app_starts - 1:
@@ -400,7 +404,7 @@ def bench_app(args, plan: Plan, log_dir: Path) -> dict:
             try:
                 firsts, totals, baseline = [], [], None
                 for k in range(1, plan.rss_generations + 1):
-                    first, total = generate_request(client, SEED + k)
+                    first, total = generate_request(client, SEED + k, args.steps, args.sampler)
                     if k > 1:                      # generation 1 is the warm-up
                         firsts.append(first)
                         totals.append(total)
@@ -414,12 +418,12 @@ def bench_app(args, plan: Plan, log_dir: Path) -> dict:
                            "rss_baseline_generation": plan.rss_baseline,
                            "app_generate_4_s": median(totals or [total]),
                            "app_first_preview_s": median(firsts or [first])})
-            result.update(bench_concurrent(app.url, plan))
+            result.update(bench_concurrent(app.url, plan, args.steps, args.sampler))
             result["peak_rss_mb_after_concurrent"] = app.memory_mb()["VmHWM"]
     return result
 
 
-def bench_concurrent(url: str, plan: Plan) -> dict:
+def bench_concurrent(url: str, plan: Plan, steps: int, sampler: str) -> dict:
     """clients threads, each its own gradio_client session, each sending requests_per_client in turn."""
     from gradio_client import Client
 
@@ -434,7 +438,7 @@ def bench_concurrent(url: str, plan: Plan) -> dict:
     def worker(index: int, client) -> None:
         for r in range(plan.requests_per_client):
             try:
-                _, total = generate_request(client, 1000 * index + r)
+                _, total = generate_request(client, 1000 * index + r, steps, sampler)
                 with lock:
                     latencies.append(total)
             except Exception as e:  # noqa: BLE001 - every failure is counted and shown
@@ -498,6 +502,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--clip", default="default", help="'default' (checkpoints/clip) or a local open_clip folder")
     parser.add_argument("--atlas", default=str(DEFAULT_ATLAS_DIR), help="embedding atlas folder")
     parser.add_argument("--device", default="cpu", help="cpu (the target), cuda, ...")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help=f"sampler steps of the timed generations (default: the app's, {DEFAULT_STEPS})")
+    parser.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
+                        help=f"sampler of the timed generations (default: the app's, {DEFAULT_SAMPLER})")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here as JSON")
     parser.add_argument("--out", type=Path, default=None,
                         help="save the reference and default grids here (reference_grid.png, default_grid.png, "
@@ -514,6 +522,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.reference_steps is not None and not 1 <= args.reference_steps <= REFERENCE_STEPS:
         parser.error(f"--reference-steps must be between 1 and {REFERENCE_STEPS}")
+    if not 1 <= args.steps <= REFERENCE_STEPS:
+        parser.error(f"--steps must be between 1 and {REFERENCE_STEPS}")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
     return args
@@ -522,9 +532,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    threads_before = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)   # the app subprocess reads it at start
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def run(args: argparse.Namespace) -> int:
     plan = Plan.quick() if args.quick else Plan()
     if args.reference_steps:
         plan.reference_steps = args.reference_steps
@@ -532,19 +549,22 @@ def main(argv=None) -> int:
     result.update(machine())
     skipped = []
 
+    started = time.perf_counter()
+
     def stage(name: str) -> None:
-        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        print(f"[bench {time.perf_counter() - started:6.1f} s] {name} ...", file=sys.stderr, flush=True)
 
     stage("loading models")
     t0 = time.perf_counter()
     pipe = ClipDiffusionPipeline.load(args.unet, args.clip, device=args.device)
-    result.update({"model": pipe.model_id, "clip": pipe.encoder.identity, "sampler": DEFAULT_SAMPLER,
-                   "steps": DEFAULT_STEPS, "w": DEFAULT_W, "load_s": time.perf_counter() - t0,
+    result.update({"model": pipe.model_id, "clip": pipe.encoder.identity, "sampler": args.sampler,
+                   "steps": args.steps, "defaults": args.sampler == DEFAULT_SAMPLER and args.steps == DEFAULT_STEPS,
+                   "w": DEFAULT_W, "load_s": time.perf_counter() - t0,
                    "plan": asdict(plan), "quick": args.quick})
     stage("U-Net forward")
     result.update(bench_unet(pipe, plan))
     stage("generate (core)")
-    generated, records = bench_generate(pipe, plan)
+    generated, records = bench_generate(pipe, plan, args.steps, args.sampler)
     result.update(generated)
     result["sampler_overhead_ratio"] = result["generate_4_s"] / (
         result["unet_calls"] * result["unet_forward_ms_b8"] / 1000)
@@ -561,7 +581,7 @@ def main(argv=None) -> int:
         skipped.append("reference")
     else:
         stage(f"reference grid ({plan.reference_steps} DDPM steps) and default grid")
-        result.update(bench_reference(pipe, plan, args.out))
+        result.update(bench_reference(pipe, plan, args.steps, args.sampler, args.out))
     if args.skip_app:
         skipped.append("app")
     else:

@@ -1,5 +1,6 @@
 """The benchmark runs end to end on tiny random models and writes every key. No timed assertions: figures
-on a shared test machine mean nothing; benchmarks/README.md holds the real ones."""
+on a shared test machine mean nothing; benchmarks/README.md holds the real ones. One torch thread and few
+steps keep it quick even while other work shares the cores."""
 from __future__ import annotations
 
 import json
@@ -47,7 +48,8 @@ def test_bench_quick_writes_every_key(tmp_path, tiny_clip_dir, tiny_unet_dir, ti
     atlas = write_pca_atlas(tmp_path / "atlas", tiny_pipeline.encoder)
     out = tmp_path / "bench.json"
     assert main(["--quick", "--unet", str(tiny_unet_dir), "--clip", str(tiny_clip_dir), "--atlas", str(atlas),
-                 "--reference-steps", "2", "--json", str(out), "--out", str(tmp_path / "grids")]) == 0
+                 "--steps", "3", "--reference-steps", "2", "--threads", "1", "--json", str(out),
+                 "--out", str(tmp_path / "grids")]) == 0
 
     result = json.loads(out.read_text())
     for key in (*KEYS, "cpu_model", "torch_threads", "torch_version"):
@@ -65,7 +67,8 @@ def test_bench_quick_writes_every_key(tmp_path, tiny_clip_dir, tiny_unet_dir, ti
 def test_bench_skipped_parts_are_null(tmp_path, tiny_clip_dir, tiny_unet_dir):
     out = tmp_path / "bench.json"
     assert main(["--quick", "--unet", str(tiny_unet_dir), "--clip", str(tiny_clip_dir), "--atlas",
-                 str(tmp_path / "none"), "--skip-app", "--skip-reference", "--json", str(out)]) == 0
+                 str(tmp_path / "none"), "--skip-app", "--skip-reference", "--steps", "2", "--threads", "1",
+                 "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(KEYS) <= set(result)
     skipped = ("reference_s", "speedup_vs_reference", "map_place_ms", "atlas_load_s", "app_ready_s",

@@ -7,8 +7,10 @@ handlers (token view, scrubbing, parameter loading) have their own, so they stay
 """
 from __future__ import annotations
 
+import atexit
 import math
 import random
+import shutil
 import tempfile
 import time
 import unicodedata
@@ -43,6 +45,7 @@ MAX_BATCH = 16                   # images sampled together in one run
 MAX_SWEEP_PROMPTS = 4
 MAX_SWEEP_WS = 9
 MAX_STEPS = 400                  # the training schedule's T: more steps than timesteps means nothing
+MAX_IMAGE_STEPS = 1600           # images x steps per run: one attendee's run must not hold the room for long
 W_LIMIT = 10.0                   # also the sliders' range; the reference sweeps -2..2
 SEED_MAX = 2**31 - 1
 MAX_UPLOADS = 16
@@ -232,6 +235,14 @@ class Checked:
         return (self.number(steps, "steps", 1, MAX_STEPS, integer=True, default=DEFAULT_STEPS),
                 self.choice(sampler, SAMPLERS, "sampler"))
 
+    def budget(self, steps: int, images: int) -> int:
+        """Steps, lowered if images x steps would exceed the per-run budget."""
+        allowed = max(1, MAX_IMAGE_STEPS // max(images, 1))
+        if steps > allowed:
+            self.warn(f"{images} images x {steps} steps is more than one run may take ({MAX_IMAGE_STEPS:,} "
+                      f"image-steps): using {allowed} steps.")
+        return min(steps, allowed)
+
     def status(self, text: str) -> str:
         return "\n\n".join([text] + [f"Note: {n}" for n in self.notes])
 
@@ -293,6 +304,7 @@ class OutputFolder:
     def __init__(self):
         self.folder = Path(tempfile.mkdtemp(prefix="clipdiff-app-"))
         self._last_prune = 0.0
+        atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
 
     def path(self, suffix: str) -> Path:
         self._prune()
@@ -436,7 +448,8 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
             return [], models.missing("CLIP model")
         if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
             return [], f"**Too long:** {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}."
-        lines = [clean_line(line) for line in (text or "").splitlines() if isinstance(text, str)]
+        text = text if isinstance(text, str) else ""
+        lines = [clean_line(line) for line in text.splitlines()]
         lines = [line for line in lines if line][:MAX_PROMPTS]
         pieces, summary = [], []
         for n, line in enumerate(lines, start=1):
@@ -469,6 +482,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
             if view.truncated:
                 checked.warn(f"Prompt truncated to {view.context_length} tokens: {view.kept_text[:60]!r}...")
         jobs = images_per_prompt(prompts, w, seed, n)
+        steps = checked.budget(steps, len(jobs))
         labels = [f"{shorten(j.prompt)} (seed {j.seed})" for j in jobs]
         for event in sample_stream(pipe, jobs, steps, sampler, record=True):
             if event[0] == "step":
@@ -580,6 +594,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
         seed = checked.seed(seed)
         steps, sampler = checked.sampling(steps, sampler)
         jobs = sweep(prompts, ws, seed)
+        steps = checked.budget(steps, len(jobs))
         row_labels, col_labels = [f"w = {w:g}" for w in ws], prompts
 
         def grid(frames):
@@ -674,6 +689,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
         fractions, path = slerp_path(ends[0], ends[1], n)
         jobs = [Job(f"{a} -> {b} @ {t:.2f}", w, seed, embedding=e) for t, e in zip(fractions, path)]
         labels = [f"{t:.2f}" for t in fractions]
+        steps = checked.budget(steps, len(jobs))
         for event in sample_stream(pipe, jobs, steps, sampler, record=False):
             frames = event[3] if event[0] == "step" else event[1]
             strip = labelled_grid(frames, rows=1, cols=n, col_labels=labels)
@@ -692,6 +708,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
         emb = pipe.encoder.encode_image([image])[0]
         seen = to_uint8(pil_to_tensor01([image], pipe.encoder.image_size) * 2 - 1)[0]
         jobs = [Job("variation of an uploaded image", w, seed + k, embedding=emb) for k in range(n)]
+        steps = checked.budget(steps, len(jobs))
         for event in sample_stream(pipe, jobs, steps, sampler, record=False):
             if event[0] == "step":
                 yield preview_gallery(event[3], [f"seed {j.seed}" for j in jobs], event[1], event[2]), \

@@ -178,7 +178,7 @@ def test_interpolate_and_vary(client, tmp_path):
 
 def test_cancelled_generation_stops_and_frees_the_worker(client, app_url):
     """With one model worker, a follow-up request can only start once the cancelled run has let go."""
-    long = client.submit(PROMPTS[0], 2.0, 400, "ddim", 1, 8, api_name="/generate")
+    long = client.submit(PROMPTS[0], 2.0, 400, "ddim", 1, 4, api_name="/generate")
     started = time.monotonic()
     while len(long.outputs()) < 3:
         assert not long.done() and time.monotonic() - started < 60, "no previews from the long run"
@@ -239,6 +239,8 @@ def test_checked_rejects_what_json_clients_cannot_even_send():
     with pytest.raises(gr.Error):
         checked.choice(None, ("ddim",), "sampler")
     assert checked.ws("-2, -1 0,0, 1e9") == [-2.0, -1.0, 0.0, 10.0]
+    assert checked.budget(400, 8) == 200 and "using 200 steps" in checked.notes[-1], "one run's work is capped"
+    assert checked.budget(20, 21) == 20
 
 
 def test_bad_uploads_get_a_clear_error(client, tmp_path):

@@ -478,7 +478,7 @@ def fmt(value) -> str:
     if value is None:
         return "skipped"
     if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
 
 

@@ -252,8 +252,9 @@ def shorten(text: str, limit: int = 60) -> str:
 
 
 def clean_line(text: str) -> str:
-    """Drop control characters (format characters such as right-to-left marks and emoji joiners stay)."""
-    return " ".join("".join(ch for ch in text if unicodedata.category(ch) != "Cc").split())
+    """Drop control characters and lone surrogates (an API client can send those; they cannot be written
+    as UTF-8, e.g. into a PNG). Format characters such as right-to-left marks and emoji joiners stay."""
+    return " ".join("".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cs")).split())
 
 
 def open_upload(path, name: str = "upload") -> Image.Image:

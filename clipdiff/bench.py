@@ -107,7 +107,7 @@ def repeat(fn, trials: int, warmup: int) -> list[float]:
 
 def clear_text_cache(pipe: ClipDiffusionPipeline) -> None:
     # So that every trial pays for encoding its prompts, as a first click does.
-    pipe.encoder._text_cache.clear()
+    pipe.encoder.clear_text_cache()
 
 
 # -- machine ---------------------------------------------------------------------------------------------------

@@ -188,6 +188,10 @@ class ClipEncoder:
             self._text_cache.popitem(last=False)
         return out
 
+    def clear_text_cache(self) -> None:
+        """Forget every cached text embedding, e.g. so a benchmark pays for encoding as a first click does."""
+        self._text_cache.clear()
+
     @torch.inference_mode()
     def encode_image(self, images) -> torch.Tensor:
         """(N, D) raw image embeddings of PIL images, or of a (N, 3, H, W) tensor in [-1, 1]."""

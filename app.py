@@ -3,6 +3,7 @@
     python app.py                                   # the shipped models in checkpoints/
     python app.py --unet DIR --clip DIR --atlas DIR # others
     python app.py --host 0.0.0.0 --port 8080        # reachable from the network: put auth in front (README)
+    python app.py --threads 1                       # one torch thread: faster when other work shares the cores
 """
 from __future__ import annotations
 
@@ -29,9 +30,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--concurrency", type=int, default=1, help="model runs at once (others wait in the queue)")
     parser.add_argument("--max-queue", type=int, default=16, help="waiting requests before 'queue is full'")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's, one per core). On an idle machine all cores "
+                             "are fastest; when other work keeps the cores busy, 1 thread can be several times "
+                             "faster than 2 (benchmarks/README.md)")
     args = parser.parse_args(argv)
     if args.concurrency < 1 or args.max_queue < 1:
         parser.error("--concurrency and --max-queue must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
     if not 0 < args.port < 65536:
         parser.error("--port must be between 1 and 65535")
     return args
@@ -39,6 +46,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from clipdiff.ui import Models, build_app, serve
 
     models = Models.load(args.unet, args.clip, args.clip_pretrained, args.atlas, args.device)

@@ -305,15 +305,14 @@ class LiveApp:
         self.cmd = [sys.executable, str(REPO_ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(self.port),
                     "--unet", unet, "--clip", clip, "--atlas", atlas, "--device", device]
         self.log_path = log_dir / f"app-{self.port}.log"
-        self.threads = threads
+        if threads:
+            self.cmd += ["--threads", str(threads)]
         self.proc: subprocess.Popen | None = None
         self.ready_s: float | None = None
 
     def __enter__(self) -> "LiveApp":
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
                "PYTHONUNBUFFERED": "1", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-        if self.threads:
-            env["OMP_NUM_THREADS"] = str(self.threads)     # torch reads it when the app starts
         log = open(self.log_path, "wb")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(self.cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,

@@ -70,12 +70,13 @@ def tiny_atlas_dir(tmp_path_factory, tiny_pipeline):
 
 
 def start_app(clip_dir: Path, unet_dir: Path, atlas_dir: Path):
-    """The real app on a free local port, tiny models, one model run at a time (as on a 2-core laptop)."""
+    """The real app on a free local port, tiny models, one model run at a time (as on a 2-core laptop), a
+    preview after every step (the app's own throttle would make the count depend on the machine's speed)."""
     from clipdiff.ui import Models, build_app, serve
 
     models = Models.load(unet_dir, str(clip_dir), None, atlas_dir, "cpu")
     assert models.problems == []
-    demo = build_app(models, concurrency=1)
+    demo = build_app(models, concurrency=1, preview_every_s=0)
     port = free_port()
     serve(demo, port=port, concurrency=1, max_queue=8, prevent_thread_lock=True, quiet=True)
     return demo, f"http://127.0.0.1:{port}/"
@@ -108,7 +109,9 @@ def test_generate_streams_previews_then_final_pngs_with_parameters(client):
     previews = [u for u in updates if "Sampling: step" in u[1]]
     assert len(previews) == 4 and len(updates) == 5, "a preview after each step, the last step gives the PNGs"
     first_gallery, first_status, _ = updates[0]
-    assert "step 1 of 5" in first_status and len(first_gallery) == 4
+    assert "step 1 of 5" in first_status and len(first_gallery) == 1, "a preview is one picture of all images"
+    width, height = Image.open(first_gallery[0]["image"]).size
+    assert width == 4 * height + 3 * 2, "the 4 images side by side, 2 px apart"
     gallery, status, seed_used = job.outputs()[-1]
     assert "Done" in status and seed_used == 7
     assert len(gallery) == 4
@@ -313,6 +316,22 @@ def test_slerp_keeps_the_ends_and_turns_at_a_constant_rate():
     assert torch.allclose(path.norm(dim=1), torch.linspace(float(a.norm()), float(b.norm()), 5), atol=1e-4)
     assert torch.allclose(slerp(a, a * 2, 0.5), a * 1.5, atol=1e-4), "same direction: no 0/0"
     assert torch.allclose(unit(mix(a, b, 1.0)), unit(b), atol=1e-6)
+
+
+def test_previews_are_throttled_and_the_final_images_always_come(tiny_pipeline):
+    from clipdiff.pipeline import images_per_prompt
+    from clipdiff.ui import preview_grid, sample_stream
+
+    jobs = images_per_prompt(PROMPTS, 2.0, 0, 3)
+    every = [e[:2] for e in sample_stream(tiny_pipeline, jobs, 5, "ddim", record=True, preview_every_s=0)]
+    assert every == [("step", 1), ("step", 2), ("step", 3), ("step", 4), ("done", every[-1][1])]
+    events = list(sample_stream(tiny_pipeline, jobs, 5, "ddim", record=True, preview_every_s=1e9))
+    assert [e[0] for e in events] == ["step", "done"] and events[0][1] == 1, "only the first step's preview"
+    _, frames, records = events[-1]
+    assert frames.shape == (6, 16, 16, 3) and len(records) == 5, "every step still recorded for playback"
+    grid = preview_grid(frames, scale=2)
+    assert grid.shape == (2 * 32 + 2, 4 * 32 + 3 * 2, 3), "6 images in rows of 4, each twice its size"
+    assert np.array_equal(grid[34:66, :32], frames[4].repeat(2, 0).repeat(2, 1))
 
 
 def test_playback_reads_recorded_frames_and_exports_a_gif(tiny_pipeline, tmp_path):

@@ -29,7 +29,8 @@ from .checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR, CheckpointError
 from .diffusion import load_diffusion
 from .encoders import ClipEncoder, ClipWeightsMissing, pil_to_tensor01
 from .images import labelled_grid, read_params, save_png, to_pil
-from .interpolate import slerp_path
+from . import tour
+from .interpolate import mix, slerp_path
 from .pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, REFERENCE_PROMPTS, REFERENCE_WS,
                        ClipDiffusionPipeline, Job, images_per_prompt, model_id_of, sweep)
 from .playback import PlaybackRun, export_gif, frames_to_tensor, make_playback
@@ -59,17 +60,16 @@ OUTPUT_MAX_AGE_S = 3600          # our PNGs and GIFs on disk
 LIGHT_CONCURRENCY = 4
 PLAY_FRAME_S = 0.15
 PREVIEW_SCALE = 4
-# While sampling, one small picture of every image's current x0 goes out at most this often (the first step's
-# always): each streamed output is a file Gradio writes and the browser (or client) downloads, and sending
-# every step's gallery made the app ~10x slower than the sampler itself (benchmarks/README.md).
-PREVIEW_EVERY_S = 0.15
-STREAM_SCALE = 2                 # preview pixels per image pixel (the final PNGs are full size)
 
 COSINE_NOTE = """**Why do matching pairs score only ~0.2-0.4?** CLIP puts texts and images in two regions of
 its sphere (the *modality gap*), so even a perfect caption is far from 1. What CLIP learned is the
 *ranking*: the right caption beats the wrong ones. The softmax turns that ranking into probabilities,
 sharpened by the model's learned temperature (logit scale), which is why small cosine differences become
 confident choices."""
+
+TOUR_INTRO = """## New here? Start with the tour
+Each experiment below sets up one of the other tabs and runs it: you land on the result and can keep
+changing settings from there. Every run takes a few seconds on a laptop with the shipped models."""
 
 CSS = ".pixelated img, .pixelated canvas { image-rendering: pixelated; }"
 TRAIN_HINT = "get the shipped models with `python -m clipdiff train-default`"
@@ -347,40 +347,23 @@ def release_run(run) -> None:
 
 
 # -- sampling, shared by generate, sweep, interpolation and variations ------------------------------------------
-def sample_stream(pipe: ClipDiffusionPipeline, jobs: list[Job], steps: int, sampler: str, record: bool,
-                  preview_every_s: float = PREVIEW_EVERY_S):
-    """Yield ("step", k, total, x0 frames) after the first sampler step and then after any step that ends at
-    least preview_every_s after the last preview went out; then ("done", frames, records). Steps in between
-    are not decoded at all. Leaving this generator (a cancelled event) stops the sampler between two steps."""
+def sample_stream(pipe: ClipDiffusionPipeline, jobs: list[Job], steps: int, sampler: str, record: bool):
+    """Yield ("step", k, total, x0 frames) after each sampler step, then ("done", frames, records).
+
+    Leaving this generator (a cancelled event) stops the sampler between two steps."""
     records = []
-    last_sent = None
     for p in pipe.run(jobs, steps=steps, sampler=sampler, record_every=1 if record else 0):
         if p.record is not None:
             records.append(p.record)
         if p.images is not None:
             yield "done", to_uint8(p.images), records
-        elif last_sent is None or time.perf_counter() - last_sent >= preview_every_s:
+        else:
             yield "step", p.step, p.total, to_uint8(p.x0)
-            last_sent = time.perf_counter()   # after the consumer sent it: its own time does not count
 
 
-def preview_grid(frames: np.ndarray, cols: int | None = None, scale: int = STREAM_SCALE, pad: int = 2) -> np.ndarray:
-    """All of a run's frames (N, H, W, 3) as one small picture, row-major, white gaps: one file per preview."""
-    n, h, w, _ = frames.shape
-    cols = cols or min(n, 4)
-    rows = -(-n // cols)
-    big = frames.repeat(scale, axis=1).repeat(scale, axis=2)
-    ch, cw = h * scale, w * scale
-    canvas = np.full((rows * (ch + pad) - pad, cols * (cw + pad) - pad, 3), 255, dtype=np.uint8)
-    for k in range(n):
-        r, c = divmod(k, cols)
-        canvas[r * (ch + pad):r * (ch + pad) + ch, c * (cw + pad):c * (cw + pad) + cw] = big[k]
-    return canvas
-
-
-def preview_gallery(frames: np.ndarray, step: int, total: int) -> list:
-    """The gallery while sampling: one picture holding every image's current x0 (row-major, as the final PNGs)."""
-    return [(preview_grid(frames), f"step {step} of {total}: the {len(frames)} image(s) as they look now")]
+def preview_gallery(frames: np.ndarray, labels: list[str], step: int, total: int) -> list:
+    return [(np.asarray(to_pil(f, PREVIEW_SCALE)), f"{label} (step {step}/{total})")
+            for f, label in zip(frames, labels)]
 
 
 def clip_scores(pipe: ClipDiffusionPipeline, frames: np.ndarray, jobs: list[Job]) -> list[float]:
@@ -456,8 +439,7 @@ def map_figure(atlas: Atlas, method: str, show_texts: bool, live: list[dict]) ->
 
 
 # -- the app ---------------------------------------------------------------------------------------------------
-def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PREVIEW_EVERY_S) -> gr.Blocks:
-    """preview_every_s: at most one streamed preview this often while sampling (0: after every step)."""
+def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
     outputs = OutputFolder()
     model_group = {"concurrency_id": "model", "concurrency_limit": concurrency}
     light_group = {"concurrency_id": "light", "concurrency_limit": LIGHT_CONCURRENCY}
@@ -479,7 +461,8 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         for n, line in enumerate(lines, start=1):
             view = models.encoder.tokenize(line)
             pieces += [(p, "ab"[i % 2]) for i, p in enumerate(view.pieces)] + [("\n", None)]
-            summary.append(f"Prompt {n}: **{view.count} / {view.context_length}** tokens")
+            summary.append(f"Prompt {n}: **{view.count} / {view.context_length}** tokens; ids "
+                           f"`{' '.join(map(str, view.ids))}`")
             if view.truncated:
                 kept = view.kept_text.replace("`", "'")
                 summary.append(f"  - **Warning: truncated.** Only the first {view.context_length} tokens "
@@ -508,10 +491,10 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         jobs = images_per_prompt(prompts, w, seed, n)
         steps = checked.budget(steps, len(jobs))
         labels = [f"{shorten(j.prompt)} (seed {j.seed})" for j in jobs]
-        for event in sample_stream(pipe, jobs, steps, sampler, record=True, preview_every_s=preview_every_s):
+        for event in sample_stream(pipe, jobs, steps, sampler, record=True):
             if event[0] == "step":
                 _, k, total, frames = event
-                yield preview_gallery(frames, k, total), checked.status(f"Sampling: step {k} of {total}"), \
+                yield preview_gallery(frames, labels, k, total), checked.status(f"Sampling: step {k} of {total}"), \
                     seed, gr.skip()
             else:
                 _, frames, records = event
@@ -624,7 +607,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         def grid(frames):
             return labelled_grid(frames, rows=len(ws), cols=len(prompts), row_labels=row_labels, col_labels=col_labels)
 
-        for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s):
+        for event in sample_stream(pipe, jobs, steps, sampler, record=False):
             if event[0] == "step":
                 _, k, total, frames = event
                 yield grid(frames), gr.skip(), checked.status(f"Sampling {len(jobs)} images: step {k} of {total}"), \
@@ -714,7 +697,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         jobs = [Job(f"{a} -> {b} @ {t:.2f}", w, seed, embedding=e) for t, e in zip(fractions, path)]
         labels = [f"{t:.2f}" for t in fractions]
         steps = checked.budget(steps, len(jobs))
-        for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s):
+        for event in sample_stream(pipe, jobs, steps, sampler, record=False):
             frames = event[3] if event[0] == "step" else event[1]
             strip = labelled_grid(frames, rows=1, cols=n, col_labels=labels)
             status = f"step {event[1]} of {event[2]}" if event[0] == "step" else f"Done, seed {seed}."
@@ -733,24 +716,55 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         seen = to_uint8(pil_to_tensor01([image], pipe.encoder.image_size) * 2 - 1)[0]
         jobs = [Job("variation of an uploaded image", w, seed + k, embedding=emb) for k in range(n)]
         steps = checked.budget(steps, len(jobs))
-        seen_sent = False
-        for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s):
+        for event in sample_stream(pipe, jobs, steps, sampler, record=False):
             if event[0] == "step":
-                yield preview_gallery(event[3], event[1], event[2]), \
-                    gr.skip() if seen_sent else to_pil(seen, PREVIEW_SCALE), \
-                    checked.status(f"step {event[1]} of {event[2]}"), seed
-                seen_sent = True
+                yield preview_gallery(event[3], [f"seed {j.seed}" for j in jobs], event[1], event[2]), \
+                    to_pil(seen, PREVIEW_SCALE), checked.status(f"step {event[1]} of {event[2]}"), seed
             else:
                 scores = clip_scores(pipe, event[1], jobs)
                 gallery, _ = save_results(pipe, outputs, event[1], jobs, steps, sampler, scores)
                 yield gallery, to_pil(seen, PREVIEW_SCALE), checked.status(f"Done: {n} variation(s)."), seed
+
+    def mix_prompts(prompt_a, prompt_b, weight, w, seed, steps, sampler):
+        """The first prompt, a weighted mix of both prompts' directions, the second prompt: one seed for all three."""
+        pipe = models.need_pipeline()
+        checked = Checked()
+        a = checked.lines(prompt_a, 1, name="first prompt")[0]
+        b = checked.lines(prompt_b, 1, name="second prompt")[0]
+        weight = checked.number(weight, "mix weight", 0, 1, default=0.5)
+        w = checked.number(w, "w", -W_LIMIT, W_LIMIT, default=DEFAULT_W)
+        seed = checked.seed(seed)
+        steps, sampler = checked.sampling(steps, sampler)
+        ends = pipe.encoder.encode_text([a, b])
+        mixed = Job(f"{1 - weight:g} x {a} + {weight:g} x {b}", w, seed, embedding=mix(ends[0], ends[1], weight))
+        jobs = [Job(a, w, seed), mixed, Job(b, w, seed)]
+        labels = [shorten(a, 40), f"mix, weight {weight:g}", shorten(b, 40)]
+        steps = checked.budget(steps, len(jobs))
+        for event in sample_stream(pipe, jobs, steps, sampler, record=False):
+            frames = event[3] if event[0] == "step" else event[1]
+            strip = labelled_grid(frames, rows=1, cols=len(jobs), col_labels=labels)
+            status = f"step {event[1]} of {event[2]}" if event[0] == "step" else f"Done, seed {seed}."
+            yield strip, checked.status(f"{1 - weight:g} x {a!r} + {weight:g} x {b!r}: {status}"), seed
 
     # ---- layout ----
     with gr.Blocks(title="clipdiff", analytics_enabled=False, delete_cache=(1800, OUTPUT_MAX_AGE_S)) as demo:
         gr.Markdown("# clipdiff: CLIP-conditioned diffusion you can watch\n" + models.status_markdown(),
                     elem_id="model-status")
         run_state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=release_run)
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
+            with gr.Tab("Tour", id="tour"):
+                gr.Markdown(TOUR_INTRO)
+                tour_buttons = []
+                for experiment in tour.EXPERIMENTS:
+                    with gr.Row(equal_height=False, elem_id=f"tour-{experiment.id}"):
+                        with gr.Column(scale=5):
+                            gr.Markdown(f"### {experiment.title}\n{experiment.explanation}")
+                        with gr.Column(scale=1, min_width=200):
+                            for i, tour_run in enumerate(experiment.runs):
+                                button = gr.Button(tour_run.label, size="sm", variant="primary" if i == 0 else "secondary",
+                                                   elem_id=f"tour-{experiment.id}-{i}")
+                                tour_buttons.append((button, tour_run))
+
             with gr.Tab("Generate", id="generate"):
                 with gr.Row():
                     with gr.Column(scale=2):
@@ -869,7 +883,14 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                     ip_go = gr.Button("Interpolate", variant="primary")
                     ip_stop = gr.Button("Stop", variant="stop")
                 ip_status = gr.Markdown()
-                ip_strip = gr.Image(label="slerp strip", type="pil", format="png")
+                ip_strip = gr.Image(label="slerp strip", type="pil", format="png", elem_id="ip-strip")
+                gr.Markdown("### Weighted mix of the same two prompts (one seed)")
+                with gr.Row():
+                    mx_weight = gr.Slider(0, 1, value=0.5, step=0.05, label="weight of the second prompt",
+                                          info="0: the first prompt alone; 1: the second alone")
+                    mx_go = gr.Button("Mix", variant="primary")
+                mx_status = gr.Markdown()
+                mx_strip = gr.Image(label="first | mix | second", type="pil", format="png", elem_id="mix-strip")
                 gr.Markdown("### Variations of an image (conditioned on its CLIP image embedding)")
                 with gr.Row():
                     va_file = gr.File(label="image", file_types=["image"], type="filepath")
@@ -884,7 +905,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                     va_go = gr.Button("Vary", variant="primary")
                     va_stop = gr.Button("Stop", variant="stop")
                 va_status = gr.Markdown()
-                va_gallery = gr.Gallery(label="variations", columns=4, height="auto", format="png",
+                va_gallery = gr.Gallery(label="variations", columns=4, height="auto", format="png", elem_id="va-gallery",
                                         elem_classes=["pixelated"])
 
         # ---- events ----
@@ -926,8 +947,74 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                                [ip_strip, ip_status, ip_seed], api_name="interpolate", **model_group)
         va_event = va_go.click(vary, [va_file, va_n, va_w, va_seed, va_steps, va_sampler],
                                [va_gallery, va_seen, va_status, va_seed], api_name="vary", **model_group)
-        ip_stop.click(None, None, None, cancels=[ip_event])
+        mx_event = mx_go.click(mix_prompts, [ip_a, ip_b, mx_weight, ip_w, ip_seed, ip_steps, ip_sampler],
+                               [mx_strip, mx_status, ip_seed], api_name="mix", **model_group)
+        ip_stop.click(None, None, None, cancels=[ip_event, mx_event])
         va_stop.click(None, None, None, cancels=[va_event])
+
+        # ---- Tour: a button fills the controls, switches tab, then runs the tabs' own handlers ----
+        def tour_controls(run: tour.Run) -> dict:
+            """The control values one tour run sets, and the tab it lands on."""
+            g, then = run.generate, run.then
+            values = {tabs: gr.Tabs(selected=run.tab)}
+            if g is not None:
+                values.update({prompts: "\n".join(g.prompts), w: g.w, steps: g.steps, sampler: g.sampler,
+                               seed: g.seed, n_images: g.images_per_prompt})
+            if isinstance(then, tour.Sweep):
+                values.update({sw_prompts: "\n".join(then.prompts), sw_ws: ", ".join(f"{x:g}" for x in then.ws),
+                               sw_seed: then.seed, sw_steps: then.steps, sw_sampler: then.sampler})
+            elif isinstance(then, tour.Similarity):
+                values.update({si_texts: "\n".join(then.texts), si_files: None, si_generated: True,
+                               si_over: then.softmax_over})
+            elif isinstance(then, tour.Map):
+                values.update({em_method: then.method, em_prompts: "\n".join(then.prompts), em_files: None,
+                               em_generated: False, em_texts: then.show_texts})
+            elif isinstance(then, (tour.Interpolate, tour.Mix)):
+                values.update({ip_a: then.a, ip_b: then.b, ip_w: then.w, ip_seed: then.seed, ip_steps: then.steps,
+                               ip_sampler: then.sampler})
+                values.update({ip_n: then.points} if isinstance(then, tour.Interpolate) else {mx_weight: then.weight})
+            elif isinstance(then, tour.Vary):
+                values.update({va_n: then.count, va_w: then.w, va_seed: then.seed, va_steps: then.steps,
+                               va_sampler: then.sampler})
+            return values
+
+        def first_generated_image(run):
+            """The last run's first image as a PNG (parameters inside), for the Variations input."""
+            if not isinstance(run, LastRun):
+                raise gr.Error("Generate an image first (Generate tab).")
+            return str(save_png(to_pil(run.frames[0]), outputs.path(".png"), run.params[0]))
+
+        tour_outputs = [tabs, prompts, w, steps, sampler, seed, n_images, sw_prompts, sw_ws, sw_seed, sw_steps,
+                        sw_sampler, si_texts, si_files, si_generated, si_over, em_method, em_prompts, em_files,
+                        em_generated, em_texts, ip_a, ip_b, ip_n, ip_w, ip_seed, ip_steps, ip_sampler, mx_weight,
+                        va_n, va_w, va_seed, va_steps, va_sampler]
+        then_handlers = {
+            tour.Sweep: (run_sweep, [sw_prompts, sw_ws, sw_seed, sw_steps, sw_sampler],
+                         [sw_grid, sw_gallery, sw_status, sw_seed], model_group),
+            tour.Similarity: (similarity, [si_texts, si_files, si_generated, si_over, run_state],
+                              [si_plot, si_json, si_nearest], model_group),
+            tour.Map: (embed_map, [em_method, em_prompts, em_files, em_generated, em_texts, run_state],
+                       [em_plot, em_json], model_group),
+            tour.Interpolate: (interpolate, [ip_a, ip_b, ip_n, ip_w, ip_seed, ip_steps, ip_sampler],
+                               [ip_strip, ip_status, ip_seed], model_group),
+            tour.Mix: (mix_prompts, [ip_a, ip_b, mx_weight, ip_w, ip_seed, ip_steps, ip_sampler],
+                       [mx_strip, mx_status, ip_seed], model_group),
+            tour.Vary: (vary, [va_file, va_n, va_w, va_seed, va_steps, va_sampler],
+                        [va_gallery, va_seen, va_status, va_seed], model_group),
+        }
+        private = {"api_visibility": "private"}
+        for button, tour_run in tour_buttons:
+            event = button.click(lambda r=tour_run: tour_controls(r), None, tour_outputs, **private, **light_group)
+            if tour_run.generate is not None:
+                event = event.success(generate, [prompts, w, steps, sampler, seed, n_images],
+                                      [gallery, status, seed, run_state], **private, **model_group)
+                event = event.success(show_playback, run_state, [pb_sample, pb_step, pb_frame, pb_caption, pb_plot],
+                                      **private, **light_group)
+            if isinstance(tour_run.then, tour.Vary):
+                event = event.success(first_generated_image, run_state, va_file, **private, **light_group)
+            if type(tour_run.then) in then_handlers:
+                fn, inputs, outs, group = then_handlers[type(tour_run.then)]
+                event.success(fn, inputs, outs, **private, **group)
     return demo
 
 

@@ -1,0 +1,274 @@
+"""The guided tour: the lesson's questions as one-click experiments, kept as data.
+
+An Experiment says what it shows (a title and a short explanation written for this project's models) and
+carries one or more Runs. A Run is what one button does: optionally a Generate step first (its images and
+its recorded steps feed what follows), then one tab's settings. The app (ui.py) puts a Run's settings into
+the tabs' controls, switches to the Run's tab and runs that tab's own handler, so the attendee lands on a
+result they can keep playing with. Nothing here runs a model, so the tour can be read and checked without one.
+
+Every Run is sized to take a few seconds on a laptop CPU with the shipped models: DPM-Solver++ at 10-20 steps
+and a handful of images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .pipeline import DEFAULT_SAMPLER, DEFAULT_W, REFERENCE_PROMPTS, REFERENCE_WS
+
+STEPS = 12          # DPM-Solver++ steps for a single-run image: clean enough, about a second
+SWEEP_STEPS = 10    # a 21-cell sweep is a 42-image U-Net batch per step
+PLAYBACK_STEPS = 20  # more recorded steps to scrub through
+
+DAISY, SUNFLOWER, ROSE = REFERENCE_PROMPTS
+LONG_PROMPT = (
+    "this flower has many long thin white petals arranged in a flat ring around a large bright yellow center "
+    "made of tiny tightly packed florets, the petals are slightly curled at their tips and some of them overlap, "
+    "the stem is long and green with narrow leaves, and behind the flower there is a soft green blurred "
+    "background of grass with a few other daisies that are out of focus and a little bit of blue sky at the top"
+)
+CAPTION_STYLE = "this flower has large dark red petals that are layered and velvety around a hidden center"
+
+
+# -- what a button puts into each tab ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Generate:
+    """The Generate tab: image k of each prompt uses seed + k, so every prompt starts from the same noise."""
+    TAB: ClassVar[str] = "generate"
+    prompts: tuple[str, ...]
+    w: float = DEFAULT_W
+    seed: int = 0
+    steps: int = STEPS
+    sampler: str = DEFAULT_SAMPLER
+    images_per_prompt: int = 1
+
+
+@dataclass(frozen=True)
+class Playback:
+    """The Denoising playback tab, showing the recorded steps of the Generate step before it."""
+    TAB: ClassVar[str] = "playback"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The Guidance sweep tab: rows are w, columns prompts, one seed for every cell."""
+    TAB: ClassVar[str] = "sweep"
+    prompts: tuple[str, ...]
+    ws: tuple[float, ...] = REFERENCE_WS
+    seed: int = 0
+    steps: int = SWEEP_STEPS
+    sampler: str = DEFAULT_SAMPLER
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """The Similarity tab: these texts against the images of the Generate step before it."""
+    TAB: ClassVar[str] = "similarity"
+    texts: tuple[str, ...]
+    softmax_over: str = "texts"
+
+
+@dataclass(frozen=True)
+class Map:
+    """The Embedding map tab: the atlas in one of its views, with these prompts placed on it."""
+    TAB: ClassVar[str] = "map"
+    method: str = "umap"
+    prompts: tuple[str, ...] = REFERENCE_PROMPTS
+    show_texts: bool = True
+
+
+@dataclass(frozen=True)
+class Interpolate:
+    """The Interpolate tab's slerp strip from prompt a to prompt b, one seed for every image."""
+    TAB: ClassVar[str] = "interpolate"
+    a: str
+    b: str
+    points: int = 6
+    w: float = DEFAULT_W
+    seed: int = 0
+    steps: int = STEPS
+    sampler: str = DEFAULT_SAMPLER
+
+
+@dataclass(frozen=True)
+class Mix:
+    """The Interpolate tab's weighted mix: a alone, (1 - weight) a + weight b, b alone, from one seed."""
+    TAB: ClassVar[str] = "interpolate"
+    a: str
+    b: str
+    weight: float = 0.5
+    w: float = DEFAULT_W
+    seed: int = 0
+    steps: int = STEPS
+    sampler: str = DEFAULT_SAMPLER
+
+
+@dataclass(frozen=True)
+class Vary:
+    """The Interpolate tab's variations, from the first image of the Generate step before it."""
+    TAB: ClassVar[str] = "interpolate"
+    count: int = 4
+    w: float = DEFAULT_W
+    seed: int = 100
+    steps: int = STEPS
+    sampler: str = DEFAULT_SAMPLER
+
+
+NEEDS_GENERATED = (Playback, Similarity, Vary)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One button: the Generate step (if any) runs first, then `then` on its own tab."""
+    label: str
+    generate: Generate | None = None
+    then: Sweep | Playback | Similarity | Map | Interpolate | Mix | Vary | None = None
+
+    def __post_init__(self):
+        if self.generate is None and (self.then is None or isinstance(self.then, NEEDS_GENERATED)):
+            raise ValueError(f"run {self.label!r}: {type(self.then).__name__} needs a Generate step before it")
+
+    @property
+    def tab(self) -> str:
+        """The tab the attendee lands on."""
+        return self.then.TAB if self.then is not None else Generate.TAB
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: str
+    title: str
+    explanation: str      # Markdown, two or three sentences about this project's models
+    runs: tuple[Run, ...]
+
+
+def run(label: str = "Run", generate: Generate | None = None, then=None) -> Run:
+    return Run(label, generate, then)
+
+
+# -- the tour -------------------------------------------------------------------------------------------------
+EXPERIMENTS: tuple[Experiment, ...] = (
+    Experiment(
+        "tokens", "Text becomes numbers",
+        "Before CLIP reads a prompt, its tokenizer cuts it into byte-pair pieces and looks each one up as an id in "
+        "a 49,408-entry vocabulary, between a start and an end marker. Our flowers CLIP reads a fixed context of "
+        "**77 tokens**: the second prompt here is longer, so the token view marks it as truncated and shows the "
+        "part the model actually reads; nothing after token 77 can change the picture.",
+        (run(generate=Generate((ROSE, LONG_PROMPT))),)),
+    Experiment(
+        "cosine", "Cosine similarity: prompts against pictures",
+        "CLIP turns a prompt and a picture into 256 numbers each, and the cosine of the angle between the two "
+        "vectors says how well they match. This draws the three reference flowers and scores every prompt against "
+        "every picture: even the right pairs score only about 0.2-0.4, because texts and images sit in different "
+        "regions of the sphere. What counts is the ranking: the softmax over candidates (scaled by the learned "
+        "temperature) turns small differences into confident choices, and our small CLIP ranks the right species "
+        "first only part of the time (28% top-1 over 102 species).",
+        (run(generate=Generate(REFERENCE_PROMPTS), then=Similarity(REFERENCE_PROMPTS + ("A purple elephant",))),)),
+    Experiment(
+        "shared-space", "One space for texts and images",
+        "The map shows 12,506 flower photos and about 1,600 texts (species prompts and captions) as our CLIP embeds "
+        "them, squeezed to 2-D. In the raw view images and texts form separate islands although they share one "
+        "space: that is the *modality gap*, and your prompts (stars) land among the texts, not among the photos "
+        "they describe. Centring subtracts each modality's mean direction: the islands fold into one and prompts "
+        "sit near photos of their species.",
+        (run("Raw view: the gap", then=Map("umap")), run("Centred: the gap closes", then=Map("umap-centered")))),
+    Experiment(
+        "guidance", "What guidance does: the w sweep",
+        "Every step mixes two noise predictions of one U-Net: `eps = (1 + w) eps_cond - w eps_uncond`. All cells "
+        "start from the same noise, so only w and the prompt change: w = -1 ignores the prompt (unconditional), "
+        "w = 0 is the plain conditional model, w > 0 pushes past it towards the prompt. Between -1 and 0 the two "
+        "are blended; below -1 the image is pushed *away* from the prompt.",
+        (run("Sweep w from -2 to 2", then=Sweep(REFERENCE_PROMPTS, REFERENCE_WS)),)),
+    Experiment(
+        "high-w", "Too much guidance: artefacts at high w",
+        "Turn w far past the reference range and the guided prediction extrapolates beyond anything the U-Net made "
+        "in training: colours saturate, contrast blows out and petals break into blotches. Each column keeps its "
+        "seed, so you can see where each prompt stops improving and starts to fall apart.",
+        (run("Sweep w from 0 to 10", then=Sweep(REFERENCE_PROMPTS, (0.0, 2.0, 4.0, 7.0, 10.0))),)),
+    Experiment(
+        "playback", "Conditional vs unconditional, step by step",
+        "Every step of a run is recorded: the playback shows the noisy x_t and three guesses of the final image, "
+        "guided, conditional and unconditional x0, side by side. Early on all three are blurry averages; scrub "
+        "right and watch the step where the conditional guess becomes a sunflower while the unconditional one "
+        "stays 'some flower'. The plot marks the same moment as the rise in cosine between the prompt and CLIP's "
+        "view of the guided x0.",
+        (run(generate=Generate((SUNFLOWER,), w=2.0, steps=PLAYBACK_STEPS), then=Playback()),)),
+    Experiment(
+        "dropout", "Context dropout: how one U-Net is also unconditional",
+        "Guidance needs an unconditional model, and ours is the same U-Net: in training, 10% of samples had their "
+        "CLIP embedding swapped for a *learned null embedding* (per-sample dropout). The top row (w = -1) is that "
+        "unconditional model, the same picture for every prompt because the seed is shared; the row below (w = 0) "
+        "is the conditional one. The reference masks each element of the embedding instead; clipdiff ships only "
+        "the learned-null model, but you can train the other with `python -m clipdiff train-unet --null-mode "
+        "zero-mask --out runs/unet-zero --export checkpoints/unet-zero` and compare them with `python -m clipdiff "
+        "eval-gen --unet checkpoints/unet --unet checkpoints/unet-zero`.",
+        (run("Compare w = -1 and w = 0", then=Sweep(REFERENCE_PROMPTS, (-1.0, 0.0), steps=STEPS)),)),
+    Experiment(
+        "slerp", "Interpolation: walking from one prompt to another",
+        "Slerp walks along the sphere from the daisy prompt's embedding to the rose's, and every image starts from "
+        "the same noise, so only the condition changes. Watch where the picture flips: often not in the middle, "
+        "because the model's regions in embedding space are not evenly sized.",
+        (run(then=Interpolate(DAISY, ROSE)),)),
+    Experiment(
+        "mix", "Composition: a weighted mix of two prompts",
+        "A mix adds two prompts' unit directions, here half sunflower and half red rose, and keeps the first "
+        "prompt's length; the strip shows each prompt alone and the mix, from one seed. A blend of directions is "
+        "not 'both things': the model draws whatever flower lives near the mixed direction, often taking colour "
+        "from one prompt and shape from the other. Move the weight slider and mix again.",
+        (run(then=Mix(SUNFLOWER, ROSE, 0.5)),)),
+    Experiment(
+        "variations", "Image variations from an image embedding",
+        "Our U-Net was trained on CLIP *image* embeddings as well as caption embeddings, so a picture's embedding "
+        "conditions it as well as a prompt does. This draws a rose, gives the picture to CLIP's image tower, and "
+        "samples four new images from that one embedding with other seeds: same kind of flower, new arrangement. "
+        "Upload a photo of your own in the Variations box to try it on a real flower.",
+        (run(generate=Generate((ROSE,)), then=Vary(count=4)),)),
+    Experiment(
+        "out-of-distribution", "Out of distribution: what the flowers model cannot draw",
+        "Every training image was a flower and our CLIP has only read flower captions, so 'elephant' and 'car' "
+        "mean little to it while 'purple' and 'red' mean a lot. Ask for a purple elephant and you get a purple "
+        "flower; the CLIP score in each caption shows how weak the match is.",
+        (run(generate=Generate(("A purple elephant", "A red sports car on a road"), images_per_prompt=2)),)),
+    Experiment(
+        "negation-counting", "Negation and counting",
+        "CLIP's text tower sums a prompt up as one direction, and words like 'without' or 'three' barely move it: "
+        "'a flower without petals' lands next to 'a flower with petals', 'three red roses' next to 'a red rose'. "
+        "Each prompt starts from the same noise, so compare them in pairs: the differences are small and rarely the "
+        "ones asked for, since our captions describe one flower per photo by what it has.",
+        (run(generate=Generate(("A flower without petals", "A flower with petals", "Three red roses",
+                                "A red rose"))),)),
+    Experiment(
+        "wording", "Prompt wording: terse against descriptive",
+        "The U-Net learned from species names and Oxford-102 captions ('this flower has ...'), so prompts written "
+        "like those captions land in familiar territory. Columns go from one word to a caption-style description, "
+        "rows are w = 0 and w = 2, all from one seed: a description usually pins down colour and shape that a "
+        "single word leaves to chance.",
+        (run("Compare three wordings", then=Sweep(("rose", ROSE, CAPTION_STYLE), (0.0, 2.0), steps=STEPS)),)),
+    Experiment(
+        "debugging", "Debugging a bad result",
+        "When a picture is wrong, ask three questions in order. *Does CLIP read the picture as your prompt?* The "
+        "nearest atlas captions of each image say what CLIP thinks it shows. *Is guidance the problem?* The sweep "
+        "shows one seed at several w. *When does it go wrong?* The playback shows the step where it commits.",
+        (run("1. What CLIP sees", generate=Generate(("A black tulip in the snow",), images_per_prompt=2),
+             then=Similarity(("A black tulip in the snow", "A red tulip", "A dark purple flower", "Snow"))),
+         run("2. Sweep w", then=Sweep(("A black tulip in the snow",), (-1.0, 0.0, 1.0, 2.0, 4.0), steps=STEPS)),
+         run("3. Watch it form", generate=Generate(("A black tulip in the snow",), steps=PLAYBACK_STEPS),
+             then=Playback()))),
+    Experiment(
+        "cost", "Cost: steps and samplers against time and quality",
+        "Each sampler step is one U-Net call on a doubled batch (conditional and unconditional), so time grows with "
+        "steps; samplers differ in what they make of few steps. The reference walks all 400 DDPM steps; here DDPM "
+        "at 10 steps leaves noise, DDIM is cleaner, and DPM-Solver++ (our default, a second-order solver) gives a "
+        "clean flower in 10-20. The same seed and prompts every time; the status line gives the time and the best "
+        "CLIP score.",
+        (run("DDPM, 10 steps", generate=Generate(REFERENCE_PROMPTS, sampler="ddpm", steps=10)),
+         run("DDPM, 50 steps", generate=Generate(REFERENCE_PROMPTS, sampler="ddpm", steps=50)),
+         run("DDIM, 10 steps", generate=Generate(REFERENCE_PROMPTS, sampler="ddim", steps=10)),
+         run("DPM-Solver++, 10 steps", generate=Generate(REFERENCE_PROMPTS, sampler="dpmsolver", steps=10)),
+         run("DPM-Solver++, 4 steps", generate=Generate(REFERENCE_PROMPTS, sampler="dpmsolver", steps=4)))),
+)
+
+
+def runs() -> list[tuple[Experiment, int, Run]]:
+    """Every button of the tour: (experiment, index of the run in it, run)."""
+    return [(e, i, r) for e in EXPERIMENTS for i, r in enumerate(e.runs)]

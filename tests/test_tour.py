@@ -1,0 +1,89 @@
+"""The tour's experiments are data: every setting a tour button puts into the app is one the app accepts as is."""
+from __future__ import annotations
+
+import pytest
+
+from clipdiff import tour
+from clipdiff.atlas import METHODS
+from clipdiff.schedulers import SAMPLERS
+from clipdiff.ui import (INTERPOLATION_POINTS, MAX_IMAGE_STEPS, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS, MAX_SIMILARITY_TEXTS,
+                         MAX_STEPS, MAX_SWEEP_PROMPTS, MAX_SWEEP_WS, MAX_TEXT_CHARS, SEED_MAX, W_LIMIT, clean_line)
+
+TABS = {"generate", "sweep", "playback", "similarity", "map", "interpolate"}   # the app's tab ids besides "tour"
+RUNS = tour.runs()
+
+
+def check_prompts(prompts, limit: int) -> None:
+    assert 1 <= len(prompts) <= limit
+    for p in prompts:
+        assert p == clean_line(p) and p and len(p) <= MAX_TEXT_CHARS, "a prompt the app would change or refuse"
+
+
+def check_sampling(s, images: int) -> None:
+    """w, seed, steps and sampler as the app takes them, within the per-run work budget, and quick."""
+    assert -W_LIMIT <= s.w <= W_LIMIT and 0 <= s.seed <= SEED_MAX
+    assert s.sampler in SAMPLERS and 1 <= s.steps <= MAX_STEPS
+    assert images * s.steps <= MAX_IMAGE_STEPS, "the app would lower the steps"
+    assert images * s.steps <= 250, "a tour run must take seconds, not minutes"
+
+
+def test_the_tour_covers_the_lesson():
+    assert 12 <= len(tour.EXPERIMENTS) <= 20
+    ids = [e.id for e in tour.EXPERIMENTS]
+    assert len(set(ids)) == len(ids)
+    for e in tour.EXPERIMENTS:
+        sentences = e.explanation.count(". ") + 1
+        assert e.title and 2 <= sentences <= 6 and e.runs, e.id
+        assert len({r.label for r in e.runs}) == len(e.runs), "buttons of one experiment need distinct labels"
+    kinds = {type(r.then) for _, _, r in RUNS}
+    assert {tour.Sweep, tour.Playback, tour.Similarity, tour.Map, tour.Interpolate, tour.Mix, tour.Vary} <= kinds
+    dropout = next(e for e in tour.EXPERIMENTS if e.id == "dropout")
+    assert "--null-mode zero-mask" in dropout.explanation and "eval-gen" in dropout.explanation
+    assert {-1.0, 0.0} <= set(dropout.runs[0].then.ws)
+    assert any(r.then and "umap-centered" == getattr(r.then, "method", None) for _, _, r in RUNS)
+
+
+@pytest.mark.parametrize("experiment, index, run", RUNS, ids=[f"{e.id}-{i}" for e, i, _ in RUNS])
+def test_every_run_is_valid_for_the_app(experiment, index, run):
+    assert run.tab in TABS
+    g, then = run.generate, run.then
+    if g is not None:
+        check_prompts(g.prompts, MAX_PROMPTS)
+        assert 1 <= g.images_per_prompt <= MAX_IMAGES_PER_PROMPT
+        check_sampling(g, len(g.prompts) * g.images_per_prompt)
+    if isinstance(then, tour.Sweep):
+        check_prompts(then.prompts, MAX_SWEEP_PROMPTS)
+        assert 1 <= len(then.ws) <= MAX_SWEEP_WS and len(set(then.ws)) == len(then.ws)
+        assert all(-W_LIMIT <= x <= W_LIMIT for x in then.ws)
+        check_sampling(tour.Generate(then.prompts, then.ws[0], then.seed, then.steps, then.sampler),
+                       len(then.prompts) * len(then.ws))
+    elif isinstance(then, tour.Similarity):
+        check_prompts(then.texts, MAX_SIMILARITY_TEXTS)
+        assert then.softmax_over in ("texts", "images")
+    elif isinstance(then, tour.Map):
+        assert then.method in METHODS
+        check_prompts(then.prompts, MAX_PROMPTS)
+    elif isinstance(then, tour.Interpolate):
+        check_prompts((then.a, then.b), 2)
+        assert INTERPOLATION_POINTS[0] <= then.points <= INTERPOLATION_POINTS[1]
+        check_sampling(then, then.points)
+    elif isinstance(then, tour.Mix):
+        check_prompts((then.a, then.b), 2)
+        assert 0 <= then.weight <= 1
+        check_sampling(then, 3)
+    elif isinstance(then, tour.Vary):
+        assert 1 <= then.count <= MAX_IMAGES_PER_PROMPT
+        check_sampling(then, then.count)
+
+
+def test_the_token_experiment_really_truncates(tiny_pipeline):
+    """Shown truncated in the token view; the tiny CLIP shares the shipped one's tokenizer and 77-token context."""
+    views = [tiny_pipeline.encoder.tokenize(p) for p in tour.EXPERIMENTS[0].runs[0].generate.prompts]
+    assert [v.truncated for v in views] == [False, True]
+
+
+def test_a_run_that_reads_generated_images_must_generate_first():
+    with pytest.raises(ValueError, match="needs a Generate step"):
+        tour.Run("x", then=tour.Similarity(("a rose",)))
+    with pytest.raises(ValueError):
+        tour.Run("nothing")

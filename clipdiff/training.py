@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,23 +69,48 @@ class RunState:
     seconds: float = 0.0   # training wall time so far, across resumes
 
 
+RUN_FILES = ("model.safetensors", "ema.safetensors", "optimizer.pt", "state.json")   # state.json last
+PENDING_DIR = ".saving"        # a step being written; its files replace the previous step's only when all are there
+COMPLETE = "complete"
+
+
 def save_run(run_dir: Path, state: RunState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              ema_model: torch.nn.Module | None = None, args: dict | None = None) -> None:
     """Weights as safetensors, optimizer moments with torch.save (our own file, read weights_only).
 
-    state.json goes last: a crash before it leaves the previous, consistent step in force.
+    A step is saved whole or not at all: its files are written into run_dir/.saving, a marker says they are
+    complete, and only then do they replace the previous step's. A crash or a full disk while writing leaves
+    the previous step in force; a crash while moving is finished by the next load_run.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_save_safetensors(model.state_dict(), run_dir / "model.safetensors")
+    pending = run_dir / PENDING_DIR
+    shutil.rmtree(pending, ignore_errors=True)
+    atomic_save_safetensors(model.state_dict(), pending / "model.safetensors")
     if ema_model is not None:
-        atomic_save_safetensors(ema_model.state_dict(), run_dir / "ema.safetensors")
-    atomic_torch_save(optimizer.state_dict(), run_dir / "optimizer.pt")
-    atomic_save_json({"step": state.step, "seconds": state.seconds, "args": args or {}}, run_dir / "state.json")
+        atomic_save_safetensors(ema_model.state_dict(), pending / "ema.safetensors")
+    atomic_torch_save(optimizer.state_dict(), pending / "optimizer.pt")
+    atomic_save_json({"step": state.step, "seconds": state.seconds, "args": args or {}}, pending / "state.json")
+    atomic_save_json({"step": state.step}, pending / COMPLETE)
+    _commit_pending(run_dir)
+
+
+def _commit_pending(run_dir: Path) -> None:
+    """Move a completely written step into place (state.json last); drop one a crash left half written."""
+    pending = run_dir / PENDING_DIR
+    if not pending.is_dir():
+        return
+    if (pending / COMPLETE).is_file():
+        for name in RUN_FILES:
+            try:
+                os.replace(pending / name, run_dir / name)
+            except FileNotFoundError:   # not saved (no EMA), or moved before a crash
+                pass
+    shutil.rmtree(pending, ignore_errors=True)
 
 
 def load_run(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              ema_model: torch.nn.Module | None = None) -> RunState:
     """Restore a run saved by save_run; a fresh RunState where there is none yet."""
+    _commit_pending(run_dir)
     if not (run_dir / "state.json").is_file():
         return RunState()
     meta = read_json(run_dir / "state.json")

@@ -20,8 +20,9 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import SafetensorError
 
-from .checkpoints import DEFAULT_CLIP_DIR
+from .checkpoints import DEFAULT_CLIP_DIR, CheckpointError
 from .devices import resolve_device
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -32,6 +33,16 @@ ENCODE_BATCH = 256
 
 class ClipWeightsMissing(FileNotFoundError):
     """The named CLIP's weights are not on this machine."""
+
+
+def _create_model(name: str, **kwargs):
+    """open_clip.create_model, with a weights file that safetensors cannot read (truncated, or a pickle
+    renamed .safetensors, never unpickled) as a CheckpointError that says so."""
+    try:
+        return open_clip.create_model(name, **kwargs)
+    except SafetensorError as e:
+        raise CheckpointError(f"the CLIP weights of {name} are not a readable safetensors file ({e}); they may be "
+                              "truncated, or a pickle renamed .safetensors, which clipdiff never loads") from None
 
 
 @dataclass
@@ -121,15 +132,14 @@ class ClipEncoder:
                 raise ClipWeightsMissing(f"no CLIP found at {folder}: {hint}")
             name = f"local-dir:{folder}"
             identity = "clipdiff-flowers" if model == "default" else name
-            clip = open_clip.create_model(name, device=device, weights_only=True, require_pretrained=True)
+            clip = _create_model(name, device=device, weights_only=True, require_pretrained=True)
         else:
             if not pretrained:
                 raise ClipWeightsMissing(f"{model} needs weights: pass --clip-pretrained TAG_OR_FILE "
                                          f"(tags: {', '.join(open_clip.list_pretrained_tags_by_model(model))})")
             path = resolve_pretrained(model, pretrained, cache_dir)
             name, identity = model, f"{model}:{pretrained}"
-            clip = open_clip.create_model(model, pretrained=path, device=device, weights_only=True,
-                                          require_pretrained=True)
+            clip = _create_model(model, pretrained=path, device=device, weights_only=True, require_pretrained=True)
         return cls(clip, open_clip.get_tokenizer(name), identity, device)
 
     # -- facts ---------------------------------------------------------------------------------------------

@@ -86,3 +86,22 @@ def make_image_folder(root: Path, classes=("red rose", "yellow daisy"), per_clas
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     return make_image_folder(tmp_path / "images")
+
+
+def free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_app(models, concurrency: int = 1, max_queue: int = 8):
+    """The real app (clipdiff.ui.serve, with its defaults) in this process on a free loopback port.
+    Returns (demo, url); close with demo.close()."""
+    from clipdiff.ui import build_app, serve
+
+    demo = build_app(models, concurrency=concurrency)
+    port = free_loopback_port()
+    serve(demo, port=port, concurrency=concurrency, max_queue=max_queue, prevent_thread_lock=True, quiet=True)
+    return demo, f"http://127.0.0.1:{port}/"

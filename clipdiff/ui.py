@@ -21,6 +21,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
+import torch
 from plotly.subplots import make_subplots
 from PIL import Image, ImageOps
 
@@ -33,7 +34,7 @@ from . import tour
 from .interpolate import mix, slerp_path
 from .pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, REFERENCE_PROMPTS, REFERENCE_WS,
                        ClipDiffusionPipeline, Job, images_per_prompt, model_id_of, sweep)
-from .playback import PlaybackRun, export_gif, frames_to_tensor, make_playback
+from .playback import PlaybackRun, export_gif, frames_to_tensor, prompt_x0_cosines
 from .sampling import to_uint8
 from .schedulers import SAMPLERS
 from .similarity import clip_score, cosine_matrix, nearest, softmax_over_candidates
@@ -60,6 +61,11 @@ OUTPUT_MAX_AGE_S = 3600          # our PNGs and GIFs on disk
 LIGHT_CONCURRENCY = 4
 PLAY_FRAME_S = 0.15
 PREVIEW_SCALE = 4
+# While sampling, one small picture of every image's current x0 goes out at most this often (the first step's
+# always): each streamed output is a file Gradio writes and the browser (or client) downloads, and sending
+# every step's gallery made the app ~10x slower than the sampler itself (benchmarks/README.md).
+PREVIEW_EVERY_S = 0.15
+STREAM_SCALE = 2                 # preview pixels per image pixel (the final PNGs are full size)
 
 COSINE_NOTE = """**Why do matching pairs score only ~0.2-0.4?** CLIP puts texts and images in two regions of
 its sphere (the *modality gap*), so even a perfect caption is far from 1. What CLIP learned is the
@@ -338,6 +344,15 @@ class LastRun:
     params: list[dict]
     scores: list[float]                # CLIP score of each image against its condition
     playback: PlaybackRun
+    conditions: torch.Tensor | None = None   # raw CLIP embeddings the samples followed, for the playback cosines
+
+    def playback_with_cosines(self, encoder: ClipEncoder) -> PlaybackRun:
+        """The playback, its prompt-vs-x0 cosines computed on first use: a CLIP image pass over every recorded
+        x0 (~10 % of a run here), done after the final images are out rather than before."""
+        pb = self.playback
+        if pb.cosines is None and pb.records and self.conditions is not None:
+            pb.cosines = prompt_x0_cosines(encoder, pb.records, self.conditions)
+        return pb
 
 
 def release_run(run) -> None:
@@ -347,23 +362,40 @@ def release_run(run) -> None:
 
 
 # -- sampling, shared by generate, sweep, interpolation and variations ------------------------------------------
-def sample_stream(pipe: ClipDiffusionPipeline, jobs: list[Job], steps: int, sampler: str, record: bool):
-    """Yield ("step", k, total, x0 frames) after each sampler step, then ("done", frames, records).
-
-    Leaving this generator (a cancelled event) stops the sampler between two steps."""
+def sample_stream(pipe: ClipDiffusionPipeline, jobs: list[Job], steps: int, sampler: str, record: bool,
+                  preview_every_s: float = PREVIEW_EVERY_S):
+    """Yield ("step", k, total, x0 frames) after the first sampler step and then after any step that ends at
+    least preview_every_s after the last preview went out; then ("done", frames, records). Steps in between
+    are not decoded at all. Leaving this generator (a cancelled event) stops the sampler between two steps."""
     records = []
+    last_sent = None
     for p in pipe.run(jobs, steps=steps, sampler=sampler, record_every=1 if record else 0):
         if p.record is not None:
             records.append(p.record)
         if p.images is not None:
             yield "done", to_uint8(p.images), records
-        else:
+        elif last_sent is None or time.perf_counter() - last_sent >= preview_every_s:
             yield "step", p.step, p.total, to_uint8(p.x0)
+            last_sent = time.perf_counter()   # after the consumer sent it: its own time does not count
 
 
-def preview_gallery(frames: np.ndarray, labels: list[str], step: int, total: int) -> list:
-    return [(np.asarray(to_pil(f, PREVIEW_SCALE)), f"{label} (step {step}/{total})")
-            for f, label in zip(frames, labels)]
+def preview_grid(frames: np.ndarray, cols: int | None = None, scale: int = STREAM_SCALE, pad: int = 2) -> np.ndarray:
+    """All of a run's frames (N, H, W, 3) as one small picture, row-major, white gaps: one file per preview."""
+    n, h, w, _ = frames.shape
+    cols = cols or min(n, 4)
+    rows = -(-n // cols)
+    big = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    ch, cw = h * scale, w * scale
+    canvas = np.full((rows * (ch + pad) - pad, cols * (cw + pad) - pad, 3), 255, dtype=np.uint8)
+    for k in range(n):
+        r, c = divmod(k, cols)
+        canvas[r * (ch + pad):r * (ch + pad) + ch, c * (cw + pad):c * (cw + pad) + cw] = big[k]
+    return canvas
+
+
+def preview_gallery(frames: np.ndarray, step: int, total: int) -> list:
+    """The gallery while sampling: one picture holding every image's current x0 (row-major, as the final PNGs)."""
+    return [(preview_grid(frames), f"step {step} of {total}: the {len(frames)} image(s) as they look now")]
 
 
 def clip_scores(pipe: ClipDiffusionPipeline, frames: np.ndarray, jobs: list[Job]) -> list[float]:
@@ -439,7 +471,8 @@ def map_figure(atlas: Atlas, method: str, show_texts: bool, live: list[dict]) ->
 
 
 # -- the app ---------------------------------------------------------------------------------------------------
-def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
+def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PREVIEW_EVERY_S) -> gr.Blocks:
+    """preview_every_s: at most one streamed preview this often while sampling (0: after every step)."""
     outputs = OutputFolder()
     model_group = {"concurrency_id": "model", "concurrency_limit": concurrency}
     light_group = {"concurrency_id": "light", "concurrency_limit": LIGHT_CONCURRENCY}
@@ -491,17 +524,16 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
         jobs = images_per_prompt(prompts, w, seed, n)
         steps = checked.budget(steps, len(jobs))
         labels = [f"{shorten(j.prompt)} (seed {j.seed})" for j in jobs]
-        for event in sample_stream(pipe, jobs, steps, sampler, record=True):
+        for event in sample_stream(pipe, jobs, steps, sampler, record=True, preview_every_s=preview_every_s):
             if event[0] == "step":
                 _, k, total, frames = event
-                yield preview_gallery(frames, labels, k, total), checked.status(f"Sampling: step {k} of {total}"), \
+                yield preview_gallery(frames, k, total), checked.status(f"Sampling: step {k} of {total}"), \
                     seed, gr.skip()
             else:
                 _, frames, records = event
                 scores = clip_scores(pipe, frames, jobs)
                 gallery, params = save_results(pipe, outputs, frames, jobs, steps, sampler, scores)
-                playback = make_playback(pipe.encoder, labels, records, pipe.conditions(jobs))
-                run = LastRun(frames, labels, params, scores, playback)
+                run = LastRun(frames, labels, params, scores, PlaybackRun(labels, list(records)), pipe.conditions(jobs))
                 best = int(np.argmax(scores))
                 yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {seed}, {steps} {sampler} steps. "
                                               f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])})."), seed, run
@@ -544,9 +576,10 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
 
     # ---- Playback ----
     def show_playback(run):
+        """Runs after Generate (the browser chains it): the playback tab, its CLIP cosines computed now."""
         if not isinstance(run, LastRun) or not run.playback.records:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        pb = run.playback
+        pb = run.playback_with_cosines(models.need_encoder())
         last = len(pb.records) - 1
         return (gr.update(choices=[(label, i) for i, label in enumerate(pb.labels)], value=0),
                 gr.update(minimum=0, maximum=last, value=last), pb.frame(last, 0), step_caption(pb, last, 0),
@@ -576,6 +609,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
         if not isinstance(run, LastRun) or not run.playback.records:
             return gr.skip(), gr.skip(), gr.skip()
         pb, sample, step = playback_position(run, sample, step)
+        run.playback_with_cosines(models.need_encoder())
         frame, caption = scrub(run, sample, step)
         return frame, caption, playback_figure(pb, sample)
 
@@ -607,7 +641,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
         def grid(frames):
             return labelled_grid(frames, rows=len(ws), cols=len(prompts), row_labels=row_labels, col_labels=col_labels)
 
-        for event in sample_stream(pipe, jobs, steps, sampler, record=False):
+        for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s):
             if event[0] == "step":
                 _, k, total, frames = event
                 yield grid(frames), gr.skip(), checked.status(f"Sampling {len(jobs)} images: step {k} of {total}"), \
@@ -697,7 +731,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
         jobs = [Job(f"{a} -> {b} @ {t:.2f}", w, seed, embedding=e) for t, e in zip(fractions, path)]
         labels = [f"{t:.2f}" for t in fractions]
         steps = checked.budget(steps, len(jobs))
-        for event in sample_stream(pipe, jobs, steps, sampler, record=False):
+        for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s):
             frames = event[3] if event[0] == "step" else event[1]
             strip = labelled_grid(frames, rows=1, cols=n, col_labels=labels)
             status = f"step {event[1]} of {event[2]}" if event[0] == "step" else f"Done, seed {seed}."
@@ -716,10 +750,13 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
         seen = to_uint8(pil_to_tensor01([image], pipe.encoder.image_size) * 2 - 1)[0]
         jobs = [Job("variation of an uploaded image", w, seed + k, embedding=emb) for k in range(n)]
         steps = checked.budget(steps, len(jobs))
-        for event in sample_stream(pipe, jobs, steps, sampler, record=False):
+        seen_sent = False
+        for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s):
             if event[0] == "step":
-                yield preview_gallery(event[3], [f"seed {j.seed}" for j in jobs], event[1], event[2]), \
-                    to_pil(seen, PREVIEW_SCALE), checked.status(f"step {event[1]} of {event[2]}"), seed
+                yield preview_gallery(event[3], event[1], event[2]), \
+                    gr.skip() if seen_sent else to_pil(seen, PREVIEW_SCALE), \
+                    checked.status(f"step {event[1]} of {event[2]}"), seed
+                seen_sent = True
             else:
                 scores = clip_scores(pipe, event[1], jobs)
                 gallery, _ = save_results(pipe, outputs, event[1], jobs, steps, sampler, scores)
@@ -740,7 +777,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
         jobs = [Job(a, w, seed), mixed, Job(b, w, seed)]
         labels = [shorten(a, 40), f"mix, weight {weight:g}", shorten(b, 40)]
         steps = checked.budget(steps, len(jobs))
-        for event in sample_stream(pipe, jobs, steps, sampler, record=False):
+        for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s):
             frames = event[3] if event[0] == "step" else event[1]
             strip = labelled_grid(frames, rows=1, cols=len(jobs), col_labels=labels)
             status = f"step {event[1]} of {event[2]}" if event[0] == "step" else f"Done, seed {seed}."
@@ -916,7 +953,7 @@ def build_app(models: Models, concurrency: int = 1) -> gr.Blocks:
         gen_event = go_button.click(generate, [prompts, w, steps, sampler, seed, n_images],
                                     [gallery, status, seed, run_state], api_name="generate", **model_group)
         gen_event.then(show_playback, run_state, [pb_sample, pb_step, pb_frame, pb_caption, pb_plot],
-                       api_visibility="private", **light_group)
+                       api_visibility="private", **model_group)
         stop.click(None, None, None, cancels=[gen_event])
         gallery.select(remember_selection, None, selected, api_visibility="private", **light_group)
         reuse.click(reuse_selected, [run_state, selected], [prompts, w, steps, sampler, seed, n_images],

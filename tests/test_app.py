@@ -350,3 +350,13 @@ def test_playback_reads_recorded_frames_and_exports_a_gif(tiny_pipeline, tmp_pat
         assert gif.n_frames == 4
     run.release()
     assert run.records == [] and run.nbytes == 0
+
+    # the app prepares the same cosines only once the final images are out (LastRun.playback_with_cosines)
+    from clipdiff.playback import PlaybackRun
+    from clipdiff.ui import LastRun
+
+    last = LastRun(result.images, PROMPTS, [{}, {}], [0.0, 0.0], PlaybackRun(PROMPTS, list(result.records)),
+                   tiny_pipeline.conditions(jobs))
+    assert last.playback.cosines is None
+    again = make_playback(tiny_pipeline.encoder, PROMPTS, result.records, tiny_pipeline.conditions(jobs))
+    assert np.allclose(last.playback_with_cosines(tiny_pipeline.encoder).cosines, again.cosines, atol=1e-6)

@@ -524,6 +524,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         jobs = images_per_prompt(prompts, w, seed, n)
         steps = checked.budget(steps, len(jobs))
         labels = [f"{shorten(j.prompt)} (seed {j.seed})" for j in jobs]
+        started = time.perf_counter()
         for event in sample_stream(pipe, jobs, steps, sampler, record=True, preview_every_s=preview_every_s):
             if event[0] == "step":
                 _, k, total, frames = event
@@ -535,7 +536,8 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                 gallery, params = save_results(pipe, outputs, frames, jobs, steps, sampler, scores)
                 run = LastRun(frames, labels, params, scores, PlaybackRun(labels, list(records)), pipe.conditions(jobs))
                 best = int(np.argmax(scores))
-                yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {seed}, {steps} {sampler} steps. "
+                yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {seed}, {steps} {sampler} steps "
+                                              f"in {time.perf_counter() - started:.1f} s. "
                                               f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])})."), seed, run
 
     def load_params(file):
@@ -1046,7 +1048,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                 event = event.success(generate, [prompts, w, steps, sampler, seed, n_images],
                                       [gallery, status, seed, run_state], **private, **model_group)
                 event = event.success(show_playback, run_state, [pb_sample, pb_step, pb_frame, pb_caption, pb_plot],
-                                      **private, **light_group)
+                                      **private, **model_group)
             if isinstance(tour_run.then, tour.Vary):
                 event = event.success(first_generated_image, run_state, va_file, **private, **light_group)
             if type(tour_run.then) in then_handlers:

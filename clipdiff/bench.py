@@ -105,11 +105,6 @@ def repeat(fn, trials: int, warmup: int) -> list[float]:
     return times
 
 
-def clear_text_cache(pipe: ClipDiffusionPipeline) -> None:
-    # So that every trial pays for encoding its prompts, as a first click does.
-    pipe.encoder.clear_text_cache()
-
-
 # -- machine ---------------------------------------------------------------------------------------------------
 def machine() -> dict:
     cpu = platform.processor() or "unknown"
@@ -154,8 +149,9 @@ def bench_unet(pipe: ClipDiffusionPipeline, plan: Plan) -> dict:
 
 
 def generate_once(pipe: ClipDiffusionPipeline, jobs, steps: int, sampler: str) -> dict:
-    """One click at the core: encode (cache cleared), sample recording every step, preview frames each step."""
-    clear_text_cache(pipe)
+    """One click at the core: encode (cache cleared: every trial pays for encoding its prompts, as a first click
+    does), sample recording every step, preview frames each step (the app decodes at most one every 0.15 s)."""
+    pipe.encoder.clear_text_cache()
     t0 = time.perf_counter()
     first, records, calls, images = None, [], 0, None
     for p in pipe.run(jobs, steps=steps, sampler=sampler, record_every=1):
@@ -180,7 +176,7 @@ def bench_generate(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler:
     runs = [generate_once(pipe, jobs, steps, sampler) for _ in range(plan.generate_trials)]
 
     def encode():
-        clear_text_cache(pipe)
+        pipe.encoder.clear_text_cache()
         pipe.encoder.encode_text(list(GENERATE_PROMPTS))
 
     encode_s = median(repeat(encode, plan.generate_trials, plan.warmup))
@@ -211,7 +207,7 @@ def bench_reference(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler
     jobs = sweep(list(REFERENCE_PROMPTS), list(REFERENCE_WS), SEED)
 
     def grid(steps: int, sampler: str) -> np.ndarray:
-        clear_text_cache(pipe)
+        pipe.encoder.clear_text_cache()
         return to_uint8(pipe.generate(jobs, steps=steps, sampler=sampler).images)
 
     frames = {}
@@ -271,7 +267,7 @@ def bench_atlas(pipe: ClipDiffusionPipeline, atlas_dir: Path, plan: Plan) -> dic
     prompts = iter(MAP_PROMPTS * (1 + (plan.map_trials + plan.warmup) // len(MAP_PROMPTS)))
 
     def place():
-        clear_text_cache(pipe)
+        pipe.encoder.clear_text_cache()
         atlas.place(pipe.encoder.encode_text([next(prompts)]).numpy(), method, "text")
 
     times = repeat(place, plan.map_trials, plan.warmup)

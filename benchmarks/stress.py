@@ -29,7 +29,8 @@ UNICODE_PROMPTS = ["", "   \n\t ", "x" * 10_001, "🌹" * 300, "\u202eright-to-l
                    "<script>alert(1)</script>", "../../etc/passwd", "%s%n{0}", "\ufeff\u00a0\u2028\u2029"]
 # gradio's own refusals of a malformed request: clear messages, not crashes
 GRADIO_REFUSALS = ("Error", "InvalidPathError", "ComponentProcessingError")
-GRADIO_REFUSAL_MESSAGES = ("didn't receive enough input values",)   # a plain ValueError of gradio's
+# plain ValueErrors of gradio's: a request with too few values; a file URL its SSRF guard refuses to fetch
+GRADIO_REFUSAL_MESSAGES = ("didn't receive enough input values", "failed validation")
 
 
 def is_refusal(name: str, message: str) -> bool:

@@ -216,7 +216,7 @@ def load(url: str, clients: int = 16, requests: int = 10, steps: int = 2, timeou
     return {"clients": clients, "requests": clients * requests, "answered": len(latencies),
             "failures": len(errors) + hung, "hung_clients": hung, "wall_s": round(time.perf_counter() - t0, 1),
             "median_s": round(latencies[len(latencies) // 2], 2) if latencies else None,
-            "p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 2) if latencies else None,
+            "p95_s": round(latencies[math.ceil(0.95 * len(latencies)) - 1], 2) if latencies else None,
             "errors": errors[:5]}
 
 

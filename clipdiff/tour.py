@@ -191,7 +191,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "Every step of a run is recorded: the playback shows the noisy x_t and three guesses of the final image, "
         "guided, conditional and unconditional x0, side by side. Early on all three are blurry averages; scrub "
         "right and watch the step where the conditional guess becomes a sunflower while the unconditional one "
-        "stays 'some flower'. The plot marks the same moment as the rise in cosine between the prompt and CLIP's "
+        "lags behind (by the end all three agree: they are guesses from the same x_t). The plot marks the same moment as the rise in cosine between the prompt and CLIP's "
         "view of the guided x0.",
         (run(generate=Generate((SUNFLOWER,), w=2.0, steps=PLAYBACK_STEPS), then=Playback()),)),
     Experiment(

@@ -39,6 +39,7 @@ def wait_for_text(page, selector: str, text: str) -> None:
 
 def test_type_generate_see_image_then_scrub_the_playback(app_url, page, tmp_path):
     page.goto(app_url)
+    page.get_by_role("tab", name="Generate").click()     # the Tour tab opens first
     page.fill("#prompts textarea", "A deep red rose flower")
     wait_for_text(page, "#token-summary", "/ 77")       # the live token view followed the typing
     page.click("#generate")

@@ -1,21 +1,11 @@
 """The Tour tab in a real browser: every tour button lands on its tab with a freshly rendered result."""
 from __future__ import annotations
 
-import os
-
-import pytest
-
 from clipdiff import tour
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
-
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
-
-from test_app import start_app, tiny_atlas_dir  # noqa: E402,F401  (the atlas fixture is shared)
+# The browser, the app and its fixtures are test_browser's (it skips when Chromium is absent, and so do we).
+from test_browser import app_url, page  # noqa: E402,F401
+from test_app import tiny_atlas_dir  # noqa: E402,F401  (the atlas fixture is shared)
 
 TAB_NAMES = {"generate": "Generate", "sweep": "Guidance sweep", "playback": "Denoising playback",
              "similarity": "Similarity", "map": "Embedding map", "interpolate": "Interpolate and vary"}
@@ -27,23 +17,6 @@ RENDERED = "img, .js-plotly-plot .main-svg"   # a picture, or a drawn Plotly fig
 SIGNATURE_JS = """sel => { const c = document.querySelector(sel); if (!c) return '';
   return [...c.querySelectorAll('img')].map(i => i.src).join('|') + '#' + c.textContent; }"""
 BUSY_JS = "() => document.querySelectorAll('.generating, .pending, .eta-bar').length"   # Gradio's status trackers
-
-
-@pytest.fixture(scope="module")
-def app_url(tiny_clip_dir, tiny_unet_dir, tiny_atlas_dir):  # noqa: F811
-    demo, url = start_app(tiny_clip_dir, tiny_unet_dir, tiny_atlas_dir)
-    yield url
-    demo.close()
-
-
-@pytest.fixture
-def page():
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1200})
-        page.set_default_timeout(60_000)
-        yield page
-        browser.close()
 
 
 def result_of(run: tour.Run) -> str:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .images import center_square
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
@@ -63,12 +65,7 @@ def load_image(path: Path, size: int) -> np.ndarray | None:
     """Centre-crop and resize one file to (size, size, 3) uint8; None (with a warning) if unreadable."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            s = min(w, h)
-            im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-            im = im.resize((size, size), Image.Resampling.BICUBIC)
-            return np.asarray(im, dtype=np.uint8)
+            return np.asarray(center_square(im, size), dtype=np.uint8)
     except Exception as e:  # PIL raises many types for bad files; all mean "skip it"
         warnings.warn(f"skipping unreadable image {path}: {e}")
         return None

@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 
 from .checkpoints import DEFAULT_CLIP_DIR, CheckpointError
 from .devices import resolve_device
+from .images import center_square
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
@@ -70,11 +71,7 @@ def pil_to_tensor01(images: list[Image.Image], size: int) -> torch.Tensor:
     """Centre-crop to square, resize, -> (N, 3, size, size) in [0, 1]."""
     out = []
     for im in images:
-        im = im.convert("RGB")
-        w, h = im.size
-        s = min(w, h)
-        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-        im = im.resize((size, size), Image.Resampling.BICUBIC)
+        im = center_square(im, size)
         out.append(torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1))
     return torch.stack(out).float() / 255
 

@@ -10,6 +10,15 @@ from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 PARAMS_KEY = "clipdiff"
 
 
+def center_square(im: Image.Image, size: int) -> Image.Image:
+    """RGB, centre-cropped to a square, resized to (size, size): how every picture enters a model."""
+    im = im.convert("RGB")
+    w, h = im.size
+    s = min(w, h)
+    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    return im.resize((size, size), Image.Resampling.BICUBIC)
+
+
 def to_pil(frame: np.ndarray, scale: int = 1) -> Image.Image:
     im = Image.fromarray(frame)
     return im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST) if scale > 1 else im

@@ -1,6 +1,6 @@
 """python -m clipdiff sample: prompts x guidance weights -> one PNG each (parameters inside), grid.png, manifest.json.
 
-    python -m clipdiff sample --prompt "A deep red rose flower" --w 0 --w 2 --steps 20 --sampler dpmsolver \\
+    python -m clipdiff sample --prompt "A deep red rose flower" --w 0 --w 2 --steps 12 --sampler dpmsolver-karras \\
         --seed 0 --out outputs/roses
 """
 from __future__ import annotations

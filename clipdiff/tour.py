@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .pipeline import DEFAULT_SAMPLER, DEFAULT_W, REFERENCE_PROMPTS, REFERENCE_WS
+from .pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, REFERENCE_PROMPTS, REFERENCE_WS
 
-STEPS = 12          # DPM-Solver++ steps for a single-run image: clean enough, about a second
+STEPS = DEFAULT_STEPS  # a single-run image at the app's default sampler and steps: under a second
 SWEEP_STEPS = 10    # a 21-cell sweep is a 42-image U-Net batch per step
 PLAYBACK_STEPS = 20  # more recorded steps to scrub through
 
@@ -259,14 +259,19 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "cost", "Cost: steps and samplers against time and quality",
         "Each sampler step is one U-Net call on a doubled batch (conditional and unconditional), so time grows with "
         "steps; samplers differ in what they make of few steps. The reference walks all 400 DDPM steps; here DDPM "
-        "at 10 steps leaves noise, DDIM is cleaner, and DPM-Solver++ (our default, a second-order solver) gives a "
-        "clean flower in 10-20. The same seed and prompts every time; the status line gives the time and the best "
-        "CLIP score.",
+        "at 10 steps leaves noise, DDIM is cleaner, and DPM-Solver++ (a second-order solver) gives a clean flower in "
+        "10. Where the steps fall matters as much: our default spaces DPM-Solver++'s steps by Karras et al.'s noise "
+        "levels, packed where little noise is left and the details are decided; at 10 steps it lands about three "
+        "times closer to the exact solution than even spacing. The same seed and prompts every time; the status "
+        "line gives the time and the best CLIP score.",
         (run("DDPM, 10 steps", generate=Generate(REFERENCE_PROMPTS, sampler="ddpm", steps=10)),
          run("DDPM, 50 steps", generate=Generate(REFERENCE_PROMPTS, sampler="ddpm", steps=50)),
          run("DDIM, 10 steps", generate=Generate(REFERENCE_PROMPTS, sampler="ddim", steps=10)),
-         run("DPM-Solver++, 10 steps", generate=Generate(REFERENCE_PROMPTS, sampler="dpmsolver", steps=10)),
-         run("DPM-Solver++, 4 steps", generate=Generate(REFERENCE_PROMPTS, sampler="dpmsolver", steps=4)))),
+         run("DPM-Solver++, even steps, 10", generate=Generate(REFERENCE_PROMPTS, sampler="dpmsolver", steps=10)),
+         run("DPM-Solver++, Karras steps, 10", generate=Generate(REFERENCE_PROMPTS, sampler="dpmsolver-karras",
+                                                                 steps=10)),
+         run("DPM-Solver++, Karras steps, 4", generate=Generate(REFERENCE_PROMPTS, sampler="dpmsolver-karras",
+                                                                steps=4)))),
 )
 
 

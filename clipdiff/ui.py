@@ -8,6 +8,9 @@ handlers (token view, scrubbing, parameter loading) have their own, so they stay
 from __future__ import annotations
 
 import atexit
+import functools
+import inspect
+import logging
 import math
 import random
 import shutil
@@ -39,6 +42,8 @@ from .sampling import to_uint8
 from .schedulers import SAMPLERS
 from .similarity import clip_score, cosine_matrix, nearest, softmax_over_candidates
 
+log = logging.getLogger("clipdiff.ui")
+
 # -- limits: what one request may ask for; everything from the browser or the API is clamped to these ------
 MAX_TEXT_CHARS = 10_000          # a prompt box longer than this is rejected, not truncated
 MAX_PROMPTS = 8                  # prompts per run (one per line)
@@ -56,7 +61,9 @@ MAX_IMAGE_PIXELS = 40_000_000    # refuse to decode bigger pictures (decompressi
 INTERPOLATION_POINTS = (2, 12)
 MAX_SIMILARITY_TEXTS = 32
 NEAREST_CAPTIONS = 5
-SESSION_TTL_S = 1800             # a session's recorded run is dropped after 30 idle minutes
+# A session's last run (its frames for playback) is dropped 30 minutes after it was made, or an hour after the
+# browser tab closed (Gradio's fixed grace period for reopening), whichever Gradio sees first.
+SESSION_TTL_S = 1800
 OUTPUT_MAX_AGE_S = 3600          # our PNGs and GIFs on disk
 LIGHT_CONCURRENCY = 4
 PLAY_FRAME_S = 0.15
@@ -65,6 +72,8 @@ PREVIEW_SCALE = 4
 # always): each streamed output is a file Gradio writes and the browser (or client) downloads, and sending
 # every step's gallery made the app ~10x slower than the sampler itself (benchmarks/README.md).
 PREVIEW_EVERY_S = 0.15
+SAMPLER_INFO = ("ddpm: the reference's stochastic sampler, wants hundreds of steps; ddim: deterministic; dpmsolver: "
+                "DPM-Solver++ (2nd order), evenly spaced steps; dpmsolver-karras: the same, steps packed at low noise")
 STREAM_SCALE = 2                 # preview pixels per image pixel (the final PNGs are full size)
 
 COSINE_NOTE = """**Why is even a matching pair far from 1?** CLIP puts texts and images in two regions of its
@@ -471,6 +480,42 @@ def map_figure(atlas: Atlas, method: str, show_texts: bool, live: list[dict]) ->
 
 
 # -- the app ---------------------------------------------------------------------------------------------------
+class UnexpectedError(gr.Error):
+    """A handler's failure we did not foresee, as the client sees it (its own name, so tests can tell it from
+    a refusal of bad input)."""
+
+
+def answers_clearly(fn):
+    """Every handler's last line of defence: an unexpected exception reaches the browser or API client as one
+    plain sentence, while its text and traceback (which may name files on the server) go to the server's log;
+    the app keeps serving. gr.Error (our clear messages) and cancellation pass through untouched."""
+    def unexpected(error: Exception) -> UnexpectedError:
+        log.exception("%s failed", fn.__name__)
+        return UnexpectedError(f"Something went wrong in {fn.__name__.replace('_', ' ')} ({type(error).__name__}). "
+                        "The app is still running; try again or change the input. The server log has the details.")
+
+    if inspect.isgeneratorfunction(fn):   # Gradio streams only from generator functions: stay one
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as e:
+                raise unexpected(e) from None
+        return streaming
+
+    @functools.wraps(fn)
+    def answering(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as e:
+            raise unexpected(e) from None
+    return answering
+
+
 def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PREVIEW_EVERY_S) -> gr.Blocks:
     """preview_every_s: at most one streamed preview this often while sampling (0: after every step)."""
     outputs = OutputFolder()
@@ -481,6 +526,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
     context_length = models.encoder.context_length if models.encoder is not None else 77
 
     # ---- Generate ----
+    @answers_clearly
     def show_tokens(text):
         """The tokens each prompt becomes, and a warning for any prompt longer than the context."""
         if models.encoder is None:
@@ -505,6 +551,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
     def random_seed():
         return random.randint(0, SEED_MAX)
 
+    @answers_clearly
     def generate(prompts_text, w, steps, sampler, seed, n_images):
         """Stream previews of the guided x0 while sampling, then the final PNGs (parameters inside)."""
         pipe = models.need_pipeline()
@@ -540,6 +587,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                                               f"in {time.perf_counter() - started:.1f} s. "
                                               f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])})."), seed, run
 
+    @answers_clearly
     def load_params(file):
         """Fill the Generate controls from a PNG that clipdiff made (its parameters ride in PNG text)."""
         if file is None:
@@ -571,12 +619,14 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
     def remember_selection(evt: gr.SelectData):
         return evt.index if isinstance(evt.index, int) else None
 
+    @answers_clearly
     def reuse_selected(run, index):
         if not isinstance(run, LastRun) or not isinstance(index, int) or not 0 <= index < len(run.params):
             raise gr.Error("Click one of the last run's images first.")
         return parameters_to_controls(run.params[index], Checked())
 
     # ---- Playback ----
+    @answers_clearly
     def show_playback(run):
         """Runs after Generate (the browser chains it): the playback tab, its CLIP cosines computed now."""
         if not isinstance(run, LastRun) or not run.playback.records:
@@ -600,6 +650,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         step = checked.number(step, "step", 0, len(pb.records) - 1, integer=True, default=0)
         return pb, sample, step
 
+    @answers_clearly
     def scrub(run, sample, step):
         """Reads a recorded frame; never runs the model."""
         if not isinstance(run, LastRun) or not run.playback.records:
@@ -607,6 +658,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         pb, sample, step = playback_position(run, sample, step)
         return pb.frame(step, sample), step_caption(pb, step, sample)
 
+    @answers_clearly
     def pick_sample(run, sample, step):
         if not isinstance(run, LastRun) or not run.playback.records:
             return gr.skip(), gr.skip(), gr.skip()
@@ -615,6 +667,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         frame, caption = scrub(run, sample, step)
         return frame, caption, playback_figure(pb, sample)
 
+    @answers_clearly
     def play(run, sample, step):
         """Step the slider through the recorded steps; each new value redraws through scrub."""
         pb, sample, step = playback_position(run, sample, step)
@@ -623,11 +676,13 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
             yield k
             time.sleep(PLAY_FRAME_S)
 
+    @answers_clearly
     def gif(run, sample):
         pb, sample, _ = playback_position(run, sample, 0)
         return str(export_gif(pb, sample, outputs.path(".gif")))
 
     # ---- Sweep ----
+    @answers_clearly
     def run_sweep(prompts_text, ws_text, seed, steps, sampler):
         """prompts x w from one seed: rows are w, columns prompts. Streams the grid of x0 previews."""
         pipe = models.need_pipeline()
@@ -661,6 +716,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
             return [], []
         return [f"generated {i + 1}" for i in range(len(run.frames))], [to_pil(f) for f in run.frames]
 
+    @answers_clearly
     def similarity(texts_text, files, include_generated, softmax_over, run):
         """Texts x images cosines, softmax over candidates, and each image's nearest captions."""
         encoder = models.need_encoder()
@@ -686,6 +742,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                   "softmax_over": softmax_over, "logit_scale": encoder.logit_scale, "notes": checked.notes}
         return similarity_figure(texts, names, cosines.numpy(), probs.numpy(), softmax_over), result, rows
 
+    @answers_clearly
     def rank_last_run(run):
         """The last run's images, best CLIP score against their own prompt first: pick the best of N."""
         if not isinstance(run, LastRun):
@@ -695,6 +752,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                 for r, i in enumerate(order)]
 
     # ---- Embedding map ----
+    @answers_clearly
     def embed_map(method, prompts_text, files, include_generated, show_texts, run):
         """The atlas in 2-D with your prompts and images placed on it."""
         atlas = models.need_atlas()
@@ -718,6 +776,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         return figure, {"method": method, "points": live, "notes": checked.notes}
 
     # ---- Interpolate and vary ----
+    @answers_clearly
     def interpolate(prompt_a, prompt_b, points, w, seed, steps, sampler):
         """Images along the slerp between two prompts' embeddings, one seed for all."""
         pipe = models.need_pipeline()
@@ -739,6 +798,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
             status = f"step {event[1]} of {event[2]}" if event[0] == "step" else f"Done, seed {seed}."
             yield strip, checked.status(f"{a!r} -> {b!r}: {status}"), seed
 
+    @answers_clearly
     def vary(file, count, w, seed, steps, sampler):
         """Condition on an uploaded image's CLIP image embedding: the model was trained on those."""
         pipe = models.need_pipeline()
@@ -764,6 +824,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                 gallery, _ = save_results(pipe, outputs, event[1], jobs, steps, sampler, scores)
                 yield gallery, to_pil(seen, PREVIEW_SCALE), checked.status(f"Done: {n} variation(s)."), seed
 
+    @answers_clearly
     def mix_prompts(prompt_a, prompt_b, weight, w, seed, steps, sampler):
         """The first prompt, a weighted mix of both prompts' directions, the second prompt: one seed for all three."""
         pipe = models.need_pipeline()
@@ -819,7 +880,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                         w = gr.Slider(-W_LIMIT, W_LIMIT, value=DEFAULT_W, step=0.25, label="guidance w",
                                       info="eps = (1 + w) eps_cond - w eps_uncond; w = -1 is unconditional")
                         steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="steps")
-                        sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler")
+                        sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler", info=SAMPLER_INFO)
                         with gr.Row():
                             seed = gr.Number(0, precision=0, label="seed (the seed used is shown here)", scale=3)
                             dice = gr.Button("Random", scale=1)
@@ -845,7 +906,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                                            elem_id="sweep-ws")
                         sw_seed = gr.Number(0, precision=0, label="seed (one for every cell)")
                         sw_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="steps")
-                        sw_sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler")
+                        sw_sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler", info=SAMPLER_INFO)
                 with gr.Row():
                     sw_go = gr.Button("Run sweep", variant="primary", elem_id="sweep")
                     sw_stop = gr.Button("Stop", variant="stop")
@@ -917,7 +978,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                     ip_w = gr.Slider(-W_LIMIT, W_LIMIT, value=DEFAULT_W, step=0.25, label="w")
                     ip_seed = gr.Number(0, precision=0, label="seed")
                     ip_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="steps")
-                    ip_sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler")
+                    ip_sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler", info=SAMPLER_INFO)
                 with gr.Row():
                     ip_go = gr.Button("Interpolate", variant="primary")
                     ip_stop = gr.Button("Stop", variant="stop")
@@ -939,7 +1000,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                         va_w = gr.Slider(-W_LIMIT, W_LIMIT, value=DEFAULT_W, step=0.25, label="w")
                         va_seed = gr.Number(0, precision=0, label="seed")
                         va_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="steps")
-                        va_sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler")
+                        va_sampler = gr.Radio(sampler_choices, value=DEFAULT_SAMPLER, label="sampler", info=SAMPLER_INFO)
                 with gr.Row():
                     va_go = gr.Button("Vary", variant="primary")
                     va_stop = gr.Button("Stop", variant="stop")
@@ -1017,6 +1078,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                                va_sampler: then.sampler})
             return values
 
+        @answers_clearly
         def first_generated_image(run):
             """The last run's first image as a PNG (parameters inside), for the Variations input."""
             if not isinstance(run, LastRun):

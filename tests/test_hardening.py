@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import shutil
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -339,6 +340,52 @@ def test_a_crash_while_moving_a_complete_step_into_place_is_finished_on_load(tmp
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
     assert all(torch.equal(a, b) for a, b in zip(fresh_ema.state_dict().values(), ema.state_dict().values()))
     assert not (tmp_path / training.PENDING_DIR).exists()
+
+
+def test_an_unexpected_failure_answers_in_one_sentence_and_keeps_server_paths_private(live, client, monkeypatch):
+    from clipdiff import ui
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot read /srv/private/weights.bin")
+
+    monkeypatch.setattr(ui, "clip_scores", broken)
+    with pytest.raises(AppError) as failed:
+        client.predict(PROMPT, 2.0, 2, "ddim", 1, 1, api_name="/generate")
+    assert "went wrong in generate (RuntimeError)" in str(failed.value)
+    assert "/srv/private" not in str(failed.value)
+    assert live.errors and "UnexpectedError" in live.errors[-1], "the fuzz tests' detector must still see it"
+    live.errors.clear()
+    monkeypatch.undo()
+    still_answers(client)
+
+
+def test_a_sessions_recorded_frames_are_released_when_its_state_expires(tiny_clip_dir, tiny_unet_dir, monkeypatch):
+    from clipdiff import ui
+
+    released = []   # (run, frames it held when released)
+    release = ui.release_run
+
+    def watched_release(run):
+        if isinstance(run, ui.LastRun):
+            released.append((run, len(run.playback.records)))
+        release(run)
+
+    monkeypatch.setattr(ui, "SESSION_TTL_S", 1)
+    monkeypatch.setattr(ui, "release_run", watched_release)
+    app = LiveApp(ui.Models.load(tiny_unet_dir, str(tiny_clip_dir), None, None, "cpu"))
+    try:
+        client = Client(app.url, verbose=False)
+        still_answers(client)
+        deadline = time.monotonic() + 15
+        while not released and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert released, "the expired session's run was never handed to the delete callback"
+        run, frames_before = released[0]
+        assert isinstance(run, ui.LastRun) and frames_before == 2, "the run recorded both steps"
+        assert run.playback.records == [] and run.playback.cosines is None
+        still_answers(client)
+    finally:
+        app.close()
 
 
 # -- exposure ---------------------------------------------------------------------------------------------------

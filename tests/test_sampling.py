@@ -159,6 +159,22 @@ def test_first_step_x0_uses_the_reference_schedule(model, cond):
     assert torch.allclose(first.x0, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_starts_from_pure_noise_and_walks_down(sampler):
+    scheduler = make_scheduler(sampler)
+    scheduler.set_timesteps(12)
+    t = scheduler.timesteps.tolist()
+    assert t[0] == 399 and len(t) == 12 and all(a > b for a, b in zip(t, t[1:]))
+
+
+def test_karras_steps_are_packed_at_low_noise():
+    even, karras = make_scheduler("dpmsolver"), make_scheduler("dpmsolver-karras")
+    even.set_timesteps(12)
+    karras.set_timesteps(12)
+    low = lambda s: int((s.timesteps < 100).sum())  # noqa: E731
+    assert low(karras) >= 2 * low(even) and karras.timesteps[-1] < even.timesteps[-1]
+
+
 # -- recording ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("steps,every,expected_steps", [

@@ -130,7 +130,7 @@ def git_commit() -> str | None:
 
 
 # -- core ------------------------------------------------------------------------------------------------------
-def bench_unet(pipe: ClipDiffusionPipeline, plan: Plan) -> dict:
+def unet_forward(pipe: ClipDiffusionPipeline):
     """One forward at batch 8: 4 images, conditional and unconditional, as one sampler step sends them."""
     model, cfg = pipe.model, pipe.model.config
     g = torch.Generator("cpu").manual_seed(SEED)
@@ -142,10 +142,30 @@ def bench_unet(pipe: ClipDiffusionPipeline, plan: Plan) -> dict:
     def forward():
         with torch.inference_mode():
             model(x, t, cond)
+    return forward
 
-    times = repeat(forward, plan.unet_trials, plan.warmup)
-    return {"unet_forward_ms_b8": median(times) * 1000, "unet_parameters": model.num_parameters(),
-            "image_size": cfg.image_size}
+
+class ForwardTimer:
+    """Seconds spent inside the U-Net's forward calls while active (torch forward hooks): the network's share
+    of a generation, measured in the generation itself."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model, self.seconds, self._t0 = model, 0.0, 0.0
+
+    def __enter__(self) -> "ForwardTimer":
+        self._hooks = [self.model.register_forward_pre_hook(self._start),
+                       self.model.register_forward_hook(self._stop)]
+        return self
+
+    def _start(self, *_) -> None:
+        self._t0 = time.perf_counter()
+
+    def _stop(self, *_) -> None:
+        self.seconds += time.perf_counter() - self._t0
+
+    def __exit__(self, *exc) -> None:
+        for hook in self._hooks:
+            hook.remove()
 
 
 def generate_once(pipe: ClipDiffusionPipeline, jobs, steps: int, sampler: str) -> dict:
@@ -154,34 +174,50 @@ def generate_once(pipe: ClipDiffusionPipeline, jobs, steps: int, sampler: str) -
     pipe.encoder.clear_text_cache()
     t0 = time.perf_counter()
     first, records, calls, images = None, [], 0, None
-    for p in pipe.run(jobs, steps=steps, sampler=sampler, record_every=1):
-        calls += 1
-        if p.record is not None:
-            records.append(p.record)
-        if p.images is None:
-            to_uint8(p.x0)                       # the preview frames the app streams
-            if first is None:
-                first = time.perf_counter() - t0
-        else:
-            images = to_uint8(p.images)
+    with ForwardTimer(pipe.model) as network:
+        for p in pipe.run(jobs, steps=steps, sampler=sampler, record_every=1):
+            calls += 1
+            if p.record is not None:
+                records.append(p.record)
+            if p.images is None:
+                to_uint8(p.x0)                       # the preview frames the app streams
+                if first is None:
+                    first = time.perf_counter() - t0
+            else:
+                images = to_uint8(p.images)
     total = time.perf_counter() - t0
     return {"total": total, "first": first if first is not None else total, "calls": calls, "records": records,
-            "images": images}
+            "images": images, "network": network.seconds}
 
 
-def bench_generate(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler: str) -> tuple[dict, list]:
+def bench_core(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler: str) -> tuple[dict, list]:
+    """The bare U-Net forward and the generation, their trials interleaved: on a shared (virtual) machine the
+    speed drifts by 10-20 % within a minute, and sampler_overhead_ratio divides one by the other."""
+    forward = unet_forward(pipe)
     jobs = images_per_prompt(list(GENERATE_PROMPTS), DEFAULT_W, SEED, 1)
     for _ in range(plan.warmup):
+        forward()
         generate_once(pipe, jobs, steps, sampler)
-    runs = [generate_once(pipe, jobs, steps, sampler) for _ in range(plan.generate_trials)]
+    forwards_per_trial = max(3, -(-plan.unet_trials // plan.generate_trials))
+    forward_s, runs = [], []
+    for _ in range(plan.generate_trials):
+        forward_s += repeat(forward, forwards_per_trial, 0)
+        runs.append(generate_once(pipe, jobs, steps, sampler))
 
     def encode():
         pipe.encoder.clear_text_cache()
         pipe.encoder.encode_text(list(GENERATE_PROMPTS))
 
     encode_s = median(repeat(encode, plan.generate_trials, plan.warmup))
-    return {"generate_4_s": median(r["total"] for r in runs), "first_preview_s": median(r["first"] for r in runs),
-            "unet_calls": runs[-1]["calls"], "encode_4_ms": encode_s * 1000}, runs[-1]["records"]
+    calls = runs[-1]["calls"]
+    forward_ms = median(forward_s) * 1000
+    generate_s = median(r["total"] for r in runs)
+    return {"unet_forward_ms_b8": forward_ms, "unet_parameters": pipe.model.num_parameters(),
+            "image_size": pipe.model.config.image_size, "generate_4_s": generate_s,
+            "first_preview_s": median(r["first"] for r in runs), "unet_calls": calls, "encode_4_ms": encode_s * 1000,
+            "sampler_overhead_ratio": generate_s / (calls * forward_ms / 1000),
+            "unet_in_loop_ms": median(r["network"] for r in runs) / calls * 1000,
+            "loop_overhead_ratio": median(r["total"] / r["network"] for r in runs)}, runs[-1]["records"]
 
 
 def grid_image(frames: np.ndarray, prompts, ws) -> Image.Image:
@@ -231,7 +267,7 @@ def bench_reference(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler
         default.save(out / "default_grid.png")
         side_by_side(ref, default, (
             f"reference: {plan.reference_steps} DDPM steps, {reference_s:.1f} s (for 400 steps)",
-            f"clipdiff: {steps} {sampler} steps, {default_s:.2f} s")).save(out / "side_by_side.png")
+            f"clipdiff: {sampler}, {steps} steps, {default_s:.2f} s")).save(out / "side_by_side.png")
         result["grids"] = str(out)
     return result
 
@@ -556,13 +592,9 @@ def run(args: argparse.Namespace) -> int:
                    "steps": args.steps, "defaults": args.sampler == DEFAULT_SAMPLER and args.steps == DEFAULT_STEPS,
                    "w": DEFAULT_W, "load_s": time.perf_counter() - t0,
                    "plan": asdict(plan), "quick": args.quick})
-    stage("U-Net forward")
-    result.update(bench_unet(pipe, plan))
-    stage("generate (core)")
-    generated, records = bench_generate(pipe, plan, args.steps, args.sampler)
-    result.update(generated)
-    result["sampler_overhead_ratio"] = result["generate_4_s"] / (
-        result["unet_calls"] * result["unet_forward_ms_b8"] / 1000)
+    stage("U-Net forward and generate (core), interleaved")
+    core, records = bench_core(pipe, plan, args.steps, args.sampler)
+    result.update(core)
     stage("playback frame")
     result.update(bench_playback(pipe, records, plan))
     if args.skip_atlas:

@@ -3,12 +3,14 @@
     python app.py                                   # the shipped models in checkpoints/
     python app.py --unet DIR --clip DIR --atlas DIR # others
     python app.py --host 0.0.0.0 --port 8080        # reachable from the network: put auth in front (README)
+    python app.py --auth-file room.txt              # a login page; room.txt holds user:password lines
     python app.py --threads 1                       # one torch thread: faster when other work shares the cores
 """
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 # Before anything imports gradio or huggingface_hub: no telemetry, no hub access, nothing downloaded.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -28,6 +30,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="open a public Gradio share link (off by default)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--auth-file", type=Path, default=None,
+                        help="ask for a login: a text file of user:password lines (# comments allowed); keep it out "
+                             "of the command line, where other users of the machine can read it")
     parser.add_argument("--concurrency", type=int, default=1, help="model runs at once (others wait in the queue)")
     parser.add_argument("--max-queue", type=int, default=16, help="waiting requests before 'queue is full'")
     parser.add_argument("--threads", type=int, default=None,
@@ -41,7 +46,29 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--threads must be at least 1")
     if not 0 < args.port < 65536:
         parser.error("--port must be between 1 and 65535")
+    args.auth = None
+    if args.auth_file is not None:
+        try:
+            args.auth = read_auth_file(args.auth_file)
+        except (OSError, ValueError) as e:
+            parser.error(f"--auth-file {args.auth_file}: {e}")
     return args
+
+
+def read_auth_file(path: Path) -> list[tuple[str, str]]:
+    """user:password per line; blank lines and # comments skipped. The password may contain ':'."""
+    logins = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user.strip() or not password:
+            raise ValueError(f"line {number} is not user:password")
+        logins.append((user.strip(), password))
+    if not logins:
+        raise ValueError("no user:password line in it")
+    return logins
 
 
 def main(argv=None) -> None:
@@ -56,7 +83,7 @@ def main(argv=None) -> None:
     for problem in models.problems:
         print(f"warning: {problem}")
     serve(build_app(models, args.concurrency), host=args.host, port=args.port, share=args.share,
-          concurrency=args.concurrency, max_queue=args.max_queue)
+          concurrency=args.concurrency, max_queue=args.max_queue, auth=args.auth)
 
 
 if __name__ == "__main__":

@@ -1120,9 +1120,11 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
 
 
 def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-          concurrency: int = 1, max_queue: int = 16, prevent_thread_lock: bool = False, quiet: bool = False):
-    """Queue, then launch with the safe defaults: local only, no share link, capped uploads, no extras."""
+          concurrency: int = 1, max_queue: int = 16, prevent_thread_lock: bool = False, quiet: bool = False,
+          auth: list[tuple[str, str]] | None = None):
+    """Queue, then launch with the safe defaults: local only, no share link, capped uploads, no extras.
+    auth: (user, password) logins that the page and the API ask for (None: no login)."""
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
     return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_SIZE,
                        show_error=True, ssr_mode=False, mcp_server=False, enable_monitoring=False, pwa=False,
-                       prevent_thread_lock=prevent_thread_lock, quiet=quiet, css=CSS)
+                       prevent_thread_lock=prevent_thread_lock, quiet=quiet, css=CSS, auth=auth)

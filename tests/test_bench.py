@@ -52,11 +52,12 @@ def test_bench_quick_writes_every_key(tmp_path, tiny_clip_dir, tiny_unet_dir, ti
                  "--out", str(tmp_path / "grids")]) == 0
 
     result = json.loads(out.read_text())
-    for key in (*KEYS, "cpu_model", "torch_threads", "torch_version"):
+    for key in (*KEYS, "cpu_model", "torch_threads", "torch_version", "unet_in_loop_ms", "loop_overhead_ratio"):
         assert result.get(key) is not None, f"{key} missing"
     assert result["concurrent_errors"] == 0, result["concurrent_error_messages"]
     assert result["reference_steps"] == 2 and result["reference_extrapolated"] is True
     assert result["unet_calls"] == result["steps"]
+    assert 0 < result["unet_in_loop_ms"] and result["loop_overhead_ratio"] >= 1.0, "the loop includes its forwards"
     assert result["skipped"] == []
     for name in ("reference_grid.png", "default_grid.png", "side_by_side.png"):
         assert Image.open(tmp_path / "grids" / name).width > 0

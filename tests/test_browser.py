@@ -13,6 +13,7 @@ if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
+from clipdiff.pipeline import DEFAULT_STEPS  # noqa: E402
 from test_app import start_app, tiny_atlas_dir  # noqa: E402,F401  (the atlas fixture is shared)
 
 
@@ -50,10 +51,10 @@ def test_type_generate_see_image_then_scrub_the_playback(app_url, page, tmp_path
     frame = page.locator("#pb-frame img")
     frame.wait_for()
     last_step = frame.get_attribute("src")
-    assert "Recorded step 20 of 20" in page.inner_text("#pb-caption")
+    assert f"Recorded step {DEFAULT_STEPS} of {DEFAULT_STEPS}" in page.inner_text("#pb-caption")
     page.focus("#pb-step input[type=range]")
     page.keyboard.press("Home")                         # back to the first recorded step: pure noise
     page.wait_for_function("src => document.querySelector('#pb-frame img').src !== src", arg=last_step)
-    wait_for_text(page, "#pb-caption", "Recorded step 1 of 20")
+    wait_for_text(page, "#pb-caption", f"Recorded step 1 of {DEFAULT_STEPS}")
     page.screenshot(path=str(tmp_path / "playback.png"), full_page=True)
     assert (tmp_path / "playback.png").stat().st_size > 10_000

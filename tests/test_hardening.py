@@ -419,6 +419,40 @@ def test_exposure_defaults(live):
             assert e.code in (403, 404), (path, e.code)
 
 
+def test_auth_file_lines_and_mistakes(tmp_path):
+    import app as app_script
+
+    logins = tmp_path / "room.txt"
+    logins.write_text("# the workshop\nana:s3cret\n\n  bo : pass:with:colons\n")
+    assert app_script.read_auth_file(logins) == [("ana", "s3cret"), ("bo", " pass:with:colons")]
+    for bad in ("ana\n", ":nouser\n", "ana:\n", "# only a comment\n"):
+        logins.write_text(bad)
+        with pytest.raises(ValueError):
+            app_script.read_auth_file(logins)
+    with pytest.raises(SystemExit):
+        app_script.parse_args(["--auth-file", str(tmp_path / "missing.txt")])
+
+
+def test_with_a_login_the_api_answers_only_logged_in_clients(tiny_clip_dir, tiny_unet_dir):
+    from conftest import free_loopback_port
+
+    from clipdiff.ui import Models, build_app, serve
+
+    demo = build_app(Models.load(tiny_unet_dir, str(tiny_clip_dir), None, None, "cpu"))
+    port = free_loopback_port()
+    serve(demo, port=port, prevent_thread_lock=True, quiet=True, auth=[("ana", "s3cret")])
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + "config", timeout=10)
+        assert refused.value.code == 401
+        with pytest.raises(Exception):
+            Client(url, verbose=False, auth=("ana", "wrong"))
+        still_answers(Client(url, verbose=False, auth=("ana", "s3cret")))
+    finally:
+        demo.close()
+
+
 def test_uploads_over_the_size_limit_are_refused(live, tmp_path):
     big = tmp_path / "big.png"
     big.write_bytes(os.urandom(11 * 1024 * 1024))

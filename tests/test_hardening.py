@@ -35,11 +35,14 @@ spec.loader.exec_module(stress)
 PROMPT = stress.PROMPT
 
 
-class LiveApp:
-    """The app in this process, recording every error the server turned into an error message that was
-    not a clean refusal (gr.Error, or gradio's own refusal of a malformed request)."""
+APP_MAX_QUEUE = 16   # app.py's --max-queue default (test_exposure_defaults checks they agree)
 
-    def __init__(self, models, max_queue: int = 8):
+
+class LiveApp:
+    """The app in this process, with app.py's queue limits, recording every error the server turned into an
+    error message that was not a clean refusal (gr.Error, or gradio's own refusal of a malformed request)."""
+
+    def __init__(self, models, max_queue: int = APP_MAX_QUEUE):
         self.errors: list[str] = []
         self._payload = gradio.queueing.error_payload
         gradio.queueing.error_payload = self._record
@@ -394,7 +397,7 @@ def test_exposure_defaults(live):
     from clipdiff.ui import MAX_UPLOAD_SIZE
 
     args = app_script.parse_args([])
-    assert args.host == "127.0.0.1" and args.share is False and args.max_queue >= 1
+    assert args.host == "127.0.0.1" and args.share is False and args.max_queue == APP_MAX_QUEUE
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and os.environ["HF_HUB_OFFLINE"] == "1"
     demo = live.demo
     assert demo.server_name == "127.0.0.1" and demo.share is False and demo.share_url is None
@@ -476,7 +479,8 @@ def test_fuzz_long_random(live, tmp_path):
 
 @pytest.mark.slow
 def test_load_16_clients_x_10_requests(live):
-    figures = stress.load(live.url, clients=16, requests=10, steps=2)
+    # 16 clients, one request in flight each, fit the app's default queue: none may be turned away
+    figures = stress.load(live.url, clients=APP_MAX_QUEUE, requests=10, steps=2)
     print(f"load: {figures}")
     assert figures["failures"] == 0 and figures["answered"] == 160
 

@@ -251,6 +251,9 @@ class Checked:
             ws = ws[:MAX_SWEEP_WS]
         return ws
 
+    def w(self, value) -> float:
+        return self.number(value, "w", -W_LIMIT, W_LIMIT, default=DEFAULT_W)
+
     def sampling(self, steps, sampler) -> tuple[int, str]:
         return (self.number(steps, "steps", 1, MAX_STEPS, integer=True, default=DEFAULT_STEPS),
                 self.choice(sampler, SAMPLERS, "sampler"))
@@ -386,6 +389,16 @@ def sample_stream(pipe: ClipDiffusionPipeline, jobs: list[Job], steps: int, samp
         elif last_sent is None or time.perf_counter() - last_sent >= preview_every_s:
             yield "step", p.step, p.total, to_uint8(p.x0)
             last_sent = time.perf_counter()   # after the consumer sent it: its own time does not count
+
+
+def strip_stream(pipe: ClipDiffusionPipeline, jobs: list[Job], steps: int, sampler: str, labels: list[str],
+                 preview_every_s: float = PREVIEW_EVERY_S):
+    """sample_stream as one labelled row of images: yields (strip, "step k of n") while sampling, then
+    (final strip, None)."""
+    for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s):
+        frames = event[3] if event[0] == "step" else event[1]
+        progress = f"step {event[1]} of {event[2]}" if event[0] == "step" else None
+        yield labelled_grid(frames, rows=1, cols=len(jobs), col_labels=labels), progress
 
 
 def preview_grid(frames: np.ndarray, cols: int | None = None, scale: int = STREAM_SCALE, pad: int = 2) -> np.ndarray:
@@ -557,7 +570,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         pipe = models.need_pipeline()
         checked = Checked()
         prompts = checked.lines(prompts_text, MAX_PROMPTS)
-        w = checked.number(w, "w", -W_LIMIT, W_LIMIT, default=DEFAULT_W)
+        w = checked.w(w)
         steps, sampler = checked.sampling(steps, sampler)
         seed = checked.seed(seed)
         n = checked.number(n_images, "number of images", 1, MAX_IMAGES_PER_PROMPT, integer=True, default=1)
@@ -609,7 +622,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
 
     def parameters_to_controls(params: dict, checked: Checked):
         prompt = checked.lines(str(params.get("prompt", "")), 1)[0]
-        w = checked.number(params.get("w"), "w", -W_LIMIT, W_LIMIT, default=DEFAULT_W)
+        w = checked.w(params.get("w"))
         steps = checked.number(params.get("steps"), "steps", 1, MAX_STEPS, integer=True, default=DEFAULT_STEPS)
         sampler = params.get("sampler") if params.get("sampler") in SAMPLERS else DEFAULT_SAMPLER
         seed = checked.number(params.get("seed"), "seed", 0, SEED_MAX, integer=True, default=0)
@@ -784,7 +797,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         a = checked.lines(prompt_a, 1, name="first prompt")[0]
         b = checked.lines(prompt_b, 1, name="second prompt")[0]
         n = checked.number(points, "images", *INTERPOLATION_POINTS, integer=True, default=6)
-        w = checked.number(w, "w", -W_LIMIT, W_LIMIT, default=DEFAULT_W)
+        w = checked.w(w)
         seed = checked.seed(seed)
         steps, sampler = checked.sampling(steps, sampler)
         ends = pipe.encoder.encode_text([a, b])
@@ -792,11 +805,8 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         jobs = [Job(f"{a} -> {b} @ {t:.2f}", w, seed, embedding=e) for t, e in zip(fractions, path)]
         labels = [f"{t:.2f}" for t in fractions]
         steps = checked.budget(steps, len(jobs))
-        for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s):
-            frames = event[3] if event[0] == "step" else event[1]
-            strip = labelled_grid(frames, rows=1, cols=n, col_labels=labels)
-            status = f"step {event[1]} of {event[2]}" if event[0] == "step" else f"Done, seed {seed}."
-            yield strip, checked.status(f"{a!r} -> {b!r}: {status}"), seed
+        for strip, progress in strip_stream(pipe, jobs, steps, sampler, labels, preview_every_s):
+            yield strip, checked.status(f"{a!r} -> {b!r}: {progress or f'Done, seed {seed}.'}"), seed
 
     @answers_clearly
     def vary(file, count, w, seed, steps, sampler):
@@ -805,7 +815,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         checked = Checked()
         image = open_upload(file, "image")
         n = checked.number(count, "variations", 1, MAX_IMAGES_PER_PROMPT, integer=True, default=4)
-        w = checked.number(w, "w", -W_LIMIT, W_LIMIT, default=DEFAULT_W)
+        w = checked.w(w)
         seed = checked.seed(seed)
         steps, sampler = checked.sampling(steps, sampler)
         emb = pipe.encoder.encode_image([image])[0]
@@ -832,7 +842,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         a = checked.lines(prompt_a, 1, name="first prompt")[0]
         b = checked.lines(prompt_b, 1, name="second prompt")[0]
         weight = checked.number(weight, "mix weight", 0, 1, default=0.5)
-        w = checked.number(w, "w", -W_LIMIT, W_LIMIT, default=DEFAULT_W)
+        w = checked.w(w)
         seed = checked.seed(seed)
         steps, sampler = checked.sampling(steps, sampler)
         ends = pipe.encoder.encode_text([a, b])
@@ -840,11 +850,9 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         jobs = [Job(a, w, seed), mixed, Job(b, w, seed)]
         labels = [shorten(a, 40), f"mix, weight {weight:g}", shorten(b, 40)]
         steps = checked.budget(steps, len(jobs))
-        for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s):
-            frames = event[3] if event[0] == "step" else event[1]
-            strip = labelled_grid(frames, rows=1, cols=len(jobs), col_labels=labels)
-            status = f"step {event[1]} of {event[2]}" if event[0] == "step" else f"Done, seed {seed}."
-            yield strip, checked.status(f"{1 - weight:g} x {a!r} + {weight:g} x {b!r}: {status}"), seed
+        for strip, progress in strip_stream(pipe, jobs, steps, sampler, labels, preview_every_s):
+            yield strip, checked.status(f"{1 - weight:g} x {a!r} + {weight:g} x {b!r}: "
+                                        f"{progress or f'Done, seed {seed}.'}"), seed
 
     # ---- layout ----
     with gr.Blocks(title="clipdiff", analytics_enabled=False, delete_cache=(1800, OUTPUT_MAX_AGE_S)) as demo:

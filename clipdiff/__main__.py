@@ -9,6 +9,7 @@ COMMANDS = {
     "embed": ("clipdiff.cli_embed", "precompute CLIP embeddings of a training set (optionally as CSV)"),
     "train-clip": ("clipdiff.train_clip", "train the embedded flowers CLIP"),
     "train-unet": ("clipdiff.train_unet", "train the diffusion U-Net on precomputed embeddings"),
+    "train-yardstick": ("clipdiff.yardstick", "train the species classifier behind eval-gen's independent yardstick"),
     "train-default": ("clipdiff.train_default", "rebuild the shipped models end to end"),
     "eval-clip": ("clipdiff.cli_eval:main_clip", "the CLIP on held-out images: caption->image recall, zero-shot"),
     "eval-gen": ("clipdiff.cli_eval:main_gen", "generations per w: CLIP score, FD and CMMD in CLIP space, diversity"),

@@ -46,6 +46,18 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def describe_path(path) -> str | None:
+    """A path as a model card may record it: relative to the project when inside it, else its last two parts
+    (no machine's home folders in shipped files)."""
+    if path is None:
+        return None
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(Path(*p.parts[-2:])) if len(p.parts) >= 2 else str(p)
+
+
 def atomic_save_json(obj, path: Path) -> None:
     _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n"))
 

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 
 from . import data as data_mod
-from .checkpoints import DEFAULT_UNET_DIR
+from .checkpoints import DEFAULT_UNET_DIR, describe_path
 from .diffusion import load_diffusion
 from .encoders import ClipEncoder
+from .images import uint8_to_unit
 from .evaluate import FID_NOTE, MAX_REAL, RealReference, best_w, evaluate_clip, guidance_curve
-from .pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline,
+from .pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline,
                        model_id_of)
 from .schedulers import SAMPLERS
 
@@ -69,7 +70,7 @@ def main_clip(argv=None):
     split = (f"{len(held)} images drawn with seed {args.seed} from {pool}, as train-clip holds them out "
              f"(clipdiff.data.heldout_split); every other image trained the CLIP")
     report = {"command": "eval-clip", "clip": encoder.identity,
-              "data": str(args.data or data_mod.default_data_root()), "split": split,
+              "data": describe_path(args.data or data_mod.default_data_root()), "split": split,
               **evaluate_clip(encoder, ds, held)}
 
     r, z, c = report["caption_to_image"], report["zero_shot"], report["counts"]
@@ -117,7 +118,7 @@ def real_embeddings(spec: str, encoder: ClipEncoder, image_size: int, max_real: 
     keep = np.arange(len(ds))
     if len(ds) > max_real:
         keep = np.sort(np.random.default_rng(seed).choice(len(ds), size=max_real, replace=False))
-    pixels = torch.from_numpy(ds.images[keep]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    pixels = uint8_to_unit(ds.images[keep])
     return encoder.encode_image(pixels).numpy(), (f"folder {spec} ({len(keep)} of {len(ds)} images, "
                                                   f"at {image_size}x{image_size} like the generated ones)")
 
@@ -167,6 +168,35 @@ def plot_curves(runs: list[dict], png: Path) -> None:
     plt.close(fig)
 
 
+SPECIES_METRICS = {
+    "fd": "Frechet distance, species classifier features, all species-prompt images vs a species-balanced real sample",
+    "kid": "KID x1000 (cubic kernel, unbiased) per species prompt against that species' real images, averaged",
+    "accuracy": "share of species-prompt images the classifier assigns to the prompt's species (top5: among 5)",
+}
+
+
+def species_judge(args, image_size: int):
+    from .yardstick import SpeciesJudge, ensure
+
+    yardstick = ensure(args.yardstick, args.data, args.device)
+    ds = data_mod.load_training_data(args.data, 64)
+    _, held = data_mod.heldout_split(ds.splits, 1000, 0)
+    return SpeciesJudge(yardstick, ds, held, image_size)
+
+
+def print_species_table(runs: list[dict], reference: dict, judge) -> None:
+    print(f"\nspecies prompts ({len(judge.species)} species), measured by our own species classifier "
+          f"(held-out top-1 {judge.yardstick.info.get('heldout_accuracy', float('nan')):.3f})")
+    print(f"  {'images':<34} {'w':>5}  {'FD':>8}  {'KID x1000':>9}  {'species acc':>11}  {'top-5':>6}")
+    rows = [(name, None, r) for name, r in (("real held-out (floor)", reference["real"]),
+                                            (f"blurred real (sigma {reference['blur_sigma_px']} px)",
+                                             reference["blurred"]))]
+    rows += [(run["model"], s["w"], s) for run in runs for s in run.get("species", [])]
+    for name, w, r in rows:
+        print(f"  {name[:34]:<34} {'' if w is None else format(w, 'g'):>5}  {_fmt(r['fd'], '8.2f')}  "
+              f"{_fmt(r['kid'], '9.2f')}  {_fmt(r['accuracy'], '11.3f')}  {_fmt(r['top5'], '6.3f')}")
+
+
 def main_gen(argv=None):
     parser = argparse.ArgumentParser(
         prog="clipdiff eval-gen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,6 +215,15 @@ def main_gen(argv=None):
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--species", type=int, default=4, help="the independent yardstick: images per species "
+                        "prompt ('a photo of a {species}, a type of flower.'), measured by a species classifier "
+                        "of our own (clipdiff.yardstick); 0 leaves it out")
+    parser.add_argument("--species-w", action="append", type=float, help="w of the species prompts; repeat for "
+                        "several (default: 2, the app's default)")
+    parser.add_argument("--yardstick", default=None, help="the species classifier's folder (default runs/yardstick; "
+                                                          "trained there first if missing)")
+    parser.add_argument("--data", default=None, help="the data the yardstick's real images come from "
+                                                     "(default ../shared/data)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     prompts = read_prompts(args.prompts) if args.prompts else list(REFERENCE_PROMPTS)
@@ -210,6 +249,8 @@ def main_gen(argv=None):
         real = RealReference.of(real_emb, real_source, max_real=args.max_real, seed=args.seed)
     print(FID_NOTE)
 
+    judge = species_judge(args, pipelines[0][1].image_size) if args.species else None
+    species_ws = args.species_w or [DEFAULT_W]
     runs = []
     for folder, pipe in pipelines:
         def progress(w, r, _images, model=pipe.model_id):
@@ -220,8 +261,15 @@ def main_gen(argv=None):
         runs.append({"unet": str(folder), "model": pipe.model_id, "clip": encoder.identity,
                      "trained_with_clip": pipe.config.clip_identity, "results": results,
                      "lowest_cmmd_w": best_w(results, "cmmd"), "lowest_fd_w": best_w(results, "frechet_distance")})
+        if judge is not None:
+            runs[-1]["species"] = [judge.judge(pipe, args.species, w, args.steps, args.sampler, args.seed)
+                                   for w in species_ws]
     for run in runs:
         print_table(run["model"], run["results"])
+    species_reference = None
+    if judge is not None:
+        species_reference = judge.references(args.species)
+        print_species_table(runs, species_reference, judge)
 
     out = Path(args.json)
     report = {"command": "eval-gen", "prompts": prompts, "ws": ws, "n": args.n, "seed": args.seed,
@@ -235,6 +283,11 @@ def main_gen(argv=None):
                                   "(Jayasumana et al. 2024)",
                           "diversity": "mean pairwise cosine distance of one prompt's images, averaged"},
               "note": FID_NOTE, "runs": runs, "plot": out.with_suffix(".png").name}
+    if judge is not None:
+        report["species"] = {"n_per_species": args.species, "species": len(judge.species),
+                             "classifier": {k: judge.yardstick.info.get(k) for k in
+                                            ("heldout_accuracy", "train_images", "image_size", "widths")},
+                             "reference": species_reference, "metrics": SPECIES_METRICS}
     _write_json(report, out)
     plot_curves(runs, out.with_suffix(".png"))
     print(f"\nwrote {out} and {out.with_suffix('.png')}")

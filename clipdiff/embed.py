@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .checkpoints import atomic_save_json, read_json
 from .data import ImageSet
+from .images import uint8_to_unit
 from .encoders import ENCODE_BATCH, ClipEncoder
 
 
@@ -48,7 +49,7 @@ class EmbeddingTable:
 
 
 def _images_tensor(images: np.ndarray, flip: bool) -> torch.Tensor:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = uint8_to_unit(images)
     return x.flip(-1) if flip else x
 
 

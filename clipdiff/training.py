@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .checkpoints import (atomic_save_json, atomic_save_safetensors, atomic_torch_save, load_training_state,
                           read_json, read_safetensors)
@@ -34,6 +35,26 @@ def add_defaults_to_parser(parser: argparse.ArgumentParser, defaults: dict) -> N
             parser.add_argument(flag, type=str, default=None)
         else:
             parser.add_argument(flag, type=type(value), default=value)
+
+
+def random_resized_crop_flip(x: torch.Tensor, size: int, scale_min: float, flip_prob: float,
+                             gen: torch.Generator) -> torch.Tensor:
+    """Per sample: a random square crop of scale_min..1 of the side, resized to size, flipped with flip_prob.
+
+    One affine resampling of the whole batch (on x's device), instead of a crop-and-resize per image: the
+    same maths as torchvision's RandomResizedCrop with a fixed aspect ratio, cheap on a GPU. No colour
+    jitter on purpose: colour is what the captions describe. The draws come from gen (on the CPU).
+    """
+    n = x.shape[0]
+    scale = scale_min + (1 - scale_min) * torch.rand(n, generator=gen)
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (1 - scale)[:, None]   # keeps the crop inside
+    sign = torch.where(torch.rand(n, generator=gen) < flip_prob, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = scale * sign
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta.to(x.device, x.dtype), [n, x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -56,6 +77,18 @@ def lr_factor(step: int, warmup: int, total: int, floor: float = 0.1) -> float:
         return (step + 1) / warmup
     progress = min((step - warmup) / max(total - warmup, 1), 1.0)
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def schedule_position(step: int, seconds: float, max_steps: int, max_seconds: float) -> int:
+    """Where a run is in its learning-rate schedule: its step, or, for a time-boxed run (max_seconds > 0), the
+    share of its time spent, whichever is further, so the cosine ends when the time does."""
+    if max_seconds <= 0:
+        return step
+    return max(step, int(max_steps * min(seconds / max_seconds, 1.0)))
+
+
+def out_of_time(seconds: float, max_seconds: float) -> bool:
+    return max_seconds > 0 and seconds >= max_seconds
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -123,8 +156,16 @@ def load_run(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optim
 
 @torch.no_grad()
 def ema_update(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema_model.parameters(), model.parameters()):
-        e.lerp_(p.detach(), 1 - decay)
+    # One fused call over all tensors (as timm's ModelEmaV3): a loop of lerp_ costs a launch per tensor on a GPU.
+    torch._foreach_lerp_(list(ema_model.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
+
+
+def fast_float32(device: torch.device) -> None:
+    """TF32 matrix products on GPUs (10-bit mantissa inputs, fp32 accumulation): the training loops' usual
+    setting there; no effect on CPUs."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 class LossLog:
@@ -184,6 +225,43 @@ class LossLog:
         png.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(png)
         plt.close(fig)
+
+
+class MetricLog:
+    """Evaluation figures against training progress (step, images seen, seconds, then named figures), as CSV."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def rows(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        with self.path.open() as f:
+            return [{k: float(v) if k != "step" else int(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+    def truncate_after(self, step: int) -> None:
+        rows = [r for r in self.rows() if r["step"] <= step]
+        if self.path.is_file():
+            self.path.unlink()
+        for r in rows:
+            self.append(r["step"], int(r["images_seen"]), r["seconds"],
+                        {k: v for k, v in r.items() if k not in ("step", "images_seen", "seconds")})
+
+    def append(self, step: int, images_seen: int, seconds: float, figures: dict) -> None:
+        new = not self.path.is_file()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["step", "images_seen", "seconds", *figures])
+            writer.writerow([step, images_seen, f"{seconds:.1f}", *(f"{v:.6g}" for v in figures.values())])
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast where asked (it pays only on CPUs with native bf16 and on GPUs: measure first), else a no-op."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 class Timer:

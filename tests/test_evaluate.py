@@ -94,7 +94,8 @@ def test_eval_gen_cli_writes_json_and_plot(tiny_clip_dir, tiny_unet_dir, tmp_pat
     out = tmp_path / "eval" / "gen.json"
     rc = clipdiff_main(["eval-gen", "--prompts", str(prompts), "--w", "0", "--w", "1", "--n", "2",
                         "--json", str(out), "--unet", str(tiny_unet_dir), "--clip", str(tiny_clip_dir),
-                        "--real", str(image_folder), "--steps", "2", "--sampler", "ddim", "--device", "cpu"])
+                        "--real", str(image_folder), "--steps", "2", "--sampler", "ddim", "--device", "cpu",
+                        "--species", "0"])
     assert rc == 0
     report = json.loads(out.read_text())
     for key in ("prompts", "ws", "n", "seed", "steps", "sampler", "clip", "real", "metrics", "note", "runs"):
@@ -115,7 +116,7 @@ def test_eval_gen_without_real_images_leaves_distances_out(tiny_clip_dir, tiny_u
     out = tmp_path / "gen.json"
     clipdiff_main(["eval-gen", "--w", "1", "--n", "2", "--json", str(out), "--unet", str(tiny_unet_dir),
                    "--clip", str(tiny_clip_dir), "--real", "none", "--steps", "1", "--sampler", "ddim",
-                   "--device", "cpu"])
+                   "--device", "cpu", "--species", "0"])
     (r,) = json.loads(out.read_text())["runs"][0]["results"]
     assert r["frechet_distance"] is None and r["cmmd"] is None and math.isfinite(r["clip_score"])
     assert "left out" in capsys.readouterr().err

@@ -6,10 +6,9 @@ lent, or this laptop for days); nothing else depends on it.
 
 Stages (several run at once, each a plain `python -m clipdiff ...` command with its own log):
   1. the species classifier (the independent yardstick), and the shipped CLIP's embeddings;
-  2. CLIP recipes, each for the steps that fit in --cpu-minutes on a 2-core laptop (benchmarks/step_cost.json),
-     held-out eval-clip figures every few hundred steps;
-     U-Net recipes likewise on the shipped CLIP's embeddings, judged by the yardstick;
-     the long CLIP run (--clip-long recipe), time-boxed, beside them;
+  2. all at once: CLIP recipes, each for the steps that fit in --cpu-minutes on a 2-core laptop
+     (benchmarks/step_cost.json), with held-out eval-clip figures along the way; U-Net recipes likewise on the
+     shipped CLIP's embeddings, judged by the yardstick; the long CLIP run (--clip-long recipe), time-boxed;
   3. the long CLIP's embeddings, then the long U-Net run with the best U-Net recipe that the laptop can still
      sample interactively (same architecture cost as the shipped one), time-boxed to the deadline;
   4. the final figures, and (with --pack) the weights and logs, tarred and split into <= 15 MB parts.
@@ -95,9 +94,9 @@ class Campaign:
             if proc.poll() is None:
                 proc.terminate()
                 self.note("stopped at the deadline", job=name)
-        for proc in self.procs.values():
+        for proc in self.procs.values():   # a training run saves and exports its last step on SIGTERM
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=self.args.pack_s / 2)
             except subprocess.TimeoutExpired:
                 proc.kill()
 
@@ -137,29 +136,23 @@ class Campaign:
                                                "--eval-every", str(a.clip_long_eval_every)))
         clip_jobs = {}
         for name in CLIP_RECIPES:
-            if name in a.skip:
-                continue
-            steps = self.scaled(budget_steps(self.cost[name], a.cpu_minutes))
-            clip_jobs[f"cmp-{name}"] = (name, steps)
+            if name not in a.skip:
+                clip_jobs[f"cmp-{name}"] = (name, self.scaled(budget_steps(self.cost[name], a.cpu_minutes)))
         self.report["clip_budget_steps"] = {n: s for n, s in clip_jobs.values()}
-        queue = [(job, self.clip_job(name, steps, runs / job)) for job, (name, steps) in clip_jobs.items()]
+        for job, (name, steps) in clip_jobs.items():
+            self.launch(job, self.clip_job(name, steps, runs / job))
 
-        ready = self.wait(["yardstick", "embed-shipped"])
         unet_jobs = {}
-        if ready == ["yardstick", "embed-shipped"]:
+        if self.wait(["yardstick", "embed-shipped"]) == ["yardstick", "embed-shipped"]:
             for name in UNET_RECIPES:
-                if name in a.skip:
-                    continue
-                steps = self.scaled(budget_steps(self.cost[name], a.cpu_minutes))
-                unet_jobs[f"cmp-{name}"] = (name, steps)
-                queue.append((f"cmp-{name}", self.unet_job(name, steps, runs / f"cmp-{name}",
-                                                           runs / "emb-shipped", a.shipped_clip)))
+                if name not in a.skip:
+                    unet_jobs[f"cmp-{name}"] = (name, self.scaled(budget_steps(self.cost[name], a.cpu_minutes)))
+            for job, (name, steps) in unet_jobs.items():
+                self.launch(job, self.unet_job(name, steps, runs / job, runs / "emb-shipped", a.shipped_clip))
         self.report["unet_budget_steps"] = {n: s for n, s in unet_jobs.values()}
-        self.drain(queue, until=["clip-long"])
 
         # -- the long U-Net on the long CLIP's embeddings
         self.wait(["clip-long"])
-        self.report["clip_comparison"] = {job: last_row(runs / job / "eval.csv") for job in clip_jobs}
         self.report["clip_long"] = {"curve": rows(clip_long / "eval.csv")}
         clip_export = clip_long / "export"
         if not (clip_export / "open_clip_model.safetensors").is_file():
@@ -176,12 +169,11 @@ class Campaign:
             self.launch("embed-long", ["embed", "--data", a.data, "--clip", clip_name, "--out", str(emb),
                                        "--device", a.device])
             self.wait(["embed-long"])
-        # give the comparisons a little longer, then pick
-        self.wait(list(unet_jobs), until_left=a.unet_long_min_s + a.pack_s)
-        self.report["unet_comparison"] = {job: last_row(runs / job / "yardstick.csv") for job in unet_jobs}
-        winner = pick_unet(self.report["unet_comparison"], a.unet_long)
+        # the comparisons that are not done by now go on beside the long run, and are judged as far as they got
+        self.wait(list(unet_jobs), until_left=self.left())
+        winner = pick_unet({job: rows(runs / job / "yardstick.csv") for job in unet_jobs}, a.unet_long)
         self.report["unet_long_recipe"] = winner
-        seconds = max(self.left() - a.pack_s - 30, 60)
+        seconds = max(self.left() - a.pack_s - a.startup_s, 30)
         self.launch("unet-long", self.unet_job(winner, a.unet_long_max_steps, runs / "unet-long", emb,
                                                clip_name, "--max-seconds", str(seconds),
                                                "--batch-size", str(a.unet_long_batch),
@@ -190,22 +182,12 @@ class Campaign:
                                                "--save-every", "1000"))
         self.wait(["unet-long"], until_left=a.pack_s)
         self.stop_all()
-        self.report["unet_comparison"] = {job: last_row(runs / job / "yardstick.csv") for job in unet_jobs}
+        self.report["unet_comparison"] = {job: rows(runs / job / "yardstick.csv") for job in unet_jobs}
+        self.report["clip_comparison"] = {job: rows(runs / job / "eval.csv") for job in clip_jobs}
         self.report["unet_long"] = {"curve": rows(runs / "unet-long" / "yardstick.csv")}
         self.note("done")
         if a.pack:
             self.pack(Path(a.pack), clip_export)
-
-    def drain(self, queue: list, until: list[str]) -> None:
-        """Run the queued jobs, at most --parallel at once, until they are all started."""
-        running: list[str] = []
-        while queue and self.left() > self.args.unet_long_min_s + self.args.pack_s:
-            running = [n for n in running if self.procs[n].poll() is None]
-            while queue and len(running) < self.args.parallel:
-                job, argv = queue.pop(0)
-                self.launch(job, argv)
-                running.append(job)
-            time.sleep(2)
 
     def pack(self, out: Path, clip_export: Path) -> None:
         """Weights and small files into OUT as <= 15 MB parts (the device tool returns 8 files of <= 16 MB)."""
@@ -241,16 +223,15 @@ def rows(path: Path) -> list[dict]:
         return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
-def last_row(path: Path) -> dict | None:
-    found = rows(path)
-    return found[-1] if found else None
-
-
-def pick_unet(comparison: dict, fallback: str) -> str:
-    """The shippable recipe with the lowest yardstick FD at its budget's end; the fallback if none finished."""
-    scored = [(r["fd"], job.removeprefix("cmp-")) for job, r in comparison.items()
-              if r and job.removeprefix("cmp-") in SHIPPABLE]
-    return min(scored)[1] if scored else fallback
+def pick_unet(curves: dict[str, list[dict]], fallback: str) -> str:
+    """The shippable recipe with the lowest yardstick FD, compared at the same share of every budget (the latest
+    evaluation all of them reached: each evaluates at the same fractions of its steps); the fallback if none did."""
+    curves = {job.removeprefix("cmp-"): rows for job, rows in curves.items()
+              if rows and job.removeprefix("cmp-") in SHIPPABLE}
+    if not curves:
+        return fallback
+    k = min(len(rows) for rows in curves.values())
+    return min((rows[k - 1]["fd"], name) for name, rows in curves.items())[1]
 
 
 def main(argv=None):
@@ -263,7 +244,6 @@ def main(argv=None):
     p.add_argument("--cpu-minutes", type=float, default=25.0, help="the comparisons' budget on a 2-core laptop")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every comparison's steps (a dry run: 0.01)")
     p.add_argument("--skip", nargs="*", default=[], help="recipes left out")
-    p.add_argument("--parallel", type=int, default=6, help="comparison runs at once")
     p.add_argument("--eval-points", type=int, default=4, help="figures per comparison run (its curve)")
     p.add_argument("--clip-long", default="clip-resnet")
     p.add_argument("--clip-long-s", type=float, default=200.0)
@@ -273,9 +253,10 @@ def main(argv=None):
     p.add_argument("--unet-long-batch", type=int, default=128)
     p.add_argument("--unet-long-max-steps", type=int, default=40000)
     p.add_argument("--unet-long-eval-every", type=int, default=1500)
-    p.add_argument("--unet-long-min-s", type=float, default=200.0, help="time kept for the long U-Net at least")
     p.add_argument("--deadline-s", type=float, default=540.0, help="everything, packing included, ends by then")
     p.add_argument("--pack-s", type=float, default=40.0)
+    p.add_argument("--startup-s", type=float, default=75.0,
+                   help="kept for the long U-Net's start (imports, data, CUDA) and its last evaluation and export")
     p.add_argument("--install-clip", choices=("yes", "no"), default="no",
                    help="yes: the long CLIP replaces checkpoints/clip before the long U-Net (on a throwaway copy)")
     p.add_argument("--pack", default=None, help="folder for the packed results (the device's $OUT)")

@@ -25,7 +25,7 @@ from .devices import resolve_device
 from .encoders import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, ClipEncoder, normalize_pixels
 from .evaluate import evaluate_clip
 from .images import uint8_to_unit
-from .training import (LossLog, MetricLog, RunState, Timer, add_defaults_to_parser, autocast, batch_indices,
+from .training import (LossLog, MetricLog, RunState, StopRequest, Timer, add_defaults_to_parser, autocast, batch_indices,
                        fast_float32, load_run, lr_factor, out_of_time, random_resized_crop_flip, save_run, schedule_position,
                        set_lr, step_generator)
 
@@ -140,6 +140,7 @@ def train(args) -> Path:
     curve = MetricLog(out / "eval.csv")
     curve.truncate_after(state.step)
     timer = Timer(state.seconds)
+    stop = StopRequest()
     model.train()
     bar = tqdm(range(state.step, args.max_steps), initial=state.step, total=args.max_steps, desc="CLIP", unit="step")
     for step in bar:
@@ -164,7 +165,7 @@ def train(args) -> Path:
         with torch.no_grad():  # CLIP's clamp of the learned temperature at 100
             model.logit_scale.clamp_(0, np.log(100))
         done = step + 1
-        last = done == args.max_steps or out_of_time(timer.seconds, args.max_seconds)
+        last = done == args.max_steps or out_of_time(timer.seconds, args.max_seconds) or stop.requested
         log.append(done, loss.item(), lr, timer.seconds)
         bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{args.batch_size * (done - state.step) / max(timer.seconds - state.seconds, 1e-9):.0f}")
         if args.eval_every and (done % args.eval_every == 0 or last):
@@ -174,6 +175,7 @@ def train(args) -> Path:
             log.plot(out / "loss.png", "flowers CLIP: contrastive loss")
         if last:
             break
+    stop.restore()
     state = load_run(out, model, optimizer)   # the last saved step: what is exported
 
     card = {"architecture": cfg, "steps": state.step, "batch_size": args.batch_size,

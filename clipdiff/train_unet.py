@@ -28,7 +28,7 @@ from .images import labelled_grid, resized_unit
 from .pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, sweep
 from .sampling import to_uint8
 from .schedulers import NoiseSchedule, make_scheduler
-from .training import (LossLog, MetricLog, RunState, Timer, add_defaults_to_parser, autocast, batch_indices,
+from .training import (LossLog, MetricLog, RunState, StopRequest, Timer, add_defaults_to_parser, autocast, batch_indices,
                        ema_update, fast_float32, load_run, lr_factor, out_of_time, save_run, schedule_position, set_lr,
                        step_generator)
 from .yardstick import YARDSTICK_KEYS
@@ -179,17 +179,18 @@ def train(args) -> Path:
         log.truncate_after(state.step)
         watcher.truncate_after(state.step)
     timer = Timer(state.seconds)
+    stop = StopRequest()
     world, rank = accelerator.num_processes, accelerator.process_index
     model.train()
+    dev = accelerator.device
     bar = tqdm(range(state.step, args.max_steps), initial=state.step, total=args.max_steps, desc="U-Net",
                unit="step", disable=not main)
     T = config.schedule.num_train_timesteps
-    dev = accelerator.device
     for step in bar:
         gen = step_generator(args.seed, step * world + rank)
         idx = batch_indices(len(train_set), args.batch_size * world, args.seed, step)[rank::world]
         x0, cond = train_set.batch(idx, gen)
-        cond = accelerator.unwrap_model(model).drop_condition(cond, gen)
+        cond = accelerator.unwrap_model(model).drop_condition(cond.to(dev), gen)
         t = torch.randint(0, T, (len(idx),), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         x_t = noise_scheduler.add_noise(x0, noise, t)
@@ -198,7 +199,7 @@ def train(args) -> Path:
         set_lr(optimizer, lr)
         t, noise = t.to(dev), noise.to(dev)
         with autocast(dev, args.precision):
-            pred = model(x_t.to(dev), t, cond.to(dev))
+            pred = model(x_t.to(dev), t, cond)
         loss = noise_loss(pred, noise, t, snr, args.loss_weighting, args.snr_gamma)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -206,7 +207,7 @@ def train(args) -> Path:
         optimizer.step()
         ema_update(ema_model, accelerator.unwrap_model(model), min(args.ema_decay, (1 + step) / (10 + step)))
         done = step + 1
-        last = done == args.max_steps or out_of_time(timer.seconds, args.max_seconds)
+        last = done == args.max_steps or out_of_time(timer.seconds, args.max_seconds) or stop.requested
         if world > 1:   # every process stops at the same step
             last = bool(accelerator.reduce(torch.tensor(float(last), device=dev), "max").item())
         if main:
@@ -223,6 +224,7 @@ def train(args) -> Path:
             watcher.after_step(ema_model, done, done * args.batch_size * world, timer.seconds, last)
         if last:
             break
+    stop.restore()
 
     if main:
         done = read_json(out / "state.json")["step"]

@@ -10,6 +10,7 @@ import csv
 import math
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,26 @@ def schedule_position(step: int, seconds: float, max_steps: int, max_seconds: fl
 
 def out_of_time(seconds: float, max_seconds: float) -> bool:
     return max_seconds > 0 and seconds >= max_seconds
+
+
+class StopRequest:
+    """SIGTERM (a scheduler's or a campaign's stop) ends a training run after its current step, saved and
+    exported, instead of losing the steps since the last save."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._request)
+        except ValueError:      # not the main thread (e.g. called from a test's worker): no handler
+            pass
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

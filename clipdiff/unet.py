@@ -95,11 +95,12 @@ class ConditionalUNet(nn.Module):
     def drop_condition(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Context dropout for classifier-free guidance training."""
         p = self.config.cond_drop_prob
+        # The draws are made on the CPU (where the training loop's generators live), then moved.
         if self.config.null_mode == "learned":
-            drop = torch.rand(cond.shape[0], 1, generator=generator, device=cond.device) < p
-            return torch.where(drop, self.null_condition(cond.shape[0]), cond)
-        keep = torch.bernoulli(torch.full_like(cond, 1 - p), generator=generator)
-        return cond * keep
+            drop = (torch.rand(cond.shape[0], 1, generator=generator) < p).to(cond.device)
+            return torch.where(drop, self.null_condition(cond.shape[0]).to(cond.dtype), cond)
+        keep = torch.bernoulli(torch.full(cond.shape, 1 - p), generator=generator)
+        return cond * keep.to(cond.device, cond.dtype)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -101,25 +101,15 @@ class Campaign:
                 proc.kill()
 
     # -- the stages ------------------------------------------------------------------------------------------
-    def common(self) -> list[str]:
-        return ["--data", self.args.data, "--threads", "1"]
-
     def scaled(self, steps: int) -> int:
         return max(int(steps * self.args.scale), 2)
 
     def clip_job(self, name: str, steps: int, out: Path, *extra: str) -> list[str]:
-        every = max(steps // self.args.eval_points, 1)
-        return ["train-clip", *recipe_flags("clip", name), *self.common(), "--out", str(out),
-                "--export", str(out / "export"), "--max-steps", str(steps), "--eval-every", str(every),
-                "--save-every", str(max(steps // 4, 1)), "--device", self.args.device, *extra]
+        return clip_job_argv(name, steps, out, self.args.data, self.args.device, self.args.eval_points, *extra)
 
     def unet_job(self, name: str, steps: int, out: Path, embeddings: Path, clip: str, *extra: str) -> list[str]:
-        every = max(steps // self.args.eval_points, 1)
-        return ["train-unet", *recipe_flags("unet", name), *self.common(), "--out", str(out),
-                "--export", str(out / "export"), "--embeddings", str(embeddings), "--clip", clip,
-                "--max-steps", str(steps), "--eval-every", str(every), "--eval-per-species", "4",
-                "--yardstick", str(self.runs / "yardstick"), "--sample-every", "0",
-                "--save-every", str(max(steps // 4, 1)), *extra]
+        return unet_job_argv(name, steps, out, self.args.data, embeddings, clip, self.runs / "yardstick",
+                             self.args.eval_points, *extra)
 
     def run(self) -> None:
         a, runs = self.args, self.runs
@@ -207,6 +197,24 @@ class Campaign:
                     shutil.copyfile(f, target)
         subprocess.run(f"tar czf - -C {staging} . | split -b 15m - {out}/campaign.tgz.part-", shell=True, check=True)
         self.note("packed", parts=sorted(p.name for p in out.iterdir()))
+
+
+def clip_job_argv(name: str, steps: int, out: Path, data: str, device: str, eval_points: int, *extra: str) -> list[str]:
+    """`python -m clipdiff ...` arguments of one CLIP recipe run: held-out figures eval_points times along it."""
+    return ["train-clip", *recipe_flags("clip", name), "--data", data, "--threads", "1", "--out", str(out),
+            "--export", str(out / "export"), "--max-steps", str(steps),
+            "--eval-every", str(max(steps // eval_points, 1)), "--save-every", str(max(steps // 8, 1)),
+            "--device", device, *extra]
+
+
+def unet_job_argv(name: str, steps: int, out: Path, data: str, embeddings: Path, clip: str, yardstick: Path,
+                  eval_points: int, *extra: str) -> list[str]:
+    """One U-Net recipe run, judged by the yardstick (4 images per species prompt) eval_points times along it."""
+    return ["train-unet", *recipe_flags("unet", name), "--data", data, "--threads", "1", "--out", str(out),
+            "--export", str(out / "export"), "--embeddings", str(embeddings), "--clip", clip,
+            "--max-steps", str(steps), "--eval-every", str(max(steps // eval_points, 1)),
+            "--eval-per-species", "4", "--yardstick", str(yardstick), "--sample-every", "0",
+            "--save-every", str(max(steps // 8, 1)), *extra]
 
 
 def tail(path: Path, n: int = 8) -> str:

@@ -46,6 +46,19 @@ def _finite_or_none(x):
 
 
 # -- eval-clip -----------------------------------------------------------------------------------------------
+def clip_report(encoder: ClipEncoder, data: str | None = None, n_heldout: int = 1000, seed: int = 0,
+                image_size: int = 64) -> dict:
+    """eval-clip's report: the figures of evaluate_clip on the images train-clip held out, and what they were."""
+    ds = data_mod.load_training_data(data, image_size)
+    _, held = data_mod.heldout_split(ds.splits, n_heldout, seed)
+    n_test = sum(s == "test" for s in ds.splits)
+    pool = f"the official 'test' split ({n_test} images)" if n_test else f"all {len(ds)} images (no 'test' split)"
+    split = (f"{len(held)} images drawn with seed {seed} from {pool}, as train-clip holds them out "
+             f"(clipdiff.data.heldout_split); every other image trained the CLIP")
+    return {"command": "eval-clip", "clip": encoder.identity, "data": describe_path(data or data_mod.default_data_root()),
+            "split": split, **evaluate_clip(encoder, ds, held)}
+
+
 def main_clip(argv=None):
     parser = argparse.ArgumentParser(
         prog="clipdiff eval-clip", description="Caption->image recall@1/5/10 and zero-shot species top-1/5 of a "
@@ -63,16 +76,8 @@ def main_clip(argv=None):
     args = parser.parse_args(argv)
 
     encoder = ClipEncoder.load(args.clip, args.clip_pretrained, args.device)
-    ds = data_mod.load_training_data(args.data, args.image_size)
-    _, held = data_mod.heldout_split(ds.splits, args.n_heldout, args.seed)
-    n_test = sum(s == "test" for s in ds.splits)
-    pool = f"the official 'test' split ({n_test} images)" if n_test else f"all {len(ds)} images (no 'test' split)"
-    split = (f"{len(held)} images drawn with seed {args.seed} from {pool}, as train-clip holds them out "
-             f"(clipdiff.data.heldout_split); every other image trained the CLIP")
-    report = {"command": "eval-clip", "clip": encoder.identity,
-              "data": describe_path(args.data or data_mod.default_data_root()), "split": split,
-              **evaluate_clip(encoder, ds, held)}
-
+    report = clip_report(encoder, args.data, args.n_heldout, args.seed, args.image_size)
+    split = report["split"]
     r, z, c = report["caption_to_image"], report["zero_shot"], report["counts"]
     print(f"eval-clip: {encoder.identity}\n  split: {split}")
     print(f"  {'caption -> image (' + str(c['gallery']) + ' images)':<34}"

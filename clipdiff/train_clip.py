@@ -192,11 +192,15 @@ def train(args) -> Path:
     return Path(args.export)
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipdiff train-clip", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_defaults_to_parser(parser, clip_defaults())
-    train(parser.parse_args(argv))
+    return parser
+
+
+def main(argv=None):
+    train(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

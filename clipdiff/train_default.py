@@ -12,8 +12,10 @@ import json
 import shutil
 from pathlib import Path
 
+from . import data as data_mod
 from . import train_clip, train_unet
-from .checkpoints import CHECKPOINTS_DIR, DEFAULT_ATLAS_DIR, DEFAULT_CLIP_DIR, DEFAULT_UNET_DIR, PROJECT_ROOT
+from .checkpoints import (CHECKPOINTS_DIR, DEFAULT_ATLAS_DIR, DEFAULT_CLIP_DIR, DEFAULT_UNET_DIR, PROJECT_ROOT,
+                          atomic_save_json)
 
 ASSETS_DIR = PROJECT_ROOT / "assets"
 
@@ -26,33 +28,38 @@ def main(argv=None):
     parser.add_argument("--clip-steps", type=int, default=train_clip.clip_defaults()["max_steps"])
     parser.add_argument("--unet-steps", type=int, default=train_unet.unet_defaults()["max_steps"])
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="where the CLIP trains and embeds (the U-Net: Accelerate's)")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
-    data = ["--data", args.data] if args.data else []
-    threads = ["--threads", str(args.threads)] if args.threads else []
 
     print("== 1/5 flowers CLIP")
-    train_clip.main(data + threads + ["--out", str(runs / "clip"), "--export", str(DEFAULT_CLIP_DIR),
-                                      "--max-steps", str(args.clip_steps)])
+    clip_args = train_clip.build_parser().parse_args([])
+    clip_args.__dict__.update(data=args.data, threads=args.threads, device=args.device, out=str(runs / "clip"),
+                              export=str(DEFAULT_CLIP_DIR), max_steps=args.clip_steps)
+    train_clip.train(clip_args)
+
     print("== 2/5 CLIP evaluation on the held-out images")
-    from .cli_eval import main_clip as eval_clip_main
-    eval_clip_main(data + ["--json", str(DEFAULT_CLIP_DIR / "eval.json")])
+    from .cli_eval import clip_report
+    from .encoders import ClipEncoder
+    encoder = ClipEncoder.load("default", device=args.device)
+    atomic_save_json(clip_report(encoder, args.data), DEFAULT_CLIP_DIR / "eval.json")
 
     print("== 3/5 embeddings of the training images")
-    from .cli_embed import main as embed_main
+    from .embed import EmbeddingTable, precompute
     embeddings = runs / "embeddings"
     if not (embeddings / "index.json").is_file() or _older(embeddings / "index.json", DEFAULT_CLIP_DIR / "open_clip_model.safetensors"):
-        embed_main(data + ["--out", str(embeddings)])
+        precompute(encoder, data_mod.load_training_data(args.data, 64), embeddings)
 
     print("== 4/5 embedding atlas")
     from .atlas import build_atlas
-    from .embed import EmbeddingTable
     if not (DEFAULT_ATLAS_DIR / "atlas.safetensors").is_file() or _older(DEFAULT_ATLAS_DIR / "atlas.safetensors", embeddings / "index.json"):
         build_atlas(EmbeddingTable.load(embeddings), DEFAULT_ATLAS_DIR)
 
     print("== 5/5 diffusion U-Net")
-    train_unet.main(data + threads + ["--embeddings", str(embeddings), "--out", str(runs / "unet"),
-                                      "--export", str(DEFAULT_UNET_DIR), "--max-steps", str(args.unet_steps)])
+    unet_args = train_unet.build_parser().parse_args([])
+    unet_args.__dict__.update(data=args.data, threads=args.threads, embeddings=str(embeddings),
+                              out=str(runs / "unet"), export=str(DEFAULT_UNET_DIR), max_steps=args.unet_steps)
+    train_unet.train(unet_args)
     publish_assets(runs)
     write_model_card()
     print(f"done: models in {CHECKPOINTS_DIR}, pictures in {ASSETS_DIR}")

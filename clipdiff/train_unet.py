@@ -268,11 +268,15 @@ class TrainingWatch:
             self.curve.append(done, images_seen, seconds, {k: v for k, v in figures.items() if k in YARDSTICK_KEYS})
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipdiff train-unet", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_defaults_to_parser(parser, unet_defaults())
-    train(parser.parse_args(argv))
+    return parser
+
+
+def main(argv=None):
+    train(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

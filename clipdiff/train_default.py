@@ -81,43 +81,85 @@ def publish_assets(runs: Path) -> None:
         shutil.copyfile(grids[-1], ASSETS_DIR / "reference_grid.png")
 
 
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def clip_tower(vision: dict) -> str:
+    if isinstance(vision.get("layers"), list):
+        return (f"ResNet (open_clip ModifiedResNet), {vision['image_size']} px, layers {vision['layers']}, "
+                f"width {vision['width']}")
+    return (f"ViT, {vision['image_size']} px, patch {vision['patch_size']}, width {vision['width']}, "
+            f"{vision['layers']} layers")
+
+
+def clip_metrics(now: dict, before: dict) -> str:
+    rows = [(f"caption->image {k}", "caption_to_image", k) for k in now.get("caption_to_image", {})] + \
+           [(f"zero-shot species {k}", "zero_shot", k) for k in now.get("zero_shot", {})]
+    lines = ["| metric | this model | previous model |", "| --- | --- | --- |"]
+    for label, group, key in rows:
+        old = before.get(group, {}).get(key)
+        lines.append(f"| {label} | {now[group][key]:.3f} | {'-' if old is None else format(old, '.3f')} |")
+    counts = now.get("counts")
+    if counts:
+        lines.append(f"\n{counts['queries']} caption queries against {counts['gallery']} held-out images; "
+                     f"{counts['candidate_species']} candidate species (chance top-1 = "
+                     f"{1 / counts['candidate_species']:.3f}, R@1 = {1 / counts['gallery']:.3f}).")
+    return "\n".join(lines) if rows else "(not evaluated yet)"
+
+
+def species_table(now: dict, before: dict) -> str:
+    """The independent yardstick's figures: the floor, blurred real images, the previous and this model."""
+    species = now.get("species")
+    if not species:
+        return "(not measured yet: `python -m clipdiff eval-gen --species 8`)"
+    ref = species["reference"]
+    entries = [("real held-out images (the floor)", ref["real"]),
+               (f"real images blurred (sigma {ref['blur_sigma_px']} px)", ref["blurred"])]
+    for label, report in (("previous model", before), ("this model", now)):
+        for run in report.get("runs", []):
+            for r in run.get("species", []):
+                entries.append((f"{label}, w = {r['w']:g}", r))
+    lines = ["| images | FD | KID x1000 | species accuracy | top-5 |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {label} | {r['fd']:.2f} | {r['kid']:.2f} | {r['accuracy']:.3f} | {r['top5']:.3f} |"
+              for label, r in entries]
+    c = species["classifier"]
+    lines.append(f"\n{species['species']} species prompts x {species['n_per_species']} images, {now.get('steps')} "
+                 f"{now.get('sampler')} steps; the classifier (clipdiff.yardstick, {c['image_size']} px, held-out "
+                 f"top-1 {c['heldout_accuracy']:.3f}) was trained by the project on the real training images.")
+    return "\n".join(lines)
+
+
 def write_model_card() -> Path:
-    """checkpoints/README.md from what the runs recorded: data, settings, steps, wall time, metrics."""
-    clip_card = json.loads((DEFAULT_CLIP_DIR / "training.json").read_text())
-    clip_eval = DEFAULT_CLIP_DIR / "eval.json"
-    clip_eval = json.loads(clip_eval.read_text()) if clip_eval.is_file() else {}
-    unet_cfg = json.loads((DEFAULT_UNET_DIR / "config.json").read_text())
+    """checkpoints/README.md from what the runs and evaluations recorded: data, settings, images seen, wall time,
+    the held-out figures (beside the previous model's, kept in benchmarks/previous/), the recipe comparison."""
+    clip_card = _read(DEFAULT_CLIP_DIR / "training.json")
+    unet_cfg = _read(DEFAULT_UNET_DIR / "config.json")
+    previous = PROJECT_ROOT / "benchmarks" / "previous"
     arch = clip_card["architecture"]
-    u = unet_cfg["unet"]
-    tr = unet_cfg["training"]
-    rows = [(f"caption->image {k}", v) for k, v in clip_eval.get("caption_to_image", {}).items()] + \
-           [(f"zero-shot species {k}", v) for k, v in clip_eval.get("zero_shot", {}).items()]
-    chance = clip_eval.get("counts", {})
-    metrics = "\n".join(f"| {k} | {v:.3f} |" for k, v in rows) or "| (not evaluated yet) | |"
-    if chance:
-        metrics += (f"\n\n{chance['queries']} caption queries against {chance['gallery']} held-out images; "
-                    f"{chance['candidate_species']} candidate species (chance top-1 = "
-                    f"{1 / chance['candidate_species']:.3f}, R@1 = {1 / chance['gallery']:.3f}).")
+    u, tr = unet_cfg["unet"], unet_cfg["training"]
+    a = clip_card.get("args", {})
+    recipes = PROJECT_ROOT / "benchmarks" / "recipes.md"
     text = f"""# Model card: the embedded default models
 
-Both models were trained by clipdiff's own code (`python -m clipdiff train-default`) on the CPU, from
-`../shared/data`: Oxford-102 flowers (64x64, 10 captions per image, Reed et al. 2016) and flowers5
-(5 species in class folders, captioned with species-name templates). No dataset image is shipped.
+Both models were trained by clipdiff's own code (`python -m clipdiff train-default` runs every stage with these
+settings as its defaults) on the CPU, from `../shared/data`: Oxford-102 flowers (64x64, 10 captions per image,
+Reed et al. 2016) and flowers5 (5 species in class folders, captioned with species-name templates). No dataset
+image is shipped.
 
 ## Split
 {clip_card["split"]}. Training images: {clip_card["train_images"]}; held out: {clip_card["heldout_images"]}.
 
 ## flowers CLIP (`clip/`)
 open_clip architecture (loadable as `local-dir:checkpoints/clip`), weights in float16 safetensors.
-- image tower: ViT, {arch["vision_cfg"]["image_size"]} px, patch {arch["vision_cfg"]["patch_size"]}, width {arch["vision_cfg"]["width"]}, {arch["vision_cfg"]["layers"]} layers
+- image tower: {clip_tower(arch["vision_cfg"])}
 - text tower: width {arch["text_cfg"]["width"]}, {arch["text_cfg"]["layers"]} layers, context {arch["text_cfg"]["context_length"]} tokens (the CLIP BPE vocabulary)
-- embedding: {arch["embed_dim"]}-d; open_clip's contrastive loss; batch {clip_card["batch_size"]}; {clip_card["steps"]} steps; {clip_card["train_seconds"] / 60:.0f} min on 2 CPU cores
+- embedding: {arch["embed_dim"]}-d; open_clip's contrastive loss, initial temperature {a.get("temperature", 0.07)}
+- {clip_card["steps"]} steps of batch {clip_card["batch_size"]} ({clip_card.get("images_seen", clip_card["steps"] * clip_card["batch_size"]):,} image-caption pairs seen), AdamW lr {a.get("lr")}, cosine; random square crops ({a.get("crop_scale_min")}..1 of the side) and flips, no colour jitter; {clip_card["train_seconds"] / 60:.0f} min on 2 CPU cores
 
 Held-out evaluation (`python -m clipdiff eval-clip`):
 
-| metric | value |
-| --- | --- |
-{metrics}
+{clip_metrics(_read(DEFAULT_CLIP_DIR / "eval.json"), _read(previous / "eval_clip.json"))}
 
 ## diffusion U-Net (`unet/`)
 diffusers `UNet2DConditionModel`, {u["image_size"]}x{u["image_size"]}x3, widths {u["block_out_channels"]}, {u["layers_per_block"]} layer(s) per block,
@@ -125,8 +167,18 @@ attention at levels {u["attention_levels"]}; conditioned on the CLIP embedding (
 embedding and as a one-token cross-attention context).
 - noise schedule: T = {unet_cfg["schedule"]["num_train_timesteps"]}, {unet_cfg["schedule"]["beta_schedule"]} betas {unet_cfg["schedule"]["beta_start"]}..{unet_cfg["schedule"]["beta_end"]}
 - conditions: {unet_cfg["cond_source"]} embeddings, normalisation `{unet_cfg["embedding_norm"]}`; context dropout {u["cond_drop_prob"]} ({u["null_mode"]} null)
-- {tr.get("steps")} steps of batch {tr.get("batch_size")}, lr {tr.get("lr")}, EMA {tr.get("ema_decay")} (the EMA weights ship); {tr.get("train_seconds", 0) / 60:.0f} min on 2 CPU cores
+- loss: noise-prediction MSE, {tr.get("loss_weighting", "mse")} weighting (gamma {tr.get("snr_gamma", "-")}); flips {tr.get("flip_prob", 0.5)}
+- {tr.get("steps")} steps of batch {tr.get("batch_size")} ({tr.get("images_seen", 0):,} images seen), lr {tr.get("lr")}, EMA {tr.get("ema_decay")} (the EMA weights ship); {tr.get("train_seconds", 0) / 60:.0f} min on 2 CPU cores
 
+Generated images measured by an independent yardstick (a species classifier of our own, `clipdiff.yardstick`;
+`python -m clipdiff eval-gen --species 8`), at the app's default sampler:
+
+{species_table(_read(ASSETS_DIR / "eval_gen.json"), _read(previous / "eval_gen.json"))}
+
+![quality against images seen](../assets/curves.png)
+
+## How the recipes were chosen
+{recipes.read_text() if recipes.is_file() else "(no comparison recorded)"}
 ## Atlas (`atlas/`)
 Image embeddings of every dataset image (float16), species names, one species prompt per species and a
 sample of captions, with 2-D UMAP (raw and centred) and PCA coordinates.
@@ -134,7 +186,3 @@ sample of captions, with 2-D UMAP (raw and centred) and PCA coordinates.
     path = CHECKPOINTS_DIR / "README.md"
     path.write_text(text)
     return path
-
-
-if __name__ == "__main__":
-    main()

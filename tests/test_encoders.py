@@ -13,8 +13,7 @@ from safetensors.torch import save_file
 
 from clipdiff import encoders
 from clipdiff.encoders import ClipEncoder, ClipWeightsMissing
-
-from conftest import TINY_CLIP_CONFIG
+from clipdiff.testing import TINY_CLIP_CONFIG
 
 LONG_PROMPT = " ".join(["a lovely red rose with soft petals"] * 20)
 

@@ -30,21 +30,6 @@ PROMPTS = ["A deep red rose flower", "A round white daisy with a yellow center"]
 LONG = " ".join(["a white daisy with many long thin petals"] * 12)
 
 
-@pytest.fixture(scope="module")
-def app_url(tiny_clip_dir, tiny_unet_dir, tiny_pipeline, tmp_path_factory):
-    from clipdiff.ui import Models, build_app, serve
-    from conftest import free_loopback_port as free_port
-    from test_app import write_tiny_atlas
-
-    tiny_atlas_dir = write_tiny_atlas(tmp_path_factory.mktemp("atlas"), tiny_pipeline.encoder)
-    models = Models.load(tiny_unet_dir, str(tiny_clip_dir), None, tiny_atlas_dir, "cpu")
-    demo = build_app(models, concurrency=1, preview_every_s=0)   # a preview every step: counts do not vary
-    port = free_port()
-    serve(demo, port=port, concurrency=1, max_queue=8, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
-
-
 class Recorder:
     """What the calls returned, reduced to what must not change: pictures as arrays, texts with paths and timings
     masked, numbers as numbers."""
@@ -224,8 +209,8 @@ def picture_differences(pinned: dict, now: dict) -> list[str]:
     return found
 
 
-def test_the_api_answers_as_pinned(app_url, tiny_clip_dir, tmp_path):
-    client = Client(app_url, verbose=False)
+def test_the_api_answers_as_pinned(live_app, tiny_clip_dir, tmp_path):
+    client = Client(live_app.url, verbose=False)
     rec = Recorder(tiny_clip_dir)
     try:
         record(client, rec, tmp_path)

@@ -10,8 +10,7 @@ from clipdiff.pipeline import Job
 from clipdiff.sampling import MAX_RECORDS, record_stride, run_to_end, sample_guided, to_uint8
 from clipdiff.schedulers import SAMPLERS, NoiseSchedule, make_scheduler, predicted_x0
 from clipdiff.unet import ConditionalUNet
-
-from conftest import tiny_unet_config
+from clipdiff.testing import tiny_unet_config
 
 STEPS = 4
 

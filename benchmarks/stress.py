@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from clipdiff.app.limits import QUEUE_SIZE  # noqa: E402
 from clipdiff.testing import make_tiny_clip, make_tiny_unet, write_tiny_atlas  # noqa: E402
 from clipdiff.testing.live import AppProcess, unhandled_in_log  # noqa: E402
 from clipdiff.testing.stress import cancel, fuzz, load, memory, queue_full  # noqa: E402
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=10)
     parser.add_argument("--generations", type=int, default=300)
-    parser.add_argument("--max-queue", type=int, default=16)
+    parser.add_argument("--max-queue", type=int, default=QUEUE_SIZE, help="as app.py's --max-queue")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="clipdiff-stress-"))

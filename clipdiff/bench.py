@@ -262,8 +262,8 @@ def bench_reference(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler
 
 
 def bench_playback(pipe: ClipDiffusionPipeline, records: list, plan: Plan) -> dict:
-    """One recorded frame as the slider shows it: PlaybackRun.frame (what the playback tab's scrub calls), then PNG-encoded,
-    as Gradio sends it to the browser."""
+    """One recorded frame as the slider shows it: PlaybackRun.frame (what the playback tab's scrub calls), then
+    PNG-encoded, as Gradio sends it to the browser."""
     from .playback import make_playback
 
     labels = [f"{p} (seed {SEED})" for p in GENERATE_PROMPTS]

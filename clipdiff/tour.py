@@ -74,21 +74,23 @@ class Map:
 
 
 @dataclass(frozen=True)
-class Interpolate:
-    """The Interpolate tab's slerp strip from prompt a to prompt b, one seed for every image."""
+class TwoPrompts:
+    """The Interpolate tab's two prompts, which its slerp and its mix share."""
     TAB: ClassVar[str] = "interpolate"
     a: str
     b: str
+
+
+@dataclass(frozen=True)
+class Interpolate(TwoPrompts):
+    """The slerp strip from prompt a to prompt b, one seed for every image."""
     points: int = 6
     sampling: Sampling = Sampling()
 
 
 @dataclass(frozen=True)
-class Mix:
-    """The Interpolate tab's weighted mix: a alone, (1 - weight) a + weight b, b alone, from one seed."""
-    TAB: ClassVar[str] = "interpolate"
-    a: str
-    b: str
+class Mix(TwoPrompts):
+    """The weighted mix: a alone, (1 - weight) a + weight b, b alone, from one seed."""
     weight: float = 0.5
     sampling: Sampling = Sampling()
 

@@ -58,10 +58,10 @@ def ctx(tiny_models):
     return Context.create(tiny_models, preview_every_s=0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_app(tiny_models):
     """The real app over the tiny models on a free loopback port, one model run at a time (as on a 2-core laptop),
-    a preview after every step."""
+    a preview after every step. One for the whole session: every client is a session of its own."""
     pytest.importorskip("gradio_client")
     from clipdiff.testing.live import app_in_this_process
 
@@ -81,6 +81,18 @@ def server_errors(capfd):
         seen.extend(unhandled_in_log(capfd.readouterr().err))
         return list(seen)
     return unhandled
+
+
+@pytest.fixture
+def page():
+    """A headless Chromium page at 1280 x 1200; the test is skipped where Chromium or Playwright is missing."""
+    from clipdiff.testing.browser import CHROMIUM, chromium_page, have_chromium
+
+    if not have_chromium():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api")
+    with chromium_page() as page:
+        yield page
 
 
 @pytest.fixture

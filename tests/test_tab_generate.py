@@ -110,3 +110,15 @@ def test_random_seed_and_what_the_tour_puts_in(ctx):
     values = tab.tour_fill(page, setting)
     s = page.sampling
     assert values == {page.prompts: "a\nb", page.n_images: 2, s.w: 1.5, s.steps: 7, s.sampler: "ddpm", s.seed: 3}
+
+
+def test_a_preview_is_one_picture_of_every_image_row_major():
+    import numpy as np
+
+    from clipdiff.app.runs import preview_grid
+
+    frames = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    grid = preview_grid(frames, scale=2)
+    assert grid.shape == (2 * 32 + 2, 4 * 32 + 3 * 2, 3), "6 images in rows of 4, each twice its size"
+    assert np.array_equal(grid[34:66, :32], frames[4].repeat(2, 0).repeat(2, 1))
+    assert (grid[32:34] == 255).all(), "white gaps"

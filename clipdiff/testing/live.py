@@ -36,14 +36,14 @@ class LocalApp:
 
 
 @contextmanager
-def app_in_this_process(models, concurrency: int = 1, max_queue: int | None = None,
-                        preview_every_s: float | None = None, auth=None) -> Iterator[LocalApp]:
-    """The real app (clipdiff.app.build_app and serve, with their defaults unless given) on a free loopback port,
-    closed on exit. preview_every_s=0: a preview after every sampler step, so counts do not depend on speed."""
+def app_in_this_process(models, concurrency: int = 1, max_queue: int | None = None, auth=None,
+                        **build_options) -> Iterator[LocalApp]:
+    """The real app (clipdiff.app's build_app and serve, with their defaults unless given) on a free loopback
+    port, closed on exit. build_options go to build_app: preview_every_s=0 sends a preview after every sampler step,
+    so counts do not depend on the machine's speed; session_ttl_s=1 lets sessions expire at once."""
     from ..app.blocks import build_app, serve
 
-    options = {} if preview_every_s is None else {"preview_every_s": preview_every_s}
-    demo = build_app(models, concurrency=concurrency, **options)
+    demo = build_app(models, concurrency=concurrency, **build_options)
     port = free_port()
     serve(demo, port=port, concurrency=concurrency, prevent_thread_lock=True, quiet=True, auth=auth,
           **({} if max_queue is None else {"max_queue": max_queue}))

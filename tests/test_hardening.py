@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
 pytest.importorskip("hypothesis")

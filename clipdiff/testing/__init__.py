@@ -1,6 +1,7 @@
 """What the tests and the benchmark scripts share (never a test module): tiny random models and data (tiny.py),
-awkward upload files (files.py), the app on a free loopback port, in this process or another (live.py), and the
-hardening runs against a live app: fuzz, load, cancel, memory, a full queue (stress.py).
+awkward upload files (files.py), the app on a free loopback port, in this process or another (live.py), a headless
+Chromium page (browser.py), and the hardening runs against a live app: fuzz, load, cancel, memory, a full queue
+(stress.py).
 
 The tests' fixtures (tests/conftest.py) are thin wrappers over these. Nothing here imports pytest; gradio and
 hypothesis are imported only by the functions that drive an app.

@@ -12,7 +12,7 @@ import numpy as np
 from ... import tour
 from ...pipeline import REFERENCE_PROMPTS, images_per_prompt
 from ...playback import PlaybackRun
-from ..context import LIGHT_GROUP, Context
+from ..context import Context
 from ..controls import SamplingControls, sampler_radio, seed_number, steps_slider, w_slider
 from ..errors import answers_clearly
 from ..inputs import Checked, clean_line, png_parameters, shorten

@@ -23,9 +23,11 @@ def main(argv=None):
     parser.add_argument("--prompt", action="append", help="repeat for several prompts (default: the reference three)")
     parser.add_argument("--w", action="append", type=float, help=f"guidance weight, {W_RANGE[0]:g} to {W_RANGE[1]:g}; "
                                                                  "repeat for several (default: the reference list)")
-    parser.add_argument("--steps", type=int, default=default.steps, help=f"{STEPS_RANGE[0]} to {STEPS_RANGE[1]}")
-    parser.add_argument("--sampler", choices=SAMPLERS, default=default.sampler)
-    parser.add_argument("--seed", type=int, default=default.seed, help=f"{SEED_RANGE[0]} to {SEED_RANGE[1]}")
+    parser.add_argument("--steps", type=int, default=default.steps,
+                        help=f"sampler steps, {STEPS_RANGE[0]} to {STEPS_RANGE[1]} (default {default.steps})")
+    parser.add_argument("--sampler", choices=SAMPLERS, default=default.sampler, help=f"(default {default.sampler})")
+    parser.add_argument("--seed", type=int, default=default.seed,
+                        help=f"{SEED_RANGE[0]} to {SEED_RANGE[1]} (default {default.seed})")
     parser.add_argument("--out", default="outputs/sample")
     parser.add_argument("--unet", default=str(DEFAULT_UNET_DIR), help="diffusion checkpoint folder")
     parser.add_argument("--clip", default="default")

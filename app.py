@@ -17,6 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+from clipdiff.app.limits import MODEL_CONCURRENCY, QUEUE_SIZE  # noqa: E402  (gradio-free: --help stays quick)
 from clipdiff.checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR  # noqa: E402
 
 
@@ -33,8 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--auth-file", type=Path, default=None,
                         help="ask for a login: a text file of user:password lines (# comments allowed); keep it out "
                              "of the command line, where other users of the machine can read it")
-    parser.add_argument("--concurrency", type=int, default=1, help="model runs at once (others wait in the queue)")
-    parser.add_argument("--max-queue", type=int, default=16, help="waiting requests before 'queue is full'")
+    parser.add_argument("--concurrency", type=int, default=MODEL_CONCURRENCY,
+                        help="model runs at once (others wait in the queue)")
+    parser.add_argument("--max-queue", type=int, default=QUEUE_SIZE, help="waiting requests before 'queue is full'")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's, one per core). On an idle machine all cores "
                              "are fastest; when other work keeps the cores busy, 1 thread can be several times "
@@ -77,7 +79,8 @@ def main(argv=None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    from clipdiff.ui import Models, build_app, serve
+    from clipdiff.app.blocks import build_app, serve
+    from clipdiff.app.context import Models
 
     models = Models.load(args.unet, args.clip, args.clip_pretrained, args.atlas, args.device)
     for problem in models.problems:

@@ -6,8 +6,9 @@
 
 Every figure is the median of repeated trials after a warm-up, measured in one run, and printed as a table
 next to its target (benchmarks/README.md says what each key measures). Three layers are timed:
-  core    the pipeline as the app's Generate handler drives it (ui.sample_stream): prompts encoded with the
-          text cache cleared, every step recorded for playback, every step's x0 turned into preview frames;
+  core    the pipeline as the app's Generate handler drives it, through the same streaming loop
+          (sampling.stream): prompts encoded with the text cache cleared, every step recorded for playback, the
+          current x0 turned into preview frames at most every PREVIEW_EVERY_S;
   parts   the U-Net alone, a playback frame as the slider shows it, one prompt placed on the map, the atlas;
   app     the real `python app.py` in a subprocess on 127.0.0.1, driven through gradio_client: start-up,
           memory over many generations, many clients at once. The subprocess is always ended.
@@ -21,15 +22,12 @@ import json
 import math
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from io import BytesIO
 from pathlib import Path
@@ -39,9 +37,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from .checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR
-from .pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, REFERENCE_PROMPTS, REFERENCE_WS,
-                       ClipDiffusionPipeline, images_per_prompt, sweep)
-from .sampling import to_uint8
+from .pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, images_per_prompt, sweep
+from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, STEPS_RANGE, stream, to_uint8
 from .schedulers import SAMPLERS
 
 # The four prompts of `generate_4_s`: the reference's three and one more, one image each.
@@ -52,7 +49,6 @@ REFERENCE_STEPS = 400           # the reference samples every one of its T=400 s
 REFERENCE_SAMPLER = "ddpm"
 SEED = 0
 REPO_ROOT = Path(__file__).resolve().parents[1]
-APP_READY_TIMEOUT_S = 300
 REQUEST_TIMEOUT_S = 600
 
 KEYS = ("unet_forward_ms_b8", "generate_4_s", "first_preview_s", "sampler_overhead_ratio", "reference_s",
@@ -170,24 +166,17 @@ class ForwardTimer:
 
 def generate_once(pipe: ClipDiffusionPipeline, jobs, steps: int, sampler: str) -> dict:
     """One click at the core: encode (cache cleared: every trial pays for encoding its prompts, as a first click
-    does), sample recording every step, preview frames each step (the app decodes at most one every 0.15 s)."""
+    does), then the app's streaming loop, recording every step (sampling.stream, at the app's preview rate)."""
     pipe.encoder.clear_text_cache()
     t0 = time.perf_counter()
-    first, records, calls, images = None, [], 0, None
+    first = None
     with ForwardTimer(pipe.model) as network:
-        for p in pipe.run(jobs, steps=steps, sampler=sampler, record_every=1):
-            calls += 1
-            if p.record is not None:
-                records.append(p.record)
-            if p.images is None:
-                to_uint8(p.x0)                       # the preview frames the app streams
-                if first is None:
-                    first = time.perf_counter() - t0
-            else:
-                images = to_uint8(p.images)
+        for frames in stream(pipe.run(jobs, steps=steps, sampler=sampler, record_every=1)):
+            if first is None:
+                first = time.perf_counter() - t0
     total = time.perf_counter() - t0
-    return {"total": total, "first": first if first is not None else total, "calls": calls, "records": records,
-            "images": images, "network": network.seconds}
+    return {"total": total, "first": first, "calls": frames.total, "records": frames.records,
+            "images": frames.images, "network": network.seconds}
 
 
 def bench_core(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler: str) -> tuple[dict, list]:
@@ -273,8 +262,8 @@ def bench_reference(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler
 
 
 def bench_playback(pipe: ClipDiffusionPipeline, records: list, plan: Plan) -> dict:
-    """One recorded frame as the slider shows it: PlaybackRun.frame (what ui.scrub calls), then PNG-encoded,
-    as Gradio sends it to the browser."""
+    """One recorded frame as the slider shows it: PlaybackRun.frame (what the playback tab's scrub calls), then
+    PNG-encoded, as Gradio sends it to the browser."""
     from .playback import make_playback
 
     labels = [f"{p} (seed {SEED})" for p in GENERATE_PROMPTS]
@@ -312,92 +301,6 @@ def bench_atlas(pipe: ClipDiffusionPipeline, atlas_dir: Path, plan: Plan) -> dic
 
 
 # -- the live app ----------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_memory_mb(pid: int) -> dict[str, float]:
-    """VmRSS (now) and VmHWM (peak) of a process, in MiB."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024
-    return out
-
-
-class LiveApp:
-    """`python app.py` on a free loopback port, in its own process group, ended on exit whatever happens."""
-
-    def __init__(self, unet: str, clip: str, atlas: str, device: str, log_dir: Path, threads: int | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.cmd = [sys.executable, str(REPO_ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(self.port),
-                    "--unet", unet, "--clip", clip, "--atlas", atlas, "--device", device]
-        self.log_path = log_dir / f"app-{self.port}.log"
-        if threads:
-            self.cmd += ["--threads", str(threads)]
-        self.proc: subprocess.Popen | None = None
-        self.ready_s: float | None = None
-
-    def __enter__(self) -> "LiveApp":
-        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-               "PYTHONUNBUFFERED": "1", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-        log = open(self.log_path, "wb")
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
-        log.close()
-        try:
-            self._wait_ready(t0)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_ready(self, t0: float) -> None:
-        deadline = t0 + APP_READY_TIMEOUT_S
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the app exited with code {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as response:
-                    if response.status == 200:
-                        self.ready_s = time.perf_counter() - t0
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"the app did not answer within {APP_READY_TIMEOUT_S} s:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def memory_mb(self) -> dict[str, float]:
-        return proc_memory_mb(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)   # its own group: only what we started
-            self.proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=15)
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
 def generate_request(client, seed: int, steps: int, sampler: str) -> tuple[float, float]:
     """One Generate click through the API, as the browser makes it: the 4 prompts, the app's defaults.
     Returns (seconds to the first streamed output, seconds to the final one)."""
@@ -423,9 +326,11 @@ def generate_request(client, seed: int, steps: int, sampler: str) -> tuple[float
 def bench_app(args, plan: Plan, log_dir: Path) -> dict:
     from gradio_client import Client
 
+    from .testing.live import AppProcess
+
     ready = []
     for start in range(plan.app_starts):
-        app = LiveApp(args.unet, args.clip, args.atlas, args.device, log_dir, args.threads)
+        app = AppProcess(args.unet, args.clip, args.atlas, args.device, log_dir, args.threads)
         with app:
             ready.append(app.ready_s)
             if start < plan.app_starts - 1:
@@ -553,8 +458,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.reference_steps is not None and not 1 <= args.reference_steps <= REFERENCE_STEPS:
         parser.error(f"--reference-steps must be between 1 and {REFERENCE_STEPS}")
-    if not 1 <= args.steps <= REFERENCE_STEPS:
-        parser.error(f"--steps must be between 1 and {REFERENCE_STEPS}")
+    if not STEPS_RANGE[0] <= args.steps <= STEPS_RANGE[1]:
+        parser.error(f"--steps must be between {STEPS_RANGE[0]} and {STEPS_RANGE[1]}")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
     return args

@@ -11,21 +11,23 @@ from pathlib import Path
 
 from .checkpoints import DEFAULT_UNET_DIR
 from .images import labelled_grid, save_png, to_pil
-from .pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline,
-                       sweep)
-from .sampling import to_uint8
+from .pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, sweep
+from .sampling import SEED_RANGE, STEPS_RANGE, W_RANGE, Sampling, to_uint8
 from .schedulers import SAMPLERS
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="clipdiff sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    default = Sampling()
     parser.add_argument("--prompt", action="append", help="repeat for several prompts (default: the reference three)")
-    parser.add_argument("--w", action="append", type=float, help="guidance weight; repeat for several "
-                                                                 "(default: the reference list)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    parser.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--w", action="append", type=float, help=f"guidance weight, {W_RANGE[0]:g} to {W_RANGE[1]:g}; "
+                                                                 "repeat for several (default: the reference list)")
+    parser.add_argument("--steps", type=int, default=default.steps,
+                        help=f"sampler steps, {STEPS_RANGE[0]} to {STEPS_RANGE[1]} (default {default.steps})")
+    parser.add_argument("--sampler", choices=SAMPLERS, default=default.sampler, help=f"(default {default.sampler})")
+    parser.add_argument("--seed", type=int, default=default.seed,
+                        help=f"{SEED_RANGE[0]} to {SEED_RANGE[1]} (default {default.seed})")
     parser.add_argument("--out", default="outputs/sample")
     parser.add_argument("--unet", default=str(DEFAULT_UNET_DIR), help="diffusion checkpoint folder")
     parser.add_argument("--clip", default="default")
@@ -36,8 +38,10 @@ def main(argv=None):
     ws = args.w or list(REFERENCE_WS)
     if any(not p.strip() for p in prompts):
         parser.error("prompts must not be empty")
-    if not 1 <= args.steps <= 1000:
-        parser.error("--steps must be between 1 and 1000")
+    runs = [Sampling(w, args.steps, args.sampler, args.seed) for w in ws]   # the bounds the app holds to
+    problems = sorted({p for s in runs for p in s.problems()})
+    if problems:
+        parser.error("; ".join(problems))
 
     pipe = ClipDiffusionPipeline.load(args.unet, args.clip, args.clip_pretrained, args.device)
     jobs = sweep(prompts, ws, args.seed)

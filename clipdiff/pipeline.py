@@ -19,7 +19,7 @@ from .checkpoints import DEFAULT_UNET_DIR, WEIGHTS_NAME
 from .diffusion import DiffusionConfig, check_compatible, condition, load_diffusion
 from .encoders import ClipEncoder
 from .devices import resolve_device
-from .sampling import Progress, SampleResult, run_to_end, sample_guided
+from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, Progress, SampleResult, run_to_end, sample_guided
 from .unet import ConditionalUNet
 
 REFERENCE_PROMPTS = (
@@ -28,11 +28,6 @@ REFERENCE_PROMPTS = (
     "A deep red rose flower",
 )
 REFERENCE_WS = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
-# Measured on the shipped U-Net (benchmarks/README.md): DPM-Solver++(2M) with Karras noise levels at 12 steps
-# beats the evenly spaced DPM-Solver++ at 20 on CLIP score, FD_CLIP and CMMD, in 0.6x the time.
-DEFAULT_SAMPLER = "dpmsolver-karras"
-DEFAULT_STEPS = 12
-DEFAULT_W = 2.0
 
 
 @dataclass

@@ -17,16 +17,11 @@ from PIL import Image
 
 from .encoders import ClipEncoder
 from .images import labelled_grid
-from .sampling import StepRecord
+from .sampling import StepRecord, from_uint8
 from .similarity import unit
 
 PANELS = ("x_t", "x0 (guided)", "x0 (conditional)", "x0 (unconditional)")
 NORM_SERIES = {"conditional": "eps_cond_norm", "unconditional": "eps_uncond_norm", "guided": "eps_guided_norm"}
-
-
-def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) in [-1, 1], what the CLIP image encoder takes."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 @dataclass
@@ -70,7 +65,7 @@ def prompt_x0_cosines(encoder: ClipEncoder, records: list[StepRecord], condition
     if not records:
         return np.zeros((0, len(conditions)), dtype=np.float32)
     frames = np.concatenate([r.x0 for r in records])                # (R * N, H, W, 3), record-major
-    image_emb = encoder.encode_image(frames_to_tensor(frames)).reshape(len(records), len(conditions), -1)
+    image_emb = encoder.encode_image(from_uint8(frames)).reshape(len(records), len(conditions), -1)
     return (unit(image_emb) * unit(conditions).unsqueeze(0)).sum(-1).numpy()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver", "dpmsolver-karras")
 
@@ -30,6 +29,8 @@ def make_scheduler(sampler: str, schedule: NoiseSchedule | None = None):
     "trailing" spacing keeps the last training timestep (pure noise) as the first sampling step, which
     matters at the few steps an interactive app uses (Lin et al. 2023).
     """
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler  # slow to import: when needed
+
     schedule = schedule or NoiseSchedule()
     common = dict(schedule.to_dict())
     if sampler == "ddpm":

@@ -45,17 +45,3 @@ def nearest(query, bank, k: int = 5) -> list[list[Neighbour]]:
 def clip_score(image_emb, text_emb) -> torch.Tensor:
     """Per pair: 100 * max(cosine, 0), the usual CLIP score (Hessel et al. 2021, without their w=2.5)."""
     return 100 * (unit(image_emb) * unit(text_emb)).sum(-1).clamp_min(0)
-
-
-def rank_by_clip_score(image_emb, text_emb) -> list[int]:
-    """Indices of images, best match to the one text embedding (D,) first: pick the best of N."""
-    text = unit(text_emb).reshape(1, -1).expand(len(image_emb), -1)
-    scores = clip_score(image_emb, text)
-    return scores.argsort(descending=True).tolist()
-
-
-def center(embeddings, mean=None) -> torch.Tensor:
-    """Subtract a modality's mean (its own, or the one given), then renormalise: closes the modality gap."""
-    e = unit(embeddings)
-    m = e.mean(0, keepdim=True) if mean is None else torch.as_tensor(mean).float().reshape(1, -1)
-    return unit(e - m)

@@ -2,9 +2,9 @@
 
 An Experiment says what it shows (a title and a short explanation written for this project's models) and
 carries one or more Runs. A Run is what one button does: optionally a Generate step first (its images and
-its recorded steps feed what follows), then one tab's settings. The app (ui.py) puts a Run's settings into
-the tabs' controls, switches to the Run's tab and runs that tab's own handler, so the attendee lands on a
-result they can keep playing with. Nothing here runs a model, so the tour can be read and checked without one.
+its recorded steps feed what follows), then one tab's settings. The app (clipdiff/app/tabs/tour.py) puts a Run's
+settings into the tabs' controls, switches to the Run's tab and runs that tab's own handler, so the attendee lands
+on a result they can keep playing with. Nothing here runs a model, so the tour can be read and checked without one.
 
 Every Run is sized to take a few seconds on a laptop CPU with the shipped models: DPM-Solver++ at 10-20 steps
 and a handful of images.
@@ -14,11 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, REFERENCE_PROMPTS, REFERENCE_WS
+from .pipeline import REFERENCE_PROMPTS, REFERENCE_WS
+from .sampling import Sampling
 
-STEPS = DEFAULT_STEPS  # a single-run image at the app's default sampler and steps: under a second
-SWEEP_STEPS = 10    # a 21-cell sweep is a 42-image U-Net batch per step
-PLAYBACK_STEPS = 20  # more recorded steps to scrub through
+# A single-run image at the app's defaults (Sampling()) takes under a second.
+SWEEP = Sampling(steps=10)         # a 21-cell sweep is a 42-image U-Net batch per step
+PLAYBACK_STEPS = 20                 # more recorded steps to scrub through
 
 DAISY, SUNFLOWER, ROSE = REFERENCE_PROMPTS
 LONG_PROMPT = (
@@ -36,10 +37,7 @@ class Generate:
     """The Generate tab: image k of each prompt uses seed + k, so every prompt starts from the same noise."""
     TAB: ClassVar[str] = "generate"
     prompts: tuple[str, ...]
-    w: float = DEFAULT_W
-    seed: int = 0
-    steps: int = STEPS
-    sampler: str = DEFAULT_SAMPLER
+    sampling: Sampling = Sampling()
     images_per_prompt: int = 1
 
 
@@ -51,13 +49,11 @@ class Playback:
 
 @dataclass(frozen=True)
 class Sweep:
-    """The Guidance sweep tab: rows are w, columns prompts, one seed for every cell."""
+    """The Guidance sweep tab: rows are w, columns prompts, one seed for every cell (the rows replace sampling.w)."""
     TAB: ClassVar[str] = "sweep"
     prompts: tuple[str, ...]
     ws: tuple[float, ...] = REFERENCE_WS
-    seed: int = 0
-    steps: int = SWEEP_STEPS
-    sampler: str = DEFAULT_SAMPLER
+    sampling: Sampling = SWEEP
 
 
 @dataclass(frozen=True)
@@ -78,29 +74,25 @@ class Map:
 
 
 @dataclass(frozen=True)
-class Interpolate:
-    """The Interpolate tab's slerp strip from prompt a to prompt b, one seed for every image."""
+class TwoPrompts:
+    """The Interpolate tab's two prompts, which its slerp and its mix share."""
     TAB: ClassVar[str] = "interpolate"
     a: str
     b: str
-    points: int = 6
-    w: float = DEFAULT_W
-    seed: int = 0
-    steps: int = STEPS
-    sampler: str = DEFAULT_SAMPLER
 
 
 @dataclass(frozen=True)
-class Mix:
-    """The Interpolate tab's weighted mix: a alone, (1 - weight) a + weight b, b alone, from one seed."""
-    TAB: ClassVar[str] = "interpolate"
-    a: str
-    b: str
+class Interpolate(TwoPrompts):
+    """The slerp strip from prompt a to prompt b, one seed for every image."""
+    points: int = 6
+    sampling: Sampling = Sampling()
+
+
+@dataclass(frozen=True)
+class Mix(TwoPrompts):
+    """The weighted mix: a alone, (1 - weight) a + weight b, b alone, from one seed."""
     weight: float = 0.5
-    w: float = DEFAULT_W
-    seed: int = 0
-    steps: int = STEPS
-    sampler: str = DEFAULT_SAMPLER
+    sampling: Sampling = Sampling()
 
 
 @dataclass(frozen=True)
@@ -108,10 +100,7 @@ class Vary:
     """The Interpolate tab's variations, from the first image of the Generate step before it."""
     TAB: ClassVar[str] = "interpolate"
     count: int = 4
-    w: float = DEFAULT_W
-    seed: int = 100
-    steps: int = STEPS
-    sampler: str = DEFAULT_SAMPLER
+    sampling: Sampling = Sampling(seed=100)
 
 
 NEEDS_GENERATED = (Playback, Similarity, Vary)
@@ -193,7 +182,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "right and watch the step where the conditional guess becomes a sunflower while the unconditional one "
         "lags behind (by the end all three agree: they are guesses from the same x_t). The plot marks the same moment as the rise in cosine between the prompt and CLIP's "
         "view of the guided x0.",
-        (run(generate=Generate((SUNFLOWER,), w=2.0, steps=PLAYBACK_STEPS), then=Playback()),)),
+        (run(generate=Generate((SUNFLOWER,), Sampling(w=2.0, steps=PLAYBACK_STEPS)), then=Playback()),)),
     Experiment(
         "dropout", "Context dropout: how one U-Net is also unconditional",
         "Guidance needs an unconditional model, and ours is the same U-Net: in training, 10% of samples had their "
@@ -203,7 +192,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "the learned-null model, but you can train the other with `python -m clipdiff train-unet --null-mode "
         "zero-mask --out runs/unet-zero --export checkpoints/unet-zero` and compare them with `python -m clipdiff "
         "eval-gen --unet checkpoints/unet --unet checkpoints/unet-zero`.",
-        (run("Compare w = -1 and w = 0", then=Sweep(REFERENCE_PROMPTS, (-1.0, 0.0), steps=STEPS)),)),
+        (run("Compare w = -1 and w = 0", then=Sweep(REFERENCE_PROMPTS, (-1.0, 0.0), Sampling())),)),
     Experiment(
         "slerp", "Interpolation: walking from one prompt to another",
         "Slerp walks along the sphere from the daisy prompt's embedding to the rose's, and every image starts from "
@@ -244,7 +233,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "like those captions land in familiar territory. Columns go from one word to a caption-style description, "
         "rows are w = 0 and w = 2, all from one seed: a description usually pins down colour and shape that a "
         "single word leaves to chance.",
-        (run("Compare three wordings", then=Sweep(("rose", ROSE, CAPTION_STYLE), (0.0, 2.0), steps=STEPS)),)),
+        (run("Compare three wordings", then=Sweep(("rose", ROSE, CAPTION_STYLE), (0.0, 2.0), Sampling())),)),
     Experiment(
         "debugging", "Debugging a bad result",
         "When a picture is wrong, ask three questions in order. *Does CLIP read the picture as your prompt?* The "
@@ -252,8 +241,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "shows one seed at several w. *When does it go wrong?* The playback shows the step where it commits.",
         (run("1. What CLIP sees", generate=Generate(("A black tulip in the snow",), images_per_prompt=2),
              then=Similarity(("A black tulip in the snow", "A red tulip", "A dark purple flower", "Snow"))),
-         run("2. Sweep w", then=Sweep(("A black tulip in the snow",), (-1.0, 0.0, 1.0, 2.0, 4.0), steps=STEPS)),
-         run("3. Watch it form", generate=Generate(("A black tulip in the snow",), steps=PLAYBACK_STEPS),
+         run("2. Sweep w", then=Sweep(("A black tulip in the snow",), (-1.0, 0.0, 1.0, 2.0, 4.0), Sampling())),
+         run("3. Watch it form", generate=Generate(("A black tulip in the snow",), Sampling(steps=PLAYBACK_STEPS)),
              then=Playback()))),
     Experiment(
         "cost", "Cost: steps and samplers against time and quality",
@@ -264,14 +253,12 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "levels, packed where little noise is left and the details are decided; at 10 steps it lands about three "
         "times closer to the exact solution than even spacing. The same seed and prompts every time; the status "
         "line gives the time and the best CLIP score.",
-        (run("DDPM, 10 steps", generate=Generate(REFERENCE_PROMPTS, sampler="ddpm", steps=10)),
-         run("DDPM, 50 steps", generate=Generate(REFERENCE_PROMPTS, sampler="ddpm", steps=50)),
-         run("DDIM, 10 steps", generate=Generate(REFERENCE_PROMPTS, sampler="ddim", steps=10)),
-         run("DPM-Solver++, even steps, 10", generate=Generate(REFERENCE_PROMPTS, sampler="dpmsolver", steps=10)),
-         run("DPM-Solver++, Karras steps, 10", generate=Generate(REFERENCE_PROMPTS, sampler="dpmsolver-karras",
-                                                                 steps=10)),
-         run("DPM-Solver++, Karras steps, 4", generate=Generate(REFERENCE_PROMPTS, sampler="dpmsolver-karras",
-                                                                steps=4)))),
+        tuple(run(label, generate=Generate(REFERENCE_PROMPTS, Sampling(sampler=sampler, steps=steps)))
+              for label, sampler, steps in (("DDPM, 10 steps", "ddpm", 10), ("DDPM, 50 steps", "ddpm", 50),
+                                            ("DDIM, 10 steps", "ddim", 10),
+                                            ("DPM-Solver++, even steps, 10", "dpmsolver", 10),
+                                            ("DPM-Solver++, Karras steps, 10", "dpmsolver-karras", 10),
+                                            ("DPM-Solver++, Karras steps, 4", "dpmsolver-karras", 4)))),
 )
 
 

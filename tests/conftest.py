@@ -1,57 +1,19 @@
-"""Tiny random models and data, made fresh for each test session: tests never need the shipped weights."""
+"""Fixtures over clipdiff.testing: tiny random models and data, made fresh for each test session (tests never need
+the shipped weights), the app's models and context over them, the live app, and its console's unhandled errors."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
-import open_clip
 import pytest
 import torch
-from PIL import Image
+
+from clipdiff.testing import make_image_folder, make_tiny_clip, make_tiny_unet, write_tiny_atlas
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
-
-TINY_CLIP_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 1, "layers": 1},
-}
-
-
-def make_tiny_clip(folder: Path, seed: int = 0) -> Path:
-    from clipdiff.train_clip import export_clip
-
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(**TINY_CLIP_CONFIG, output_dict=True)
-    open_clip.factory.set_model_preprocess_cfg(
-        model, {"size": 32, "mean": open_clip.OPENAI_DATASET_MEAN, "std": open_clip.OPENAI_DATASET_STD})
-    export_clip(model, TINY_CLIP_CONFIG, folder, {"note": "tiny random model for tests"})
-    return folder
-
-
-def tiny_unet_config(cond_dim: int = 32, **overrides):
-    from clipdiff.unet import UNetConfig
-
-    kwargs = dict(image_size=16, cond_dim=cond_dim, block_out_channels=(16, 32), layers_per_block=1,
-                  attention_levels=(False, True), attention_head_dim=8, norm_num_groups=8)
-    kwargs.update(overrides)
-    return UNetConfig(**kwargs)
-
-
-def make_tiny_unet(folder: Path, clip_identity: str, cond_dim: int = 32, seed: int = 0, **overrides) -> Path:
-    from clipdiff.diffusion import DiffusionConfig, save_diffusion
-    from clipdiff.unet import ConditionalUNet
-
-    torch.manual_seed(seed)
-    config = DiffusionConfig(unet=tiny_unet_config(cond_dim, **overrides), clip_identity=clip_identity,
-                             clip_embed_dim=cond_dim)
-    model = ConditionalUNet(config.unet)
-    with torch.no_grad():  # a random null embedding, so conditional and unconditional differ
-        model.null_embedding.normal_()
-    save_diffusion(model, config, folder)
-    return folder
+# One thread: the tiny models gain nothing from more, and when other work keeps the cores busy, OpenMP's waiting
+# threads made every U-Net call ~100x slower (benchmarks/README.md measures the same on the shipped models).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -71,37 +33,68 @@ def tiny_pipeline(tiny_clip_dir, tiny_unet_dir):
     return ClipDiffusionPipeline.load(tiny_unet_dir, clip=str(tiny_clip_dir), device="cpu")
 
 
-def make_image_folder(root: Path, classes=("red rose", "yellow daisy"), per_class: int = 6, size: int = 24) -> Path:
-    """A folder tree of class folders with simple coloured images: red for the first class, yellow next."""
-    colours = [(220, 30, 40), (240, 220, 40), (40, 60, 220), (30, 200, 60)]
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            arr = np.clip(rng.normal(0, 12, (size, size, 3)) + colours[c % len(colours)], 0, 255).astype(np.uint8)
-            Image.fromarray(arr).save(root / name / f"{i}.png")
-    return root
+@pytest.fixture(scope="session")
+def tiny_atlas_dir(tmp_path_factory, tiny_pipeline) -> Path:
+    return write_tiny_atlas(tmp_path_factory.mktemp("atlas"), tiny_pipeline.encoder)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_clip_dir, tiny_unet_dir, tiny_atlas_dir):
+    """The app's models over the tiny CLIP, U-Net and atlas, loaded once."""
+    pytest.importorskip("gradio")
+    from clipdiff.app.context import Models
+
+    models = Models.load(tiny_unet_dir, str(tiny_clip_dir), None, tiny_atlas_dir, "cpu")
+    assert models.problems == []
+    return models
+
+
+@pytest.fixture
+def ctx(tiny_models):
+    """What a handler gets first, as the app makes it, with a preview after every sampler step (so counts do
+    not depend on the machine's speed). Handlers are called with it directly, no server."""
+    from clipdiff.app.context import Context
+
+    return Context.create(tiny_models, preview_every_s=0)
+
+
+@pytest.fixture(scope="session")
+def live_app(tiny_models):
+    """The real app over the tiny models on a free loopback port, one model run at a time (as on a 2-core laptop),
+    a preview after every step. One for the whole session: every client is a session of its own."""
+    pytest.importorskip("gradio_client")
+    from clipdiff.testing.live import app_in_this_process
+
+    with app_in_this_process(tiny_models, concurrency=1, preview_every_s=0) as app:
+        yield app
+
+
+@pytest.fixture
+def server_errors(capfd):
+    """The unhandled errors the server printed during this test: Gradio prints a traceback for every failed
+    event, and clipdiff.testing.live.unhandled_in_log keeps those that were not clean refusals."""
+    from clipdiff.testing.live import unhandled_in_log
+
+    seen: list[str] = []
+
+    def unhandled() -> list[str]:
+        seen.extend(unhandled_in_log(capfd.readouterr().err))
+        return list(seen)
+    return unhandled
+
+
+@pytest.fixture
+def page():
+    """A headless Chromium page at 1280 x 1200; the test is skipped where Chromium or Playwright is missing."""
+    from clipdiff.testing.browser import CHROMIUM, chromium_page, have_chromium
+
+    if not have_chromium():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api")
+    with chromium_page() as page:
+        yield page
 
 
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     return make_image_folder(tmp_path / "images")
-
-
-def free_loopback_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch_app(models, concurrency: int = 1, max_queue: int = 8):
-    """The real app (clipdiff.ui.serve, with its defaults) in this process on a free loopback port.
-    Returns (demo, url); close with demo.close()."""
-    from clipdiff.ui import build_app, serve
-
-    demo = build_app(models, concurrency=concurrency)
-    port = free_loopback_port()
-    serve(demo, port=port, concurrency=concurrency, max_queue=max_queue, prevent_thread_lock=True, quiet=True)
-    return demo, f"http://127.0.0.1:{port}/"

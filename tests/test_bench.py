@@ -4,9 +4,7 @@ steps keep it quick even while other work shares the cores."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -15,39 +13,9 @@ from clipdiff.bench import KEYS, main
 pytest.importorskip("gradio_client")
 
 
-def write_pca_atlas(folder: Path, encoder, n_images: int = 12) -> Path:
-    """An atlas in the shipped format whose three views are all PCA: fitting UMAP would cost ~20 s here."""
-    from safetensors.numpy import save_file
-
-    from clipdiff.atlas import ARRAYS, META, METHODS
-    from clipdiff.similarity import unit
-
-    rng = np.random.default_rng(0)
-    labels = np.arange(n_images) % 3
-    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(n_images)]
-    texts = ["a rose", "a daisy", "a sunflower", "a red flower"]
-    image_emb, text_emb = encoder.encode_image(images).numpy(), encoder.encode_text(texts).numpy()
-    raw = np.concatenate([unit(image_emb).numpy(), unit(text_emb).numpy()])
-    mean = raw.mean(0)
-    _, _, vt = np.linalg.svd(raw - mean, full_matrices=False)
-    coords = ((raw - mean) @ vt[:2].T).astype(np.float32)
-    arrays = {"image_emb": image_emb.astype(np.float16), "text_emb": text_emb.astype(np.float16),
-              "labels": labels.astype(np.int32), "text_labels": np.array([0, 1, 2, -1], dtype=np.int32),
-              "image_mean": unit(image_emb).numpy().mean(0), "text_mean": unit(text_emb).numpy().mean(0),
-              "pca_mean": mean.astype(np.float32), "pca_components": vt[:2].astype(np.float32),
-              **{f"coords_{m}": coords for m in METHODS}}
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / ARRAYS))
-    (folder / META).write_text(json.dumps({"clip_identity": encoder.identity, "class_names": ["a", "b", "c"],
-                                           "sources": [f"{i}.jpg" for i in range(n_images)], "texts": texts,
-                                           "methods": list(METHODS)}))
-    return folder
-
-
-def test_bench_quick_writes_every_key(tmp_path, tiny_clip_dir, tiny_unet_dir, tiny_pipeline, capsys):
-    atlas = write_pca_atlas(tmp_path / "atlas", tiny_pipeline.encoder)
+def test_bench_quick_writes_every_key(tmp_path, tiny_clip_dir, tiny_unet_dir, tiny_atlas_dir, capsys):
     out = tmp_path / "bench.json"
-    assert main(["--quick", "--unet", str(tiny_unet_dir), "--clip", str(tiny_clip_dir), "--atlas", str(atlas),
+    assert main(["--quick", "--unet", str(tiny_unet_dir), "--clip", str(tiny_clip_dir), "--atlas", str(tiny_atlas_dir),
                  "--steps", "3", "--reference-steps", "2", "--threads", "1", "--json", str(out),
                  "--out", str(tmp_path / "grids")]) == 0
 
@@ -76,3 +44,20 @@ def test_bench_skipped_parts_are_null(tmp_path, tiny_clip_dir, tiny_unet_dir):
                "peak_rss_mb", "rss_growth_mb", "concurrent_p95_s", "concurrent_errors")
     assert all(result[k] is None for k in skipped)
     assert result["generate_4_s"] > 0 and result["playback_frame_ms"] > 0
+
+
+def test_the_core_figures_time_the_apps_own_streaming_loop(tiny_pipeline, monkeypatch):
+    """generate_once drives sampling.stream, the loop the app's handlers stream from, not a copy of it."""
+    from clipdiff import bench, sampling
+    from clipdiff.pipeline import images_per_prompt
+
+    calls = []
+
+    def watched_stream(progress, *args, **kwargs):
+        calls.append((args, kwargs))
+        return sampling.stream(progress, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "stream", watched_stream)
+    once = bench.generate_once(tiny_pipeline, images_per_prompt(["a rose"], 2.0, 0, 2), 3, "ddim")
+    assert calls == [((), {})], "once, at the app's own preview rate"
+    assert once["calls"] == 3 and len(once["records"]) == 3 and once["images"].shape == (2, 16, 16, 3)

@@ -17,8 +17,7 @@ from clipdiff.diffusion import DiffusionConfig, condition, load_diffusion, save_
 from clipdiff.pipeline import ClipDiffusionPipeline
 from clipdiff.sampling import run_to_end, sample_guided
 from clipdiff.unet import ConditionalUNet
-
-from conftest import make_tiny_unet, tiny_unet_config
+from clipdiff.testing import make_tiny_unet, tiny_unet_config
 
 MARKER_NAME = "pwned"
 

@@ -79,8 +79,26 @@ def test_images_differ_by_w_and_prompt_but_match_the_same_job(sample_out, tmp_pa
 
 def test_bad_arguments_are_refused(tmp_path, tiny_clip_dir, tiny_unet_dir):
     base = ["--unet", str(tiny_unet_dir), "--clip", str(tiny_clip_dir), "--device", "cpu", "--out", str(tmp_path)]
-    for bad in (["--prompt", "  "], ["--steps", "0"], ["--sampler", "euler"]):
+    for bad in (["--prompt", "  "], ["--steps", "0"], ["--steps", "401"], ["--sampler", "euler"], ["--w", "10.5"],
+                ["--seed", "-1"]):
         with pytest.raises(SystemExit) as err:
             cli_sample.main(base + bad)
         assert err.value.code == 2
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_the_cli_and_the_app_share_defaults_and_bounds(capsys):
+    """One home for each: clipdiff.sampling, which the app's limits name too."""
+    from clipdiff.app import limits
+    from clipdiff.sampling import Sampling
+
+    with pytest.raises(SystemExit):
+        cli_sample.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"{limits.STEPS_RANGE[0]} to {limits.STEPS_RANGE[1]}" in help_text and "-10 to 10" in help_text
+    with pytest.raises(SystemExit):
+        cli_sample.main(["--steps", "401"])
+    assert "steps must be between 1 and 400, not 401" in capsys.readouterr().err
+    default = Sampling()
+    assert (default.w, default.steps, default.sampler) == (limits.DEFAULT_W, limits.DEFAULT_STEPS,
+                                                           limits.DEFAULT_SAMPLER)

@@ -9,8 +9,7 @@ from PIL import Image
 
 from clipdiff import data as data_mod
 from clipdiff.data import concat, heldout_split, load_any, load_captions_jsonl, load_folder_tree
-
-from conftest import make_image_folder
+from clipdiff.testing import make_image_folder
 
 
 def write_captions(root, rows):

@@ -7,11 +7,11 @@ import torch
 
 from clipdiff import sampling
 from clipdiff.pipeline import Job
-from clipdiff.sampling import MAX_RECORDS, record_stride, run_to_end, sample_guided, to_uint8
+from clipdiff.sampling import (MAX_RECORDS, STEPS_RANGE, W_RANGE, Sampling, from_uint8, record_stride, run_to_end,
+                               sample_guided, stream, to_uint8)
 from clipdiff.schedulers import SAMPLERS, NoiseSchedule, make_scheduler, predicted_x0
+from clipdiff.testing import tiny_unet_config
 from clipdiff.unet import ConditionalUNet
-
-from conftest import tiny_unet_config
 
 STEPS = 4
 
@@ -56,6 +56,21 @@ def test_to_uint8_maps_range_and_layout():
     out = to_uint8(x)
     assert out.shape == (1, 1, 4, 3)
     assert out[0, 0, :, 0].tolist() == [0, 128, 255, 255]
+
+
+def test_from_uint8_undoes_to_uint8():
+    frames = np.random.default_rng(0).integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)
+    x = from_uint8(frames)
+    assert x.shape == (2, 3, 5, 4) and x.min() >= -1 and x.max() <= 1
+    assert np.array_equal(to_uint8(x), frames)
+
+
+def test_sampling_settings_say_what_lies_outside_their_bounds():
+    assert Sampling().problems() == [] and Sampling().steps in range(STEPS_RANGE[0], STEPS_RANGE[1] + 1)
+    assert Sampling(w=W_RANGE[1] + 1, steps=0, sampler="euler", seed=-1).problems() == [
+        "w must be between -10 and 10, not 11", "steps must be between 1 and 400, not 0",
+        "sampler must be one of ddpm, ddim, dpmsolver, dpmsolver-karras, not 'euler'",
+        "seed must be between 0 and 2147483647, not -1"]
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -353,3 +368,16 @@ def test_ddpm_step_noise_is_not_another_seeds_initial_noise(model, cond, monkeyp
     for noise in drawn:
         for start in starts:
             assert not torch.allclose(noise[0], start)
+
+
+def test_stream_throttles_previews_and_always_ends_with_the_final_images(tiny_pipeline):
+    from clipdiff.pipeline import images_per_prompt
+
+    jobs = images_per_prompt(["a red rose", "a white daisy"], 2.0, 0, 3)
+    every = list(stream(tiny_pipeline.run(jobs, 5, "ddim", record_every=1), preview_every_s=0))
+    assert [(f.step, f.done) for f in every] == [(1, False), (2, False), (3, False), (4, False), (5, True)]
+    assert all(f.records is None for f in every[:-1]) and len(every[-1].records) == 5
+    few = list(stream(tiny_pipeline.run(jobs, 5, "ddim", record_every=1), preview_every_s=1e9))
+    assert [(f.step, f.done) for f in few] == [(1, False), (5, True)], "only the first step's preview"
+    assert few[-1].images.shape == (6, 16, 16, 3) and len(few[-1].records) == 5, "every step still recorded"
+    assert np.array_equal(few[-1].images, every[-1].images)

@@ -1,28 +1,30 @@
-"""The tour's experiments are data: every setting a tour button puts into the app is one the app accepts as is."""
+"""The tour's experiments are data: every setting a tour button puts into the app is one the app accepts as is;
+and the Tour tab turns each into the other tabs' own handlers, in order."""
 from __future__ import annotations
 
 import pytest
 
 from clipdiff import tour
+from clipdiff.app.limits import (INTERPOLATION_POINTS, MAX_IMAGE_STEPS, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS,
+                                 MAX_SIMILARITY_TEXTS, MAX_SWEEP_PROMPTS, MAX_SWEEP_WS, MAX_TEXT_CHARS, W_RANGE)
 from clipdiff.atlas import METHODS
-from clipdiff.schedulers import SAMPLERS
-from clipdiff.ui import (INTERPOLATION_POINTS, MAX_IMAGE_STEPS, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS, MAX_SIMILARITY_TEXTS,
-                         MAX_STEPS, MAX_SWEEP_PROMPTS, MAX_SWEEP_WS, MAX_TEXT_CHARS, SEED_MAX, W_LIMIT, clean_line)
+from clipdiff.sampling import Sampling
 
 TABS = {"generate", "sweep", "playback", "similarity", "map", "interpolate"}   # the app's tab ids besides "tour"
 RUNS = tour.runs()
 
 
 def check_prompts(prompts, limit: int) -> None:
+    from clipdiff.app.inputs import clean_line
+
     assert 1 <= len(prompts) <= limit
     for p in prompts:
         assert p == clean_line(p) and p and len(p) <= MAX_TEXT_CHARS, "a prompt the app would change or refuse"
 
 
-def check_sampling(s, images: int) -> None:
+def check_sampling(s: Sampling, images: int) -> None:
     """w, seed, steps and sampler as the app takes them, within the per-run work budget, and quick."""
-    assert -W_LIMIT <= s.w <= W_LIMIT and 0 <= s.seed <= SEED_MAX
-    assert s.sampler in SAMPLERS and 1 <= s.steps <= MAX_STEPS
+    assert s.problems() == []
     assert images * s.steps <= MAX_IMAGE_STEPS, "the app would lower the steps"
     assert images * s.steps <= 250, "a tour run must take seconds, not minutes"
 
@@ -50,13 +52,12 @@ def test_every_run_is_valid_for_the_app(experiment, index, run):
     if g is not None:
         check_prompts(g.prompts, MAX_PROMPTS)
         assert 1 <= g.images_per_prompt <= MAX_IMAGES_PER_PROMPT
-        check_sampling(g, len(g.prompts) * g.images_per_prompt)
+        check_sampling(g.sampling, len(g.prompts) * g.images_per_prompt)
     if isinstance(then, tour.Sweep):
         check_prompts(then.prompts, MAX_SWEEP_PROMPTS)
         assert 1 <= len(then.ws) <= MAX_SWEEP_WS and len(set(then.ws)) == len(then.ws)
-        assert all(-W_LIMIT <= x <= W_LIMIT for x in then.ws)
-        check_sampling(tour.Generate(then.prompts, then.ws[0], then.seed, then.steps, then.sampler),
-                       len(then.prompts) * len(then.ws))
+        assert all(W_RANGE[0] <= x <= W_RANGE[1] for x in then.ws)
+        check_sampling(then.sampling, len(then.prompts) * len(then.ws))
     elif isinstance(then, tour.Similarity):
         check_prompts(then.texts, MAX_SIMILARITY_TEXTS)
         assert then.softmax_over in ("texts", "images")
@@ -66,14 +67,14 @@ def test_every_run_is_valid_for_the_app(experiment, index, run):
     elif isinstance(then, tour.Interpolate):
         check_prompts((then.a, then.b), 2)
         assert INTERPOLATION_POINTS[0] <= then.points <= INTERPOLATION_POINTS[1]
-        check_sampling(then, then.points)
+        check_sampling(then.sampling, then.points)
     elif isinstance(then, tour.Mix):
         check_prompts((then.a, then.b), 2)
         assert 0 <= then.weight <= 1
-        check_sampling(then, 3)
+        check_sampling(then.sampling, 3)
     elif isinstance(then, tour.Vary):
         assert 1 <= then.count <= MAX_IMAGES_PER_PROMPT
-        check_sampling(then, then.count)
+        check_sampling(then.sampling, then.count)
 
 
 def test_the_token_experiment_really_truncates(tiny_pipeline):
@@ -87,3 +88,43 @@ def test_a_run_that_reads_generated_images_must_generate_first():
         tour.Run("x", then=tour.Similarity(("a rose",)))
     with pytest.raises(ValueError):
         tour.Run("nothing")
+
+
+# -- the Tour tab: a loop over the other tabs -----------------------------------------------------------------------
+FOLLOWS = {tour.Sweep: ["run_sweep"], tour.Playback: [], tour.Similarity: ["similarity"], tour.Map: ["embed_map"],
+           tour.Interpolate: ["interpolate"], tour.Mix: ["mix_prompts"], tour.Vary: ["first_generated_image", "vary"],
+           type(None): []}
+
+
+@pytest.fixture(scope="module")
+def tabs(tiny_models):
+    """Every tab built, as build_app builds them."""
+    gr = pytest.importorskip("gradio")
+    from clipdiff.app.blocks import TABS
+    from clipdiff.app.context import Context
+    from clipdiff.app.session import last_run_state
+    from clipdiff.app.tabs import playback
+    from clipdiff.app.wiring import Shared
+
+    ctx = Context.create(tiny_models)
+    with gr.Blocks() as demo:
+        last_run = last_run_state(60)
+        with gr.Tabs() as switcher:
+            pages = {tab: tab.build(ctx) for tab in TABS}
+    shared = Shared(demo, switcher, last_run, [playback.show_call(ctx, pages[playback], last_run)])
+    return ctx, shared, pages
+
+
+@pytest.mark.parametrize("experiment, index, run", RUNS, ids=[f"{e.id}-{i}" for e, i, _ in RUNS])
+def test_a_tour_button_runs_the_tabs_own_handlers_generate_first(tabs, experiment, index, run):
+    from clipdiff.app.tabs import generate
+    from clipdiff.app.tabs.tour import plan
+
+    ctx, shared, pages = tabs
+    values, calls = plan(ctx, run, shared, pages)
+    expected = (["generate", "show_playback"] if run.generate else []) + FOLLOWS[type(run.then)]
+    assert [call.fn.__name__ for call in calls] == expected
+    if run.generate is not None:
+        assert values[pages[generate].prompts] == "\n".join(run.generate.prompts)
+        assert calls[0].inputs == pages[generate].controls, "the Generate button's own inputs"
+    assert all(call.group["concurrency_id"] == "model" for call in calls if call.fn.__name__ != "first_generated_image")

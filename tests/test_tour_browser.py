@@ -3,10 +3,6 @@ from __future__ import annotations
 
 from clipdiff import tour
 
-# The browser, the app and its fixtures are test_browser's (it skips when Chromium is absent, and so do we).
-from test_browser import app_url, page  # noqa: E402,F401
-from test_app import tiny_atlas_dir  # noqa: E402,F401  (the atlas fixture is shared)
-
 TAB_NAMES = {"generate": "Generate", "sweep": "Guidance sweep", "playback": "Denoising playback",
              "similarity": "Similarity", "map": "Embedding map", "interpolate": "Interpolate and vary"}
 RESULTS = {"generate": "#gallery", "sweep": "#sweep-grid", "playback": "#pb-frame", "similarity": "#similarity-plot",
@@ -23,8 +19,8 @@ def result_of(run: tour.Run) -> str:
     return RESULTS.get(type(run.then)) or RESULTS[run.tab]
 
 
-def test_every_tour_button_lands_on_a_rendered_result(app_url, page, tmp_path):
-    page.goto(app_url)
+def test_every_tour_button_lands_on_a_rendered_result(live_app, page, tmp_path):
+    page.goto(live_app.url)
     tour_tab = page.get_by_role("tab", name="Tour")
     assert tour_tab.get_attribute("aria-selected") == "true", "the tour is what a newcomer sees first"
     errors = []

@@ -18,8 +18,7 @@ from clipdiff.embed import EmbeddingTable
 from clipdiff.encoders import ClipEncoder
 from clipdiff.pipeline import ClipDiffusionPipeline, Job
 from clipdiff.training import LossLog, add_defaults_to_parser, batch_indices, lr_factor
-
-from conftest import make_image_folder
+from clipdiff.testing import make_image_folder
 
 CLIP_ARGS = ["--image-size", "32", "--patch-size", "8", "--vision-width", "64", "--vision-layers", "1",
              "--text-width", "32", "--text-layers", "1", "--embed-dim", "32", "--batch-size", "8", "--n-heldout", "2"]

@@ -1,0 +1,42 @@
+"""The app: one gr.Blocks holding the tabs, and how it is served (safe defaults: local only, capped uploads)."""
+from __future__ import annotations
+
+import gradio as gr
+
+from .context import Context, Models
+from .limits import MAX_UPLOAD_SIZE, MODEL_CONCURRENCY, OUTPUT_MAX_AGE_S, PREVIEW_EVERY_S, QUEUE_SIZE, SESSION_TTL_S
+from .session import last_run_state
+from .tabs import embed_map, generate, interpolate, playback, similarity, sweep, tour
+from .wiring import Shared
+
+TABS = (generate, sweep, playback, similarity, embed_map, interpolate)   # after the Tour, in this order
+CSS = ".pixelated img, .pixelated canvas { image-rendering: pixelated; }"
+TITLE = "# clipdiff: CLIP-conditioned diffusion you can watch\n"
+
+
+def build_app(models: Models, concurrency: int = MODEL_CONCURRENCY, preview_every_s: float = PREVIEW_EVERY_S,
+              session_ttl_s: float = SESSION_TTL_S) -> gr.Blocks:
+    """preview_every_s: at most one streamed preview this often while sampling (0: after every step)."""
+    ctx = Context.create(models, concurrency, preview_every_s, session_ttl_s)
+    with gr.Blocks(title="clipdiff", analytics_enabled=False, delete_cache=(1800, OUTPUT_MAX_AGE_S)) as demo:
+        gr.Markdown(TITLE + models.status_markdown(), elem_id="model-status")
+        last_run = last_run_state(ctx.session_ttl_s)
+        with gr.Tabs() as tab_switcher:
+            tour_page = tour.build()
+            pages = {tab: tab.build(ctx) for tab in TABS}
+        shared = Shared(demo, tab_switcher, last_run, [playback.show_call(ctx, pages[playback], last_run)])
+        for tab, page in pages.items():
+            tab.wire(ctx, page, shared)
+        tour.wire(ctx, tour_page, shared, pages)
+    return demo
+
+
+def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+          concurrency: int = MODEL_CONCURRENCY, max_queue: int = QUEUE_SIZE, prevent_thread_lock: bool = False,
+          quiet: bool = False, auth: list[tuple[str, str]] | None = None):
+    """Queue, then launch with the safe defaults: local only, no share link, capped uploads, no extras.
+    auth: (user, password) logins that the page and the API ask for (None: no login)."""
+    demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
+    return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_SIZE,
+                       show_error=True, ssr_mode=False, mcp_server=False, enable_monitoring=False, pwa=False,
+                       prevent_thread_lock=prevent_thread_lock, quiet=quiet, css=CSS, auth=auth)

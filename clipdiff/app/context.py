@@ -1,0 +1,143 @@
+"""What every handler gets first (`ctx`): the models the app serves, the folder its files go to, how it runs."""
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+
+from ..atlas import Atlas
+from ..checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR, CheckpointError
+from ..diffusion import load_diffusion
+from ..encoders import ClipEncoder, ClipWeightsMissing
+from ..pipeline import ClipDiffusionPipeline, model_id_of
+from .limits import LIGHT_CONCURRENCY, MODEL_CONCURRENCY, OUTPUT_MAX_AGE_S, PREVIEW_EVERY_S, SESSION_TTL_S
+
+TRAIN_HINT = "get the shipped models with `python -m clipdiff train-default`"
+LIGHT_GROUP = {"concurrency_id": "light", "concurrency_limit": LIGHT_CONCURRENCY}
+
+
+@dataclass
+class Models:
+    """What the app serves. Each part may be missing; `problems` says what and how to get it, in words."""
+    encoder: ClipEncoder | None = None
+    pipeline: ClipDiffusionPipeline | None = None
+    atlas: Atlas | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, unet: str | Path = DEFAULT_UNET_DIR, clip: str = "default", clip_pretrained: str | None = None,
+             atlas: str | Path | None = DEFAULT_ATLAS_DIR, device: str = "auto") -> "Models":
+        models = cls()
+        try:
+            models.encoder = ClipEncoder.load(clip, clip_pretrained, device)
+        except (ClipWeightsMissing, CheckpointError, OSError, ValueError, RuntimeError) as e:
+            models.problems.append(problem("CLIP model", e, "--clip DIR"))
+        if models.encoder is not None:
+            try:
+                model, config = load_diffusion(Path(unet), models.encoder.device)
+                models.pipeline = ClipDiffusionPipeline(models.encoder, model, config, model_id_of(Path(unet)))
+            except (CheckpointError, OSError, ValueError, RuntimeError) as e:
+                models.problems.append(problem("diffusion model", e, "--unet DIR"))
+        if atlas is not None:
+            try:
+                models.atlas = Atlas.load(atlas)
+            except (CheckpointError, OSError, ValueError, KeyError) as e:
+                models.problems.append(problem("embedding atlas", e, "--atlas DIR"))
+        models._check_atlas_fits()
+        return models
+
+    def _check_atlas_fits(self) -> None:
+        if self.atlas is None or self.encoder is None:
+            return
+        if self.atlas.image_emb.shape[1] != self.encoder.embed_dim:
+            self.problems.append(f"The atlas holds {self.atlas.image_emb.shape[1]}-d embeddings of "
+                                 f"{self.atlas.clip_identity}, but the loaded CLIP gives {self.encoder.embed_dim}-d "
+                                 "ones; the map is off. Pass --atlas for an atlas built with this CLIP.")
+            self.atlas = None
+
+    def need_encoder(self) -> ClipEncoder:
+        if self.encoder is None:
+            raise gr.Error(self.missing("CLIP model"))
+        return self.encoder
+
+    def need_pipeline(self) -> ClipDiffusionPipeline:
+        if self.pipeline is None:
+            raise gr.Error(self.missing("diffusion model"))
+        return self.pipeline
+
+    def need_atlas(self) -> Atlas:
+        if self.atlas is None:
+            raise gr.Error(self.missing("embedding atlas"))
+        return self.atlas
+
+    def missing(self, what: str) -> str:
+        return f"The {what} is not loaded. " + " ".join(self.problems) if self.problems else \
+            f"The {what} is not loaded; {TRAIN_HINT}."
+
+    def status_markdown(self) -> str:
+        if not self.problems:
+            parts = [f"diffusion model `{self.pipeline.model_id}`", f"CLIP `{self.encoder.identity}`"]
+            if self.atlas is not None:
+                parts.append(f"atlas of {len(self.atlas.image_emb):,} images")
+            return "Loaded: " + ", ".join(parts) + "."
+        return "**Something is missing; the rest of the app still works.**\n\n" + \
+            "\n".join(f"- {p}" for p in self.problems)
+
+
+def problem(what: str, error: Exception, flag: str) -> str:
+    """A load failure in words: what is missing, why, and how to get it."""
+    message = str(error).rstrip(".")
+    hint = "" if "train-default" in message else f"; {TRAIN_HINT}"
+    return f"No {what}: {message}{hint} (or pass {flag})."
+
+
+class OutputFolder:
+    """PNGs and GIFs for the browser, named by random ids (never by user text), pruned after an hour."""
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="clipdiff-app-"))
+        self._last_prune = 0.0
+        atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
+
+    def path(self, suffix: str) -> Path:
+        self._prune()
+        return self.folder / f"{uuid.uuid4().hex}{suffix}"
+
+    def _prune(self) -> None:
+        now = time.time()
+        if now - self._last_prune < 60:
+            return
+        self._last_prune = now
+        for f in self.folder.iterdir():
+            try:
+                if now - f.stat().st_mtime > OUTPUT_MAX_AGE_S:
+                    f.unlink()
+            except OSError:
+                pass
+
+
+@dataclass
+class Context:
+    """The app as its handlers see it. preview_every_s: at most one streamed preview this often while sampling
+    (0: after every step); session_ttl_s: how long a session keeps its last run."""
+    models: Models
+    outputs: OutputFolder
+    concurrency: int = MODEL_CONCURRENCY
+    preview_every_s: float = PREVIEW_EVERY_S
+    session_ttl_s: float = SESSION_TTL_S
+
+    @classmethod
+    def create(cls, models: Models, concurrency: int = MODEL_CONCURRENCY, preview_every_s: float = PREVIEW_EVERY_S,
+               session_ttl_s: float = SESSION_TTL_S) -> "Context":
+        return cls(models, OutputFolder(), concurrency, preview_every_s, session_ttl_s)
+
+    @property
+    def model_group(self) -> dict:
+        """Anything that runs a model waits in one queue group, `concurrency` runs at once."""
+        return {"concurrency_id": "model", "concurrency_limit": self.concurrency}

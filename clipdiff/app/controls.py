@@ -1,0 +1,51 @@
+"""The sampling controls (w, steps, sampler, seed), built one way for every tab from the core's defaults and
+bounds, and filled from a Sampling."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from ..sampling import Sampling
+from .limits import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, SAMPLERS, STEPS_RANGE, W_RANGE
+
+SAMPLER_INFO = ("ddpm: the reference's stochastic sampler, wants hundreds of steps; ddim: deterministic; dpmsolver: "
+                "DPM-Solver++ (2nd order), evenly spaced steps; dpmsolver-karras: the same, steps packed at low noise")
+
+
+def w_slider(label: str = "w", **options) -> gr.Slider:
+    return gr.Slider(*W_RANGE, value=DEFAULT_W, step=0.25, label=label, **options)
+
+
+def steps_slider() -> gr.Slider:
+    return gr.Slider(*STEPS_RANGE, value=DEFAULT_STEPS, step=1, label="steps")
+
+
+def sampler_radio() -> gr.Radio:
+    return gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="sampler", info=SAMPLER_INFO)
+
+
+def seed_number(label: str = "seed", **options) -> gr.Number:
+    return gr.Number(0, precision=0, label=label, **options)
+
+
+@dataclass
+class SamplingControls:
+    """One tab's controls of a Sampling; w is None where the tab has none (the sweep's rows are its w values)."""
+    w: gr.Slider | None
+    seed: gr.Number
+    steps: gr.Slider
+    sampler: gr.Radio
+
+    @classmethod
+    def build(cls, with_w: bool = True, seed_label: str = "seed") -> "SamplingControls":
+        """w, seed, steps and sampler, in that order, in the current row or column."""
+        w = w_slider() if with_w else None
+        return cls(w, seed_number(seed_label), steps_slider(), sampler_radio())
+
+    def fill(self, s: Sampling) -> dict:
+        """What a tour run puts into these controls."""
+        values = {self.seed: s.seed, self.steps: s.steps, self.sampler: s.sampler}
+        if self.w is not None:
+            values[self.w] = s.w
+        return values

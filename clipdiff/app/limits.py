@@ -1,0 +1,38 @@
+"""Every bound and default the app holds a request to, and its own timings. Gradio-free: the checks (inputs.py),
+the controls (tabs/), app.py's flags and the tests read them here. The sampling settings' own defaults and bounds
+(w, steps, sampler, seed) are the core's, shared with the CLI (clipdiff.sampling); they are named here too, so
+this file lists everything the app enforces."""
+from ..sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, PREVIEW_EVERY_S, SEED_RANGE,  # noqa: F401
+                        STEPS_RANGE, W_RANGE)
+from ..schedulers import SAMPLERS  # noqa: F401
+
+# -- what one request may ask for: everything from the browser or the API is clamped to these -------------------
+MAX_TEXT_CHARS = 10_000          # a prompt box longer than this is rejected, not truncated
+MAX_PROMPTS = 8                  # prompts per run (one per line)
+MAX_IMAGES_PER_PROMPT = 8
+IMAGES_PER_PROMPT = 2            # the control's start; a request that sends none gets one image
+MAX_BATCH = 16                   # images sampled together in one run
+MAX_SWEEP_PROMPTS = 4
+MAX_SWEEP_WS = 9
+MAX_IMAGE_STEPS = 1600           # images x steps per run: one attendee's run must not hold the room for long
+INTERPOLATION_POINTS = (2, 12)
+INTERPOLATION_POINTS_DEFAULT = 6
+VARIATIONS_DEFAULT = 4
+MIX_WEIGHT_DEFAULT = 0.5
+MAX_SIMILARITY_TEXTS = 32
+NEAREST_CAPTIONS = 5
+MAX_UPLOADS = 16
+MAX_UPLOAD_SIZE = "10mb"
+MAX_IMAGE_PIXELS = 40_000_000    # refuse to decode bigger pictures (decompression bombs)
+
+# -- how the app runs -----------------------------------------------------------------------------------------
+MODEL_CONCURRENCY = 1            # model runs at once (app.py --concurrency); others wait in the queue
+QUEUE_SIZE = 16                  # waiting requests before "queue is full" (app.py --max-queue)
+LIGHT_CONCURRENCY = 4            # cheap handlers at once, beside the model runs
+# A session's last run (its frames for playback) is dropped 30 minutes after it was made, or an hour after the
+# browser tab closed (Gradio's fixed grace period for reopening), whichever Gradio sees first.
+SESSION_TTL_S = 1800
+OUTPUT_MAX_AGE_S = 3600          # our PNGs and GIFs on disk
+PLAY_FRAME_S = 0.15              # the playback's Play button: seconds per recorded step
+PREVIEW_SCALE = 4                # pixels per image pixel in small galleries (ranking, what CLIP sees)
+STREAM_SCALE = 2                 # preview pixels per image pixel while sampling (the final PNGs are full size)

@@ -1,0 +1,70 @@
+"""A sampling run as the tabs show it: streamed previews while it samples, then PNGs that carry their parameters,
+each with its CLIP score against what conditioned it."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from ..images import labelled_grid, save_png, to_pil
+from ..pipeline import ClipDiffusionPipeline, Job
+from ..sampling import Frames, Sampling, from_uint8, stream
+from ..similarity import clip_score
+from .context import Context
+from .limits import STREAM_SCALE
+
+
+def sample(ctx: Context, pipe: ClipDiffusionPipeline, jobs: list[Job], s: Sampling,
+           record: bool = False) -> Iterator[Frames]:
+    """The run as the app streams it: previews at most every ctx.preview_every_s, then the final images (with
+    every step recorded for playback when record)."""
+    return stream(pipe.run(jobs, s.steps, s.sampler, record_every=1 if record else 0), ctx.preview_every_s)
+
+
+def strip(ctx: Context, pipe: ClipDiffusionPipeline, jobs: list[Job], s: Sampling,
+          labels: list[str]) -> Iterator[tuple[Image.Image, str | None]]:
+    """The run as one labelled row of images: yields (strip, "step k of n") while sampling, then (strip, None)."""
+    for frames in sample(ctx, pipe, jobs, s):
+        row = labelled_grid(frames.images, rows=1, cols=len(jobs), col_labels=labels)
+        yield row, None if frames.done else f"step {frames.step} of {frames.total}"
+
+
+def preview_grid(frames: np.ndarray, cols: int | None = None, scale: int = STREAM_SCALE, pad: int = 2) -> np.ndarray:
+    """All of a run's frames (N, H, W, 3) as one small picture, row-major, white gaps: one file per preview."""
+    n, h, w, _ = frames.shape
+    cols = cols or min(n, 4)
+    rows = -(-n // cols)
+    big = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    ch, cw = h * scale, w * scale
+    canvas = np.full((rows * (ch + pad) - pad, cols * (cw + pad) - pad, 3), 255, dtype=np.uint8)
+    for k in range(n):
+        r, c = divmod(k, cols)
+        canvas[r * (ch + pad):r * (ch + pad) + ch, c * (cw + pad):c * (cw + pad) + cw] = big[k]
+    return canvas
+
+
+def preview_gallery(frames: Frames) -> list:
+    """The gallery while sampling: one picture holding every image's current x0 (row-major, as the final PNGs)."""
+    return [(preview_grid(frames.images),
+             f"step {frames.step} of {frames.total}: the {len(frames.images)} image(s) as they look now")]
+
+
+def clip_scores(pipe: ClipDiffusionPipeline, images: np.ndarray, jobs: list[Job]) -> list[float]:
+    image_emb = pipe.encoder.encode_image(from_uint8(images))
+    return clip_score(image_emb, pipe.conditions(jobs)).tolist()
+
+
+def save_results(ctx: Context, pipe: ClipDiffusionPipeline, images: np.ndarray, jobs: list[Job],
+                 s: Sampling) -> tuple[list, list[dict], list[float]]:
+    """The final images as PNGs in the output folder, each carrying its parameters and its CLIP score:
+    (gallery of (path, caption), parameters, scores)."""
+    scores = clip_scores(pipe, images, jobs)
+    gallery, params = [], []
+    for image, job, score in zip(images, jobs, scores):
+        p = pipe.parameters_of(job, s.steps, s.sampler)
+        p["clip_score"] = round(score, 2)
+        path = save_png(to_pil(image), ctx.outputs.path(".png"), p)
+        gallery.append((str(path), f"{job.prompt} | w {job.w:g} | seed {job.seed} | CLIP score {score:.1f}"))
+        params.append(p)
+    return gallery, params, scores

@@ -1,0 +1,207 @@
+"""The Generate tab: prompts and their tokens (live), the sampling controls, previews while sampling, PNGs that carry
+their parameters and load back into the controls."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+
+from ... import tour
+from ...pipeline import REFERENCE_PROMPTS, images_per_prompt
+from ...playback import PlaybackRun
+from ..context import Context
+from ..controls import SamplingControls, sampler_radio, seed_number, steps_slider, w_slider
+from ..errors import answers_clearly
+from ..inputs import Checked, clean_line, png_parameters, shorten
+from ..limits import (DEFAULT_SAMPLER, IMAGES_PER_PROMPT, MAX_BATCH, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS,
+                      MAX_TEXT_CHARS, SAMPLERS, SEED_RANGE)
+from ..runs import preview_gallery, sample, save_results
+from ..session import LastRun
+from ..wiring import PRIVATE, Call, Shared, bind
+
+TAKES = (tour.Generate,)
+
+
+# -- handlers ------------------------------------------------------------------------------------------------------
+@answers_clearly
+def show_tokens(ctx: Context, text):
+    """The tokens each prompt becomes, and a warning for any prompt longer than the context."""
+    encoder = ctx.models.encoder
+    if encoder is None:
+        return [], ctx.models.missing("CLIP model")
+    if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
+        return [], f"**Too long:** {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}."
+    text = text if isinstance(text, str) else ""
+    lines = [clean_line(line) for line in text.splitlines()]
+    lines = [line for line in lines if line][:MAX_PROMPTS]
+    pieces, summary = [], []
+    for n, line in enumerate(lines, start=1):
+        view = encoder.tokenize(line)
+        pieces += [(p, "ab"[i % 2]) for i, p in enumerate(view.pieces)] + [("\n", None)]
+        summary.append(f"Prompt {n}: **{view.count} / {view.context_length}** tokens; ids "
+                       f"`{' '.join(map(str, view.ids))}`")
+        if view.truncated:
+            kept = view.kept_text.replace("`", "'")
+            summary.append(f"  - **Warning: truncated.** Only the first {view.context_length} tokens "
+                           f"reach the model; it reads: `{kept}`")
+    return pieces, "\n".join(f"- {s}" if not s.startswith("  ") else s for s in summary) or "No prompt yet."
+
+
+def random_seed() -> int:
+    return random.randint(*SEED_RANGE)
+
+
+@answers_clearly
+def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images):
+    """Stream previews of the guided x0 while sampling, then the final PNGs (parameters inside), and keep the run
+    (images, parameters, recorded steps) as the session's last run."""
+    pipe = ctx.models.need_pipeline()
+    checked = Checked()
+    prompts = checked.lines(prompts_text, MAX_PROMPTS)
+    s = checked.sampling(w, seed, steps, sampler)
+    n = checked.number(n_images, "number of images", 1, MAX_IMAGES_PER_PROMPT, integer=True, default=1)
+    if n * len(prompts) > MAX_BATCH:
+        n = max(1, MAX_BATCH // len(prompts))
+        checked.warn(f"At most {MAX_BATCH} images per run: making {n} per prompt.")
+    for p in prompts:
+        view = pipe.encoder.tokenize(p)
+        if view.truncated:
+            checked.warn(f"Prompt truncated to {view.context_length} tokens: {view.kept_text[:60]!r}...")
+    jobs = images_per_prompt(prompts, s.w, s.seed, n)
+    s = checked.budget(s, len(jobs))
+    labels = [f"{shorten(j.prompt)} (seed {j.seed})" for j in jobs]
+    started = time.perf_counter()
+    for frames in sample(ctx, pipe, jobs, s, record=True):
+        if not frames.done:
+            status = checked.status(f"Sampling: step {frames.step} of {frames.total}")
+            yield preview_gallery(frames), status, s.seed, gr.skip()
+            continue
+        gallery, params, scores = save_results(ctx, pipe, frames.images, jobs, s)
+        run = LastRun(frames.images, labels, params, scores, PlaybackRun(labels, list(frames.records)),
+                      pipe.conditions(jobs))
+        best = int(np.argmax(scores))
+        yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {s.seed}, {s.steps} {s.sampler} steps "
+                                      f"in {time.perf_counter() - started:.1f} s. "
+                                      f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])})."), s.seed, run
+
+
+@answers_clearly
+def load_params(file):
+    """Fill the Generate controls from a PNG that clipdiff made (its parameters ride in PNG text)."""
+    if file is None:
+        return [gr.skip()] * 6
+    return parameters_to_controls(png_parameters(file), Checked())
+
+
+def parameters_to_controls(params: dict, checked: Checked):
+    """A PNG's parameters as the Generate controls' values, checked like any request (a PNG can carry anything)."""
+    prompt = checked.lines(str(params.get("prompt", "")), 1)[0]
+    w = checked.w(params.get("w"))
+    steps = checked.steps(params.get("steps"))
+    sampler = params.get("sampler") if params.get("sampler") in SAMPLERS else DEFAULT_SAMPLER
+    seed = checked.number(params.get("seed"), "seed", *SEED_RANGE, integer=True, default=0)
+    gr.Info(f"Loaded the parameters of {prompt[:40]!r}, seed {seed}.")
+    return prompt, w, steps, sampler, seed, 1
+
+
+def remember_selection(evt: gr.SelectData):
+    return evt.index if isinstance(evt.index, int) else None
+
+
+@answers_clearly
+def reuse_selected(run, index):
+    if not isinstance(run, LastRun) or not isinstance(index, int) or not 0 <= index < len(run.params):
+        raise gr.Error("Click one of the last run's images first.")
+    return parameters_to_controls(run.params[index], Checked())
+
+
+# -- layout and wiring ---------------------------------------------------------------------------------------------
+@dataclass
+class GenerateTab:
+    prompts: gr.Textbox
+    tokens: gr.HighlightedText
+    token_summary: gr.Markdown
+    sampling: SamplingControls
+    dice: gr.Button
+    n_images: gr.Slider
+    go: gr.Button
+    stop: gr.Button
+    status: gr.Markdown
+    gallery: gr.Gallery
+    reuse: gr.Button
+    png_in: gr.File
+    selected: gr.State
+
+    @property
+    def controls(self) -> list:
+        """What a PNG's parameters fill, in generate's order."""
+        s = self.sampling
+        return [self.prompts, s.w, s.steps, s.sampler, s.seed, self.n_images]
+
+
+def build(ctx: Context) -> GenerateTab:
+    context_length = ctx.models.encoder.context_length if ctx.models.encoder is not None else 77
+    with gr.Tab("Generate", id="generate"):
+        with gr.Row():
+            with gr.Column(scale=2):
+                prompts = gr.Textbox(label="Prompts (one per line)", lines=3, max_length=MAX_TEXT_CHARS,
+                                     value=REFERENCE_PROMPTS[2], elem_id="prompts")
+                tokens = gr.HighlightedText(label=f"Tokens (context length {context_length})",
+                                            color_map={"a": "#c7e0ff", "b": "#ffe3b3"},
+                                            show_inline_category=False, elem_id="tokens")
+                token_summary = gr.Markdown(elem_id="token-summary")
+                gr.Examples([[p] for p in REFERENCE_PROMPTS] + [["\n".join(REFERENCE_PROMPTS)]],
+                            inputs=[prompts], label="Reference prompts")
+            with gr.Column(scale=1):
+                w = w_slider("guidance w", info="eps = (1 + w) eps_cond - w eps_uncond; w = -1 is unconditional")
+                steps, sampler = steps_slider(), sampler_radio()
+                with gr.Row():
+                    seed = seed_number("seed (the seed used is shown here)", scale=3)
+                    dice = gr.Button("Random", scale=1)
+                n_images = gr.Slider(1, MAX_IMAGES_PER_PROMPT, value=IMAGES_PER_PROMPT, step=1,
+                                     label="images per prompt")
+        with gr.Row():
+            go = gr.Button("Generate", variant="primary", elem_id="generate")
+            stop = gr.Button("Stop", variant="stop", elem_id="stop")
+        status = gr.Markdown(elem_id="status")
+        gallery = gr.Gallery(label="Results (PNGs carry their parameters; click one, then 'Use parameters')",
+                             columns=4, height="auto", object_fit="contain", format="png",
+                             elem_id="gallery", elem_classes=["pixelated"])
+        with gr.Row():
+            reuse = gr.Button("Use parameters of the selected image")
+            png_in = gr.File(label="...or load parameters from a clipdiff PNG", file_types=[".png"], type="filepath")
+        selected = gr.State(None)
+    return GenerateTab(prompts, tokens, token_summary, SamplingControls(w, seed, steps, sampler), dice, n_images,
+                       go, stop, status, gallery, reuse, png_in, selected)
+
+
+def run_call(ctx: Context, tab: GenerateTab, shared: Shared) -> Call:
+    s = tab.sampling
+    return Call(bind(generate, ctx), tab.controls, [tab.gallery, tab.status, s.seed, shared.last_run],
+                ctx.model_group)
+
+
+def wire(ctx: Context, tab: GenerateTab, shared: Shared) -> None:
+    tokens = Call(bind(show_tokens, ctx), [tab.prompts], [tab.tokens, tab.token_summary])
+    tokens.on(tab.prompts.change, api_name="tokens", show_progress="hidden")
+    tokens.on(shared.demo.load, **PRIVATE)
+    tab.dice.click(random_seed, None, tab.sampling.seed, queue=False, **PRIVATE)
+    event = run_call(ctx, tab, shared).on(tab.go.click, api_name="generate")
+    for call in shared.after_run:
+        call.on(event.then, **PRIVATE)
+    tab.stop.click(None, None, None, cancels=[event])
+    Call(remember_selection, None, tab.selected).on(tab.gallery.select, **PRIVATE)
+    Call(reuse_selected, [shared.last_run, tab.selected], tab.controls).on(tab.reuse.click, **PRIVATE)
+    Call(load_params, tab.png_in, tab.controls).on(tab.png_in.upload, api_name="load_params")
+
+
+# -- the tour ------------------------------------------------------------------------------------------------------
+def tour_fill(tab: GenerateTab, g: tour.Generate) -> dict:
+    return {tab.prompts: "\n".join(g.prompts), tab.n_images: g.images_per_prompt, **tab.sampling.fill(g.sampling)}
+
+
+def tour_steps(ctx: Context, tab: GenerateTab, shared: Shared, g: tour.Generate) -> list[Call]:
+    return [run_call(ctx, tab, shared), *shared.after_run]

@@ -1,0 +1,201 @@
+"""The Interpolate and vary tab: the slerp between two prompts, a weighted mix of them, and variations of an image
+(sampled from its CLIP image embedding), each from one seed."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from ... import tour
+from ...encoders import pil_to_tensor01
+from ...images import save_png, to_pil
+from ...interpolate import mix, slerp_path
+from ...pipeline import REFERENCE_PROMPTS, Job
+from ...sampling import to_uint8
+from ..context import Context
+from ..controls import SamplingControls
+from ..errors import answers_clearly
+from ..inputs import Checked, open_upload, shorten
+from ..limits import (INTERPOLATION_POINTS, INTERPOLATION_POINTS_DEFAULT, MAX_IMAGES_PER_PROMPT, MIX_WEIGHT_DEFAULT,
+                      PREVIEW_SCALE, VARIATIONS_DEFAULT)
+from ..runs import preview_gallery, sample, save_results, strip
+from ..session import LastRun
+from ..wiring import Call, Shared, bind
+
+TAKES = (tour.Interpolate, tour.Mix, tour.Vary)
+
+
+# -- handlers ------------------------------------------------------------------------------------------------------
+def two_prompts(checked: Checked, prompt_a, prompt_b) -> tuple[str, str]:
+    return checked.lines(prompt_a, 1, name="first prompt")[0], checked.lines(prompt_b, 1, name="second prompt")[0]
+
+
+@answers_clearly
+def interpolate(ctx: Context, prompt_a, prompt_b, points, w, seed, steps, sampler):
+    """Images along the slerp between two prompts' embeddings, one seed for all."""
+    pipe = ctx.models.need_pipeline()
+    checked = Checked()
+    a, b = two_prompts(checked, prompt_a, prompt_b)
+    n = checked.number(points, "images", *INTERPOLATION_POINTS, integer=True, default=INTERPOLATION_POINTS_DEFAULT)
+    s = checked.sampling(w, seed, steps, sampler)
+    ends = pipe.encoder.encode_text([a, b])
+    fractions, path = slerp_path(ends[0], ends[1], n)
+    jobs = [Job(f"{a} -> {b} @ {t:.2f}", s.w, s.seed, embedding=e) for t, e in zip(fractions, path)]
+    s = checked.budget(s, len(jobs))
+    for row, progress in strip(ctx, pipe, jobs, s, [f"{t:.2f}" for t in fractions]):
+        yield row, checked.status(f"{a!r} -> {b!r}: {progress or f'Done, seed {s.seed}.'}"), s.seed
+
+
+@answers_clearly
+def mix_prompts(ctx: Context, prompt_a, prompt_b, weight, w, seed, steps, sampler):
+    """The first prompt, a weighted mix of both prompts' directions, the second prompt: one seed for all three."""
+    pipe = ctx.models.need_pipeline()
+    checked = Checked()
+    a, b = two_prompts(checked, prompt_a, prompt_b)
+    weight = checked.number(weight, "mix weight", 0, 1, default=MIX_WEIGHT_DEFAULT)
+    s = checked.sampling(w, seed, steps, sampler)
+    ends = pipe.encoder.encode_text([a, b])
+    mixed = Job(f"{1 - weight:g} x {a} + {weight:g} x {b}", s.w, s.seed, embedding=mix(ends[0], ends[1], weight))
+    jobs = [Job(a, s.w, s.seed), mixed, Job(b, s.w, s.seed)]
+    s = checked.budget(s, len(jobs))
+    for row, progress in strip(ctx, pipe, jobs, s, [shorten(a, 40), f"mix, weight {weight:g}", shorten(b, 40)]):
+        yield row, checked.status(f"{1 - weight:g} x {a!r} + {weight:g} x {b!r}: "
+                                  f"{progress or f'Done, seed {s.seed}.'}"), s.seed
+
+
+@answers_clearly
+def vary(ctx: Context, file, count, w, seed, steps, sampler):
+    """Condition on an uploaded image's CLIP image embedding: the model was trained on those."""
+    pipe = ctx.models.need_pipeline()
+    checked = Checked()
+    image = open_upload(file, "image")
+    n = checked.number(count, "variations", 1, MAX_IMAGES_PER_PROMPT, integer=True, default=VARIATIONS_DEFAULT)
+    s = checked.sampling(w, seed, steps, sampler)
+    emb = pipe.encoder.encode_image([image])[0]
+    seen = to_pil(to_uint8(pil_to_tensor01([image], pipe.encoder.image_size) * 2 - 1)[0], PREVIEW_SCALE)
+    jobs = [Job("variation of an uploaded image", s.w, s.seed + k, embedding=emb) for k in range(n)]
+    s = checked.budget(s, len(jobs))
+    seen_sent = False
+    for frames in sample(ctx, pipe, jobs, s):
+        if not frames.done:
+            yield preview_gallery(frames), gr.skip() if seen_sent else seen, \
+                checked.status(f"step {frames.step} of {frames.total}"), s.seed
+            seen_sent = True
+        else:
+            gallery, _, _ = save_results(ctx, pipe, frames.images, jobs, s)
+            yield gallery, seen, checked.status(f"Done: {n} variation(s)."), s.seed
+
+
+@answers_clearly
+def first_generated_image(ctx: Context, run):
+    """The last run's first image as a PNG (parameters inside), for the Variations input."""
+    if not isinstance(run, LastRun):
+        raise gr.Error("Generate an image first (Generate tab).")
+    return str(save_png(to_pil(run.frames[0]), ctx.outputs.path(".png"), run.params[0]))
+
+
+# -- layout and wiring ---------------------------------------------------------------------------------------------
+@dataclass
+class InterpolateTab:
+    a: gr.Textbox
+    b: gr.Textbox
+    points: gr.Slider
+    sampling: SamplingControls          # the slerp's and the mix's
+    go: gr.Button
+    stop: gr.Button
+    status: gr.Markdown
+    strip: gr.Image
+    weight: gr.Slider
+    mix: gr.Button
+    mix_status: gr.Markdown
+    mix_strip: gr.Image
+    file: gr.File
+    seen: gr.Image
+    count: gr.Slider
+    vary_sampling: SamplingControls
+    vary: gr.Button
+    vary_stop: gr.Button
+    vary_status: gr.Markdown
+    gallery: gr.Gallery
+
+
+def build(ctx: Context) -> InterpolateTab:
+    with gr.Tab("Interpolate and vary", id="interpolate"):
+        gr.Markdown("### Slerp between two prompts (one seed)")
+        with gr.Row():
+            a = gr.Textbox(REFERENCE_PROMPTS[0], label="from")
+            b = gr.Textbox(REFERENCE_PROMPTS[2], label="to")
+        with gr.Row():
+            points = gr.Slider(*INTERPOLATION_POINTS, value=INTERPOLATION_POINTS_DEFAULT, step=1, label="images")
+            sampling = SamplingControls.build()
+        with gr.Row():
+            go = gr.Button("Interpolate", variant="primary")
+            stop = gr.Button("Stop", variant="stop")
+        status = gr.Markdown()
+        strip_image = gr.Image(label="slerp strip", type="pil", format="png", elem_id="ip-strip")
+        gr.Markdown("### Weighted mix of the same two prompts (one seed)")
+        with gr.Row():
+            weight = gr.Slider(0, 1, value=MIX_WEIGHT_DEFAULT, step=0.05, label="weight of the second prompt",
+                               info="0: the first prompt alone; 1: the second alone")
+            mix_button = gr.Button("Mix", variant="primary")
+        mix_status = gr.Markdown()
+        mix_strip = gr.Image(label="first | mix | second", type="pil", format="png", elem_id="mix-strip")
+        gr.Markdown("### Variations of an image (conditioned on its CLIP image embedding)")
+        with gr.Row():
+            file = gr.File(label="image", file_types=["image"], type="filepath")
+            seen = gr.Image(label="what CLIP sees", type="pil", elem_classes=["pixelated"])
+            with gr.Column():
+                count = gr.Slider(1, MAX_IMAGES_PER_PROMPT, value=VARIATIONS_DEFAULT, step=1, label="variations")
+                vary_sampling = SamplingControls.build()
+        with gr.Row():
+            vary_button = gr.Button("Vary", variant="primary")
+            vary_stop = gr.Button("Stop", variant="stop")
+        vary_status = gr.Markdown()
+        gallery = gr.Gallery(label="variations", columns=4, height="auto", format="png", elem_id="va-gallery",
+                             elem_classes=["pixelated"])
+    return InterpolateTab(a, b, points, sampling, go, stop, status, strip_image, weight, mix_button, mix_status,
+                          mix_strip, file, seen, count, vary_sampling, vary_button, vary_stop, vary_status, gallery)
+
+
+def interpolate_call(ctx: Context, tab: InterpolateTab) -> Call:
+    s = tab.sampling
+    return Call(bind(interpolate, ctx), [tab.a, tab.b, tab.points, s.w, s.seed, s.steps, s.sampler],
+                [tab.strip, tab.status, s.seed], ctx.model_group)
+
+
+def mix_call(ctx: Context, tab: InterpolateTab) -> Call:
+    s = tab.sampling
+    return Call(bind(mix_prompts, ctx), [tab.a, tab.b, tab.weight, s.w, s.seed, s.steps, s.sampler],
+                [tab.mix_strip, tab.mix_status, s.seed], ctx.model_group)
+
+
+def vary_call(ctx: Context, tab: InterpolateTab) -> Call:
+    s = tab.vary_sampling
+    return Call(bind(vary, ctx), [tab.file, tab.count, s.w, s.seed, s.steps, s.sampler],
+                [tab.gallery, tab.seen, tab.vary_status, s.seed], ctx.model_group)
+
+
+def wire(ctx: Context, tab: InterpolateTab, shared: Shared) -> None:
+    interpolating = interpolate_call(ctx, tab).on(tab.go.click, api_name="interpolate")
+    varying = vary_call(ctx, tab).on(tab.vary.click, api_name="vary")
+    mixing = mix_call(ctx, tab).on(tab.mix.click, api_name="mix")
+    tab.stop.click(None, None, None, cancels=[interpolating, mixing])
+    tab.vary_stop.click(None, None, None, cancels=[varying])
+
+
+# -- the tour ------------------------------------------------------------------------------------------------------
+def tour_fill(tab: InterpolateTab, then: tour.Interpolate | tour.Mix | tour.Vary) -> dict:
+    if isinstance(then, tour.Vary):
+        return {tab.count: then.count, **tab.vary_sampling.fill(then.sampling)}
+    values = {tab.a: then.a, tab.b: then.b, **tab.sampling.fill(then.sampling)}
+    values.update({tab.points: then.points} if isinstance(then, tour.Interpolate) else {tab.weight: then.weight})
+    return values
+
+
+def tour_steps(ctx: Context, tab: InterpolateTab, shared: Shared, then) -> list[Call]:
+    if isinstance(then, tour.Interpolate):
+        return [interpolate_call(ctx, tab)]
+    if isinstance(then, tour.Mix):
+        return [mix_call(ctx, tab)]
+    first_image = Call(bind(first_generated_image, ctx), shared.last_run, tab.file)   # the Generate step's image
+    return [first_image, vary_call(ctx, tab)]

@@ -1,0 +1,112 @@
+"""The Similarity tab: texts x images cosines and CLIP's softmax over candidates, each image's nearest captions, and
+the last run ranked by CLIP score."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+
+from ... import tour
+from ...images import to_pil
+from ...pipeline import REFERENCE_PROMPTS
+from ...similarity import cosine_matrix, nearest, softmax_over_candidates
+from ..context import Context
+from ..errors import answers_clearly
+from ..figures import similarity_figure
+from ..inputs import Checked, uploads_and_generated
+from ..limits import MAX_SIMILARITY_TEXTS, NEAREST_CAPTIONS, PREVIEW_SCALE
+from ..session import LastRun
+from ..wiring import Call, Shared, bind
+
+TAKES = (tour.Similarity,)
+SOFTMAX_OVER = ("texts", "images")
+COSINE_NOTE = """**Why is even a matching pair far from 1?** CLIP puts texts and images in two regions of its
+sphere (the *modality gap*), so a perfect caption still scores well below 1: about 0.2-0.4 with OpenAI's
+CLIP, about 0.5-0.6 with our small flowers CLIP (wrong pairs about 0.1). What CLIP learned is the *ranking*:
+the right caption beats the wrong ones. The softmax turns that ranking into probabilities, sharpened by the
+model's learned temperature (logit scale), which is why small cosine differences become confident choices."""
+
+
+@answers_clearly
+def similarity(ctx: Context, texts_text, files, include_generated, softmax_over, run):
+    """Texts x images cosines, softmax over candidates, and each image's nearest captions."""
+    encoder = ctx.models.need_encoder()
+    atlas = ctx.models.atlas
+    checked = Checked()
+    texts = checked.lines(texts_text, MAX_SIMILARITY_TEXTS, name="texts")
+    softmax_over = checked.choice(softmax_over, SOFTMAX_OVER, "softmax over")
+    names, images = uploads_and_generated(files, include_generated, run, checked)
+    if not images:
+        raise gr.Error("Upload an image, or generate one and tick 'include my generated images'.")
+    text_emb, image_emb = encoder.encode_text(texts), encoder.encode_image(images)
+    cosines = cosine_matrix(text_emb, image_emb)                       # (texts, images)
+    probs = softmax_over_candidates(cosines, encoder.logit_scale, dim=0 if softmax_over == "texts" else 1)
+    bank_texts, bank = (atlas.texts, atlas.text_emb) if atlas is not None else (texts, text_emb)
+    rows = [[name, rank + 1, bank_texts[nb.index], round(nb.cosine, 4)]
+            for name, neighbours in zip(names, nearest(image_emb, bank, NEAREST_CAPTIONS))
+            for rank, nb in enumerate(neighbours)]
+    result = {"texts": texts, "images": names, "cosine": cosines.tolist(), "softmax": probs.tolist(),
+              "softmax_over": softmax_over, "logit_scale": encoder.logit_scale, "notes": checked.notes}
+    return similarity_figure(texts, names, cosines.numpy(), probs.numpy(), softmax_over), result, rows
+
+
+@answers_clearly
+def rank_last_run(run):
+    """The last run's images, best CLIP score against their own prompt first: pick the best of N."""
+    if not isinstance(run, LastRun):
+        raise gr.Error("Generate some images first (Generate tab).")
+    order = np.argsort(run.scores)[::-1]
+    return [(to_pil(run.frames[i], PREVIEW_SCALE), f"#{r + 1} CLIP score {run.scores[i]:.1f}: {run.labels[i]}")
+            for r, i in enumerate(order)]
+
+
+@dataclass
+class SimilarityTab:
+    texts: gr.Textbox
+    files: gr.File
+    generated: gr.Checkbox
+    over: gr.Radio
+    go: gr.Button
+    plot: gr.Plot
+    nearest: gr.Dataframe
+    json: gr.JSON
+    rank: gr.Button
+    ranked: gr.Gallery
+
+
+def build(ctx: Context) -> SimilarityTab:
+    with gr.Tab("Similarity", id="similarity"):
+        with gr.Row():
+            texts = gr.Textbox(label="Texts (one per line)", lines=4, value="\n".join(REFERENCE_PROMPTS))
+            with gr.Column():
+                files = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath")
+                generated = gr.Checkbox(True, label="include my generated images")
+                over = gr.Radio(list(SOFTMAX_OVER), value="texts", label="softmax over (the candidates)")
+        go = gr.Button("Compare", variant="primary")
+        plot = gr.Plot(elem_id="similarity-plot")
+        gr.Markdown(COSINE_NOTE)
+        nearest_table = gr.Dataframe(headers=["image", "rank", "nearest caption", "cosine"],
+                                     label="nearest captions of each image", interactive=False)
+        matrices = gr.JSON(label="matrices", open=False)
+        rank = gr.Button("Rank my last run by CLIP score")
+        ranked = gr.Gallery(label="best first", columns=8, height="auto", elem_classes=["pixelated"])
+    return SimilarityTab(texts, files, generated, over, go, plot, nearest_table, matrices, rank, ranked)
+
+
+def run_call(ctx: Context, tab: SimilarityTab, shared: Shared) -> Call:
+    return Call(bind(similarity, ctx), [tab.texts, tab.files, tab.generated, tab.over, shared.last_run],
+                [tab.plot, tab.json, tab.nearest], ctx.model_group)
+
+
+def wire(ctx: Context, tab: SimilarityTab, shared: Shared) -> None:
+    run_call(ctx, tab, shared).on(tab.go.click, api_name="similarity")
+    Call(rank_last_run, shared.last_run, tab.ranked).on(tab.rank.click, api_name="rank")
+
+
+def tour_fill(tab: SimilarityTab, then: tour.Similarity) -> dict:
+    return {tab.texts: "\n".join(then.texts), tab.files: None, tab.generated: True, tab.over: then.softmax_over}
+
+
+def tour_steps(ctx: Context, tab: SimilarityTab, shared: Shared, then: tour.Similarity) -> list[Call]:
+    return [run_call(ctx, tab, shared)]

@@ -1,0 +1,93 @@
+"""The Guidance sweep tab: prompts x w from one seed, so only the prompt and w change between cells."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from ... import tour
+from ...images import labelled_grid
+from ...pipeline import REFERENCE_PROMPTS, REFERENCE_WS, sweep
+from ..context import Context
+from ..controls import SamplingControls
+from ..errors import answers_clearly
+from ..inputs import Checked
+from ..limits import MAX_SWEEP_PROMPTS
+from ..runs import sample, save_results
+from ..wiring import Call, Shared, bind
+
+TAKES = (tour.Sweep,)
+
+
+@answers_clearly
+def run_sweep(ctx: Context, prompts_text, ws_text, seed, steps, sampler):
+    """prompts x w from one seed: rows are w, columns prompts. Streams the grid of x0 previews."""
+    pipe = ctx.models.need_pipeline()
+    checked = Checked()
+    prompts = checked.lines(prompts_text, MAX_SWEEP_PROMPTS)
+    ws = checked.ws(ws_text)
+    s = checked.sampling(None, seed, steps, sampler)      # no w of its own: the rows are the ws
+    jobs = sweep(prompts, ws, s.seed)
+    s = checked.budget(s, len(jobs))
+    row_labels = [f"w = {w:g}" for w in ws]
+    for frames in sample(ctx, pipe, jobs, s):
+        grid = labelled_grid(frames.images, rows=len(ws), cols=len(prompts), row_labels=row_labels,
+                             col_labels=prompts)
+        if not frames.done:
+            yield grid, gr.skip(), checked.status(f"Sampling {len(jobs)} images: step {frames.step} of "
+                                                  f"{frames.total}"), s.seed
+        else:
+            gallery, _, _ = save_results(ctx, pipe, frames.images, jobs, s)
+            yield grid, gallery, checked.status(f"Done: {len(prompts)} prompt(s) x {len(ws)} w value(s), "
+                                                f"seed {s.seed}."), s.seed
+
+
+@dataclass
+class SweepTab:
+    prompts: gr.Textbox
+    ws: gr.Textbox
+    sampling: SamplingControls
+    go: gr.Button
+    stop: gr.Button
+    status: gr.Markdown
+    grid: gr.Image
+    gallery: gr.Gallery
+
+
+def build(ctx: Context) -> SweepTab:
+    with gr.Tab("Guidance sweep", id="sweep"):
+        with gr.Row():
+            prompts = gr.Textbox(label="Prompts (columns)", lines=3, value="\n".join(REFERENCE_PROMPTS))
+            with gr.Column():
+                ws = gr.Textbox(label="w values (rows)", value=", ".join(f"{x:g}" for x in REFERENCE_WS),
+                                elem_id="sweep-ws")
+                sampling = SamplingControls.build(with_w=False, seed_label="seed (one for every cell)")
+        with gr.Row():
+            go = gr.Button("Run sweep", variant="primary", elem_id="sweep")
+            stop = gr.Button("Stop", variant="stop")
+        status = gr.Markdown()
+        grid = gr.Image(label="w (rows) x prompt (columns), same seed", type="pil", format="png",
+                        elem_id="sweep-grid")
+        gallery = gr.Gallery(label="Cells as PNGs", columns=7, height="auto", format="png",
+                             elem_classes=["pixelated"])
+    return SweepTab(prompts, ws, sampling, go, stop, status, grid, gallery)
+
+
+def run_call(ctx: Context, tab: SweepTab) -> Call:
+    s = tab.sampling
+    return Call(bind(run_sweep, ctx), [tab.prompts, tab.ws, s.seed, s.steps, s.sampler],
+                [tab.grid, tab.gallery, tab.status, s.seed], ctx.model_group)
+
+
+def wire(ctx: Context, tab: SweepTab, shared: Shared) -> None:
+    event = run_call(ctx, tab).on(tab.go.click, api_name="sweep")
+    tab.stop.click(None, None, None, cancels=[event])
+
+
+def tour_fill(tab: SweepTab, then: tour.Sweep) -> dict:
+    return {tab.prompts: "\n".join(then.prompts), tab.ws: ", ".join(f"{x:g}" for x in then.ws),
+            **tab.sampling.fill(then.sampling)}
+
+
+def tour_steps(ctx: Context, tab: SweepTab, shared: Shared, then: tour.Sweep) -> list[Call]:
+    return [run_call(ctx, tab)]

@@ -1,0 +1,267 @@
+"""The hardening runs of issue 6 against a live app at `url`, each bounded and stopping by itself, each returning
+its figures: fuzz (hypothesis drives every endpoint through gradio_client), load (many clients at once), cancel
+(a cancelled run stops within a sampler step, the next starts at once), memory (RSS growth over many generations),
+queue_full (requests past the queue are told so at once). benchmarks/stress.py runs them long against a real app;
+tests/test_hardening.py runs short ones in the suite.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from .live import proc_memory_mb
+
+PROMPT = "A deep red rose flower"
+UNICODE_PROMPTS = ["", "   \n\t ", "x" * 10_001, "🌹" * 300, "\u202eright-to-left\u202c", "ורד אדום", "وردة حمراء",
+                   "\x00\x07\x1b[31mred\x7f", "a " * 200, "\n".join(["rose"] * 1000), "e\u0301\u200d👩‍👩‍👧",
+                   "<script>alert(1)</script>", "../../etc/passwd", "%s%n{0}", "\ufeff\u00a0\u2028\u2029"]
+
+
+# -- fuzz ---------------------------------------------------------------------------------------------------------
+def fuzz(url: str, cases: int = 500, unhandled=lambda: [], seed: int | None = 0, tmp: Path | None = None) -> dict:
+    """Property: whatever an API client sends, the answer is a result or an error with a message, and the
+    server raises nothing but clean refusals. `unhandled()` returns the server's unhandled errors so far."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import strategies as st
+    from PIL import Image, PngImagePlugin
+
+    tmp = Path(tmp or tempfile.mkdtemp(prefix="clipdiff-fuzz-"))
+    client = Client(url, verbose=False)
+    tally = {"cases": 0, "ok": 0, "refused": 0}
+    messages: dict[str, int] = {}
+
+    junk = st.one_of(st.integers(-10**15, 10**15), st.floats(allow_nan=False, allow_infinity=False), st.booleans(),
+                     st.none(), st.text(max_size=20), st.lists(st.integers(), max_size=3),
+                     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+    text = st.one_of(st.text(max_size=300), st.sampled_from(UNICODE_PROMPTS),
+                     st.lists(st.text(max_size=20), max_size=40).map("\n".join), junk)
+    small_steps = st.one_of(st.integers(1, 3), st.sampled_from([0, -1, 401, 10**9, -10**9, 2.5, "3", "x", None]),
+                            junk)
+    number = st.one_of(st.floats(-30, 30), st.integers(-10, 10), st.sampled_from([1e308, -1e308, 2**63, -1]), junk)
+    seeds = st.one_of(st.integers(-10, 2**40), st.sampled_from([-1, 2**31 - 1, 2**31, None, "", "7"]), junk)
+    sampler = st.one_of(st.sampled_from(["ddim", "ddpm", "dpmsolver", "euler", "DDIM", ""]), junk)
+
+    def call(api: str, *args):
+        tally["cases"] += 1
+        try:
+            client.predict(*args, api_name=api)
+            tally["ok"] += 1
+        except AppError as e:
+            message = str(e).strip()
+            assert message and message != "Error raised.", f"{api}{args!r:.300}: an error without a message"
+            tally["refused"] += 1
+            key = message[:60]
+            messages[key] = messages.get(key, 0) + 1
+        problems = unhandled()
+        assert not problems, f"{api}{args!r:.300} -> unhandled server error(s): {problems}"
+
+    def png_with(params) -> str:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("clipdiff", params if isinstance(params, str) else json.dumps(params))
+        path = tmp / f"p{tally['cases']}.png"
+        Image.new("RGB", (8, 8), (200, 30, 40)).save(path, pnginfo=info)
+        return handle_file(str(path))
+
+    params = st.one_of(st.fixed_dictionaries({}, optional={
+        "prompt": text, "w": number, "steps": small_steps, "sampler": sampler, "seed": seeds}),
+        st.text(max_size=50), st.lists(junk, max_size=3).map(json.dumps))
+    plans = [  # (share of the cases, strategy, call); the cheap endpoints get most of them
+        (0.45, st.tuples(text), lambda a: call("/tokens", *a)),
+        (0.15, st.tuples(params), lambda a: call("/load_params", png_with(a[0]))),
+        (0.14, st.tuples(text, number, small_steps, sampler, seeds, st.one_of(st.integers(-2, 10), junk)),
+         lambda a: call("/generate", *a)),
+        (0.06, st.tuples(text, st.one_of(st.text(max_size=40), st.sampled_from(["1e999, nan", "inf -inf", ",,,"])),
+                         seeds, small_steps, sampler), lambda a: call("/sweep", *a)),
+        (0.05, st.tuples(text, text, st.one_of(st.integers(-5, 20), junk), number, seeds, small_steps, sampler),
+         lambda a: call("/interpolate", *a)),
+        (0.05, st.tuples(text, st.just(None), junk, st.one_of(st.sampled_from(["texts", "images"]), junk)),
+         lambda a: call("/similarity", *a)),
+        (0.05, st.tuples(st.one_of(st.sampled_from(["umap", "umap-centered", "pca"]), junk), text, st.just(None),
+                         junk, junk), lambda a: call("/embed_map", *a)),
+        (0.05, st.tuples(junk), lambda a: call("/playback_gif", *a)),
+        (0.03, st.tuples(text, text, number, number, seeds, small_steps, sampler), lambda a: call("/mix", *a)),
+        (0.02, st.tuples(), lambda a: call("/rank")),
+    ]
+    t0 = time.perf_counter()
+    try:
+        for share, strategy, run in plans:
+            n = max(1, math.ceil(cases * share))
+            config = settings(max_examples=n, deadline=None, database=None, derandomize=seed is not None,
+                              suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink])
+            given(args=strategy)(config(one_case(run)))()
+        # and the app still answers a normal request
+        gallery, status, _, *_ = client.predict(PROMPT, 2.0, 2, "ddim", 1, 1, api_name="/generate")
+        assert "Done" in status and len(gallery) == 1
+    finally:
+        client.close()
+    top = sorted(messages.items(), key=lambda kv: -kv[1])[:8]
+    return {**tally, "seconds": round(time.perf_counter() - t0, 1), "top_refusals": top}
+
+
+def one_case(run):
+    """A test function for hypothesis's @given (which refuses default arguments) that calls run."""
+    def case(args):
+        run(args)
+    return case
+
+
+def raw_call(url: str, api: str, data: list, timeout: float = 120) -> tuple[str, object]:
+    """What gradio_client cannot send (NaN, inf, lone surrogates): JSON posted to /gradio_api/call/API.
+    Returns ("complete", outputs) or ("error", message) or ("http", status)."""
+    import urllib.error
+    import urllib.request
+
+    base = url.rstrip("/")
+    body = json.dumps({"data": data}).encode()   # Python writes NaN and Infinity; the server's parser reads them
+    request = urllib.request.Request(f"{base}/gradio_api/call/{api}", body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            event_id = json.loads(r.read())["event_id"]
+        with urllib.request.urlopen(f"{base}/gradio_api/call/{api}/{event_id}", timeout=timeout) as r:
+            stream = r.read().decode()
+    except urllib.error.HTTPError as e:
+        return "http", e.code
+    events = re.findall(r"event: (\w+)\ndata: (.*)", stream)
+    kind, data_line = events[-1]
+    payload = json.loads(data_line) if data_line not in ("", "null") else None
+    if kind == "error":
+        return "error", (payload or {}).get("error") if isinstance(payload, dict) else payload
+    return kind, payload
+
+
+# -- load, cancel, memory, queue -----------------------------------------------------------------------------------
+def generate_once(client, seed: int, steps: int = 2, timeout: float = 300) -> float:
+    t0 = time.perf_counter()
+    job = client.submit(PROMPT, 2.0, steps, "ddim", seed, 1, api_name="/generate")
+    gallery, status, *_ = job.result(timeout=timeout)
+    if "Done" not in status or len(gallery) != 1:
+        raise RuntimeError(f"unexpected result: {status[:200]!r}")
+    return time.perf_counter() - t0
+
+
+def load(url: str, clients: int = 16, requests: int = 10, steps: int = 2, timeout: float = 900) -> dict:
+    """`clients` sessions at once, each sending `requests` generations in turn; every failure counted."""
+    from gradio_client import Client
+
+    latencies, errors, lock = [], [], threading.Lock()
+
+    def worker(index: int) -> None:
+        try:
+            client = Client(url, verbose=False)
+        except Exception as e:  # noqa: BLE001 - counted, not raised
+            with lock:
+                errors.append(f"connect: {type(e).__name__}: {e}")
+            return
+        try:
+            for r in range(requests):
+                try:
+                    seconds = generate_once(client, 1000 * index + r, steps, timeout)
+                    with lock:
+                        latencies.append(seconds)
+                except Exception as e:  # noqa: BLE001
+                    with lock:
+                        errors.append(f"{type(e).__name__}: {str(e)[:200]}")
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(1.0, timeout - (time.perf_counter() - t0)))
+    hung = sum(t.is_alive() for t in threads)
+    latencies.sort()
+    return {"clients": clients, "requests": clients * requests, "answered": len(latencies),
+            "failures": len(errors) + hung, "hung_clients": hung, "wall_s": round(time.perf_counter() - t0, 1),
+            "median_s": round(latencies[len(latencies) // 2], 2) if latencies else None,
+            "p95_s": round(latencies[math.ceil(0.95 * len(latencies)) - 1], 2) if latencies else None,
+            "errors": errors[:5]}
+
+
+def cancel(url: str, warm_steps: int = 3) -> dict:
+    """Cancel a long run mid-way; time until a 1-step follow-up is done, against the long run's step time."""
+    from gradio_client import Client
+
+    client, other = Client(url, verbose=False), Client(url, verbose=False)
+    try:
+        generate_once(other, 0, 1)                                  # warm: first-call costs out of the figure
+        long = client.submit(PROMPT, 2.0, 400, "ddim", 1, 4, api_name="/generate")
+        t0 = time.perf_counter()
+        while len(long.outputs()) < warm_steps:
+            if long.done() or time.perf_counter() - t0 > 120:
+                raise RuntimeError("no previews from the long run")
+            time.sleep(0.01)
+        step_s = (time.perf_counter() - t0) / len(long.outputs())
+        long.cancel()
+        cancelled_at, seen_at_cancel = time.perf_counter(), len(long.outputs())
+        follow_up_s = generate_once(other, 1, 1)
+        time.sleep(max(0.5, 3 * step_s))
+        extra_steps = len(long.outputs()) - seen_at_cancel
+        return {"step_s": round(step_s, 3), "follow_up_done_s": round(time.perf_counter() - cancelled_at - max(
+            0.5, 3 * step_s), 3), "follow_up_alone_s": round(follow_up_s, 3),
+            "steps_after_cancel": extra_steps, "steps_left_uncancelled": 400 - seen_at_cancel}
+    finally:
+        client.close()
+        other.close()
+
+
+def memory(url: str, pid: int, generations: int = 300, warmup: int = 20, steps: int = 2) -> dict:
+    """RSS of the app's process after `warmup` generations and after `generations`, one session."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    try:
+        t0 = time.perf_counter()
+        for k in range(generations):
+            if k == warmup:
+                baseline = proc_memory_mb(pid)["VmRSS"]
+            generate_once(client, k, steps)
+        final = proc_memory_mb(pid)["VmRSS"]
+    finally:
+        client.close()
+    return {"generations": generations, "baseline_after": warmup, "rss_baseline_mb": round(baseline, 1),
+            "rss_final_mb": round(final, 1), "growth_mb": round(final - baseline, 1),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def queue_full(url: str, max_queue: int, extra: int = 6) -> dict:
+    """Fill the queue with long runs; the requests beyond it must be refused at once with a clear message."""
+    from gradio_client import Client
+    from gradio_client.utils import QueueError
+
+    clients = [Client(url, verbose=False) for _ in range(max_queue + 1 + extra)]
+    jobs, refused, refusal_s, messages = [], 0, [], set()
+    try:
+        for c in clients:
+            jobs.append((time.perf_counter(), c.submit(PROMPT, 2.0, 400, "ddim", 1, 4, api_name="/generate")))
+            time.sleep(0.05)
+        deadline = time.perf_counter() + 60
+        pending = list(jobs)
+        while pending and time.perf_counter() < deadline:
+            for item in list(pending):
+                started, job = item
+                if job.done():
+                    pending.remove(item)
+                    error = job.exception()
+                    if error is not None:
+                        refused += isinstance(error, QueueError)
+                        messages.add(str(error))
+                        refusal_s.append(time.perf_counter() - started)
+            if refused >= extra:
+                break
+            time.sleep(0.05)
+    finally:
+        for _, job in jobs:
+            job.cancel()
+        for c in clients:
+            c.close()
+    return {"max_queue": max_queue, "sent": len(jobs), "refused": refused, "messages": sorted(messages),
+            "slowest_refusal_s": round(max(refusal_s), 2) if refusal_s else None}

@@ -1,0 +1,57 @@
+"""The README's reference parts, checked against the app so they cannot drift: the endpoint table against
+view_api(), the flag list against `app.py --help`, and the layout table against the files."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_endpoint_table_lists_every_endpoint_with_its_inputs(live_app):
+    from gradio_client import Client
+
+    client = Client(live_app.url, verbose=False)
+    try:
+        api = client.view_api(return_format="dict", print_info=False)
+    finally:
+        client.close()
+    rows = re.findall(r"^\| `(/\w+)`[^|]*\| ([^|]*) \|", README, flags=re.MULTILINE)
+    assert sorted(name for name, _ in rows) == sorted(api["named_endpoints"]), "one row per endpoint"
+    for name, inputs in rows:
+        count = len(api["named_endpoints"][name]["parameters"])
+        assert listed_inputs(inputs) == count, f"{name} takes {count} inputs; the README lists {inputs!r}"
+
+
+def listed_inputs(cell: str) -> int:
+    """How many inputs a table cell lists: its commas outside parentheses and `code`, plus one ("none": 0)."""
+    if cell.startswith("none"):
+        return 0
+    depth, code, commas = 0, False, 0
+    for ch in cell:
+        code = not code if ch == "`" else code
+        depth += (ch == "(") - (ch == ")") if not code else 0
+        commas += ch == "," and depth == 0 and not code
+    return commas + 1
+
+
+def test_the_flag_list_is_app_py_help():
+    help_text = subprocess.run([sys.executable, str(ROOT / "app.py"), "--help"], capture_output=True, text=True,
+                               check=True, cwd=ROOT).stdout
+    flags = set(re.findall(r"(--[a-z][a-z-]+)", help_text.split("options:")[1])) - {"--help"}
+    listed = re.search(r"`python app.py --help` lists the flags \(([^)]*)\)", README)
+    assert listed, "the README's sentence that lists the flags"
+    assert set(re.findall(r"--[a-z][a-z-]+", listed.group(1))) == flags
+
+
+def test_the_layout_table_names_files_that_exist():
+    table = README.split("## What is inside")[1].split("\n## ")[0]
+    named = re.findall(r"`((?:clipdiff|app|checkpoints|assets|tests|benchmarks)[\w/.]*)`", table)
+    assert named, "the table names the files"
+    for name in named:
+        assert (ROOT / name).exists(), f"{name} is in the README but not in the repository"
+    for module in (ROOT / "clipdiff" / "app" / "tabs").glob("[!_]*.py"):
+        assert module.stem in table, f"the tab {module.stem} is missing from the README"

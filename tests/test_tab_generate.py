@@ -1,0 +1,124 @@
+"""The Generate tab's handlers, called as functions: no server."""
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+gr = pytest.importorskip("gradio")
+
+from clipdiff import tour  # noqa: E402
+from clipdiff.app.context import Context, Models  # noqa: E402
+from clipdiff.app.limits import MAX_BATCH, SEED_RANGE  # noqa: E402
+from clipdiff.app.session import LastRun  # noqa: E402
+from clipdiff.app.tabs import generate as tab  # noqa: E402
+from clipdiff.images import read_params, save_png  # noqa: E402
+from clipdiff.sampling import Sampling  # noqa: E402
+from clipdiff.testing import solid_image  # noqa: E402
+
+PROMPTS = ["A deep red rose flower", "A round white daisy with a yellow center"]
+LONG = " ".join(["a white daisy with many long thin petals"] * 12)
+
+
+def run_generate(ctx, *args):
+    """Every output the handler streams: (gallery, status, seed, last run) per update."""
+    return list(tab.generate(ctx, *args))
+
+
+def test_generate_streams_previews_then_pngs_that_carry_their_parameters(ctx):
+    updates = run_generate(ctx, "\n".join(PROMPTS), 2.0, 4, "ddim", 7, 2)
+    assert [u[1] for u in updates[:-1]] == [f"Sampling: step {k} of 4" for k in (1, 2, 3)]
+    preview = updates[0][0]
+    assert len(preview) == 1 and "the 4 image(s) as they look now" in preview[0][1], "one picture of all images"
+    assert all(u[3] is not None and not isinstance(u[3], LastRun) for u in updates[:-1]), "the run comes last"
+    gallery, status, seed, run = updates[-1]
+    assert status.startswith("Done: 4 image(s), seed 7, 4 ddim steps in ") and seed == 7
+    params = [read_params(path) for path, _ in gallery]
+    assert [(p["prompt"], p["seed"]) for p in params] == [(PROMPTS[0], 7), (PROMPTS[0], 8), (PROMPTS[1], 7),
+                                                          (PROMPTS[1], 8)]
+    assert all(p["w"] == 2.0 and p["steps"] == 4 and p["sampler"] == "ddim" for p in params)
+    assert "CLIP score" in gallery[0][1]
+    assert isinstance(run, LastRun) and run.frames.shape == (4, 16, 16, 3) and run.params == params
+    assert len(run.playback.records) == 4, "every step recorded for playback"
+    assert [round(x, 2) for x in run.scores] == [p["clip_score"] for p in params]
+
+
+def test_the_same_seed_gives_the_same_images_and_an_empty_seed_a_random_one(ctx):
+    a = run_generate(ctx, PROMPTS[0], 1.0, 2, "dpmsolver", 11, 1)[-1][3]
+    b = run_generate(ctx, PROMPTS[0], 1.0, 2, "dpmsolver", 11, 1)[-1][3]
+    assert (a.frames == b.frames).all()
+    *_, seed, run = run_generate(ctx, PROMPTS[0], 1.0, 1, "ddim", None, 1)[-1]
+    assert SEED_RANGE[0] <= seed <= SEED_RANGE[1] and run.params[0]["seed"] == seed
+
+
+def test_too_much_is_clamped_and_said_in_the_status(ctx):
+    prompts = "\n".join(f"flower {i}" for i in range(10)) + "\n" + LONG
+    gallery, status, seed, run = run_generate(ctx, prompts, 2.0, 1, "ddim", -3.7, 8)[-1]
+    assert len(gallery) == MAX_BATCH and seed == 0
+    for note in ("11 prompts: using the first 8", "seed -3.7 is outside", f"At most {MAX_BATCH} images per run"):
+        assert note in status
+    truncated = run_generate(ctx, LONG, 2.0, 1, "ddim", 0, 1)[-1][1]
+    assert "Prompt truncated to 77 tokens" in truncated
+
+
+def test_impossible_values_are_refused_in_words(ctx):
+    with pytest.raises(gr.Error, match="Type at least one prompt"):
+        run_generate(ctx, " \n ", 2.0, 2, "ddim", 1, 1)
+    with pytest.raises(gr.Error, match="sampler must be one of"):
+        run_generate(ctx, PROMPTS[0], 2.0, 2, "euler", 1, 1)
+    without_models = Context.create(Models(problems=["No diffusion model: gone."]))
+    with pytest.raises(gr.Error, match="diffusion model is not loaded. No diffusion model: gone."):
+        run_generate(without_models, PROMPTS[0], 2.0, 2, "ddim", 1, 1)
+
+
+def test_show_tokens_marks_every_prompt_and_warns_of_truncation(ctx):
+    pieces, summary = tab.show_tokens(ctx, f"{PROMPTS[0]}\n\n{LONG}")
+    assert pieces[0] == ("<start>", "a") and ("\n", None) in pieces
+    lines = summary.splitlines()
+    assert lines[0].startswith("- Prompt 1: **7 / 77** tokens") and lines[1].startswith("- Prompt 2: **98 / 77**")
+    assert "**Warning: truncated.**" in lines[2]
+    assert tab.show_tokens(ctx, "") == ([], "No prompt yet.")
+    assert tab.show_tokens(ctx, "x" * 10_001)[1].startswith("**Too long:** 10,001 characters")
+    assert tab.show_tokens(Context.create(Models()), "a rose")[1].startswith("The CLIP model is not loaded")
+
+
+def test_parameters_load_back_from_a_png_and_from_the_selected_image(ctx, tmp_path):
+    gallery, *_, run = run_generate(ctx, "\n".join(PROMPTS), 1.5, 3, "ddim", 7, 2)[-1]
+    assert tab.load_params(gallery[3][0]) == (PROMPTS[1], 1.5, 3, "ddim", 8, 1)
+    assert tab.load_params({"path": gallery[0][0]})[0] == PROMPTS[0], "as an API client names a file"
+    assert tab.load_params(None) == [gr.skip()] * 6
+    with pytest.raises(gr.Error, match="no clipdiff parameters"):
+        tab.load_params(str(solid_image(tmp_path, "plain.png", "red")))
+
+    selected = tab.remember_selection(gr.SelectData(None, {"index": 2, "value": None, "selected": True}))
+    assert selected == 2 and tab.reuse_selected(run, selected) == (PROMPTS[1], 1.5, 3, "ddim", 7, 1)
+    for bad_run, index in ((None, 0), (run, 9), (run, None)):
+        with pytest.raises(gr.Error, match="Click one of the last run's images first"):
+            tab.reuse_selected(bad_run, index)
+
+
+def test_parameters_from_a_png_are_checked_like_any_request(tmp_path):
+    odd = save_png(Image.new("RGB", (4, 4)), tmp_path / "odd.png",
+                   {"prompt": "a\x07 rose\nsecond line", "w": 99, "steps": 9999, "sampler": "euler"})
+    assert tab.load_params(str(odd)) == ("a rose", 10.0, 400, "dpmsolver-karras", 0, 1)
+
+
+def test_random_seed_and_what_the_tour_puts_in(ctx):
+    assert all(SEED_RANGE[0] <= tab.random_seed() <= SEED_RANGE[1] for _ in range(20))
+    with gr.Blocks():
+        page = tab.build(ctx)
+    setting = tour.Generate(("a", "b"), Sampling(w=1.5, steps=7, sampler="ddpm", seed=3), images_per_prompt=2)
+    values = tab.tour_fill(page, setting)
+    s = page.sampling
+    assert values == {page.prompts: "a\nb", page.n_images: 2, s.w: 1.5, s.steps: 7, s.sampler: "ddpm", s.seed: 3}
+
+
+def test_a_preview_is_one_picture_of_every_image_row_major():
+    import numpy as np
+
+    from clipdiff.app.runs import preview_grid
+
+    frames = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    grid = preview_grid(frames, scale=2)
+    assert grid.shape == (2 * 32 + 2, 4 * 32 + 3 * 2, 3), "6 images in rows of 4, each twice its size"
+    assert np.array_equal(grid[34:66, :32], frames[4].repeat(2, 0).repeat(2, 1))
+    assert (grid[32:34] == 255).all(), "white gaps"

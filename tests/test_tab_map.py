@@ -1,0 +1,47 @@
+"""The Embedding map tab's handler, called as a function: no server."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+gr = pytest.importorskip("gradio")
+
+from clipdiff import tour  # noqa: E402
+from clipdiff.app.context import Context, Models  # noqa: E402
+from clipdiff.app.tabs import embed_map as tab  # noqa: E402
+from clipdiff.app.tabs import generate  # noqa: E402
+from clipdiff.testing import solid_image  # noqa: E402
+
+
+def test_prompts_uploads_and_the_last_run_are_placed_on_the_atlas(ctx, tmp_path):
+    *_, run = list(generate.generate(ctx, "A white daisy", 2.0, 1, "ddim", 1, 2))[-1]
+    red = str(solid_image(tmp_path, "red.png", (200, 20, 20)))
+    figure, result = tab.embed_map(ctx, "umap-centered", "a red flower\nwhite petals", [red], True, True, run)
+    points = result["points"]
+    assert [(p["label"], p["modality"]) for p in points] == [
+        ("a red flower", "text"), ("white petals", "text"), ("upload 1", "image"), ("generated 1", "image"),
+        ("generated 2", "image")]
+    assert all(math.isfinite(p["x"]) and math.isfinite(p["y"]) for p in points)
+    assert result["method"] == "umap-centered" and result["notes"] == []
+    assert [t.name for t in figure.data] == ["dataset images", "texts (species, captions)", "your texts",
+                                             "your images"]
+    _, quiet = tab.embed_map(ctx, "pca", "", None, False, False, run)
+    assert quiet["points"] == []
+
+
+def test_a_map_needs_an_atlas_and_a_known_view(ctx, tiny_models):
+    with pytest.raises(gr.Error, match="method must be one of umap, umap-centered, pca"):
+        tab.embed_map(ctx, "tsne", "a rose", None, False, True, None)
+    no_atlas = Context.create(Models(tiny_models.encoder, tiny_models.pipeline, None))
+    with pytest.raises(gr.Error, match="embedding atlas is not loaded"):
+        tab.embed_map(no_atlas, "pca", "a rose", None, False, True, None)
+    with gr.Blocks():
+        tab.build(no_atlas)   # the tab still builds, and says what is missing
+
+
+def test_what_the_tour_puts_in(ctx):
+    with gr.Blocks():
+        page = tab.build(ctx)
+    assert tab.tour_fill(page, tour.Map("pca", ("a",), show_texts=False)) == {
+        page.method: "pca", page.prompts: "a", page.files: None, page.generated: False, page.texts: False}

@@ -22,7 +22,7 @@ from . import data as data_mod
 from .checkpoints import DEFAULT_UNET_DIR, describe_path
 from .diffusion import load_diffusion
 from .encoders import ClipEncoder
-from .images import uint8_to_unit
+from .sampling import from_uint8
 from .evaluate import FID_NOTE, MAX_REAL, RealReference, best_w, evaluate_clip, guidance_curve
 from .pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline,
                        model_id_of)
@@ -123,7 +123,7 @@ def real_embeddings(spec: str, encoder: ClipEncoder, image_size: int, max_real: 
     keep = np.arange(len(ds))
     if len(ds) > max_real:
         keep = np.sort(np.random.default_rng(seed).choice(len(ds), size=max_real, replace=False))
-    pixels = uint8_to_unit(ds.images[keep])
+    pixels = from_uint8(ds.images[keep])
     return encoder.encode_image(pixels).numpy(), (f"folder {spec} ({len(keep)} of {len(ds)} images, "
                                                   f"at {image_size}x{image_size} like the generated ones)")
 

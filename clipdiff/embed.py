@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .checkpoints import atomic_save_json, read_json
 from .data import ImageSet
-from .images import uint8_to_unit
+from .sampling import from_uint8
 from .encoders import ENCODE_BATCH, ClipEncoder
 
 
@@ -49,7 +49,7 @@ class EmbeddingTable:
 
 
 def _images_tensor(images: np.ndarray, flip: bool) -> torch.Tensor:
-    x = uint8_to_unit(images)
+    x = from_uint8(images)
     return x.flip(-1) if flip else x
 
 

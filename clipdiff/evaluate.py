@@ -26,7 +26,7 @@ import scipy.linalg
 import torch
 
 from .data import species_captions
-from .images import uint8_to_unit
+from .sampling import from_uint8
 from .pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, images_per_prompt
 from .similarity import clip_score, cosine_matrix, unit
 
@@ -212,7 +212,7 @@ def evaluate_clip(encoder, ds, heldout_idx, ks=(1, 5, 10), zero_shot_ks=(1, 5)) 
     """Caption -> image recall@k (each held-out image's first caption queries the held-out images) and
     zero-shot species top-k (candidates: every species of the captioned part, i.e. not from flowers5)."""
     held = np.asarray(heldout_idx, dtype=np.int64)
-    pixels = uint8_to_unit(ds.images[held])
+    pixels = from_uint8(ds.images[held])
     image_emb = encoder.encode_image(pixels)
     queries = [ds.captions_for(int(i))[0] for i in held]  # a human caption; species caption if it has none
     text_emb = encoder.encode_text(queries)

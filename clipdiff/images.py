@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
+from .sampling import from_uint8
+
 PARAMS_KEY = "clipdiff"
 
 
@@ -21,15 +23,9 @@ def center_square(im: Image.Image, size: int) -> Image.Image:
     return im.resize((size, size), Image.Resampling.BICUBIC)
 
 
-def uint8_to_unit(images) -> torch.Tensor:
-    """uint8 (N, H, W, 3), array or tensor -> float (N, 3, H, W) in [-1, 1]: how pixels enter the models."""
-    x = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
-    return x.permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def resized_unit(images: np.ndarray, size: int) -> torch.Tensor:
     """uint8 (N, S, S, 3) -> float (N, 3, size, size) in [-1, 1], antialiased."""
-    x = uint8_to_unit(images)
+    x = from_uint8(images)
     if x.shape[-1] != size:
         x = torch.cat([F.interpolate(x[s:s + 1024], size=(size, size), mode="bilinear", antialias=True)
                        for s in range(0, len(x), 1024)])

@@ -65,9 +65,11 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def from_uint8(frames: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) in [-1, 1]: to_uint8 undone (to its rounding)."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+def from_uint8(frames) -> torch.Tensor:
+    """(N, H, W, 3) uint8, array or tensor -> (N, 3, H, W) in [-1, 1]: to_uint8 undone (to its rounding), and how
+    every picture enters the models."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    return x.permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 @dataclass

@@ -24,7 +24,7 @@ from .checkpoints import (DEFAULT_CLIP_DIR, atomic_save_json, atomic_save_safete
 from .devices import resolve_device
 from .encoders import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, ClipEncoder, normalize_pixels
 from .evaluate import evaluate_clip
-from .images import uint8_to_unit
+from .sampling import from_uint8
 from .training import (LossLog, MetricLog, RunState, StopRequest, Timer, add_defaults_to_parser, autocast, batch_indices,
                        fast_float32, load_run, lr_factor, out_of_time, random_resized_crop_flip, save_run, schedule_position,
                        set_lr, step_generator)
@@ -146,7 +146,7 @@ def train(args) -> Path:
     for step in bar:
         gen = step_generator(args.seed, step)
         idx = batch_indices(len(ds), args.batch_size, args.seed, step)
-        batch01 = (uint8_to_unit(pixels[torch.as_tensor(idx, device=device)]) + 1) / 2
+        batch01 = (from_uint8(pixels[torch.as_tensor(idx, device=device)]) + 1) / 2
         crops = random_resized_crop_flip(batch01, args.image_size, args.crop_scale_min, args.flip_prob, gen)
         images = normalize_pixels(crops, model)
         texts = tokenizer(pick_captions(ds, idx, args.species_caption_prob, gen),

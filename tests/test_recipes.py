@@ -19,7 +19,7 @@ from clipdiff.embed import EmbeddingTable
 from clipdiff.encoders import ClipEncoder
 from clipdiff.training import MetricLog, StopRequest, random_resized_crop_flip, schedule_position
 
-from conftest import make_image_folder
+from clipdiff.testing import make_image_folder
 
 RESNET_CLIP_ARGS = ["--vision-tower", "resnet", "--image-size", "32", "--resnet-width", "8",
                     "--resnet-layers", "1", "1", "1", "1", "--text-width", "32", "--text-layers", "1",

@@ -22,9 +22,9 @@ from . import data as data_mod
 from .checkpoints import DEFAULT_UNET_DIR, describe_path
 from .diffusion import load_diffusion
 from .encoders import ClipEncoder
-from .sampling import from_uint8
+from .sampling import DEFAULT_W, from_uint8
 from .evaluate import FID_NOTE, MAX_REAL, RealReference, best_w, evaluate_clip, guidance_curve
-from .pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline,
+from .pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline,
                        model_id_of)
 from .schedulers import SAMPLERS
 

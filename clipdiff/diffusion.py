@@ -33,7 +33,7 @@ class DiffusionConfig:
     embedding_norm: str = "l2"
     # What the U-Net saw as condition during training: image embeddings (the reference), caption text
     # embeddings, or a per-sample mix of both.
-    cond_source: str = "image"
+    cond_source: str = "mix"
     training: dict = field(default_factory=dict)   # data and run summary, for the model card
 
     def __post_init__(self):

@@ -36,16 +36,21 @@ from .unet import ConditionalUNet, UNetConfig
 
 
 def unet_defaults() -> dict:
+    diffusion = DiffusionConfig()
+    unet, schedule = diffusion.unet, diffusion.schedule
     return dict(
         data=None,                      # the images the embeddings were computed from (same order)
         embeddings="runs/embeddings",
         out="runs/unet",
         export=str(DEFAULT_UNET_DIR),
         clip="default", clip_pretrained=None,
-        image_size=32, block_out_channels=[32, 64, 128], layers_per_block=1, attention_levels=[0, 0, 1],
-        attention_head_dim=32, norm_num_groups=16,
-        null_mode="learned", cond_drop_prob=0.1, cond_source="mix", text_prob=0.5, embedding_norm="l2",
-        num_train_timesteps=400, beta_start=1e-4, beta_end=0.02,
+        # The architecture, schedule and conditioning defaults are the model configs' own (one home each).
+        image_size=unet.image_size, block_out_channels=list(unet.block_out_channels),
+        layers_per_block=unet.layers_per_block, attention_levels=[int(a) for a in unet.attention_levels],
+        attention_head_dim=unet.attention_head_dim, norm_num_groups=unet.norm_num_groups,
+        null_mode=unet.null_mode, cond_drop_prob=unet.cond_drop_prob, cond_source=diffusion.cond_source,
+        text_prob=0.5, embedding_norm=diffusion.embedding_norm,
+        num_train_timesteps=schedule.num_train_timesteps, beta_start=schedule.beta_start, beta_end=schedule.beta_end,
         batch_size=64, lr=1e-3, warmup_steps=200, max_steps=4000, ema_decay=0.999,
         loss_weighting="min-snr", snr_gamma=5.0, flip_prob=0.5, precision="fp32",
         max_seconds=0.0,                # > 0: a time-boxed run; the cosine schedule ends when the time does

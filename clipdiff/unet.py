@@ -20,12 +20,12 @@ class UNetConfig:
     image_size: int = 32
     channels: int = 3
     cond_dim: int = 256
-    block_out_channels: tuple[int, ...] = (64, 128, 128)
+    block_out_channels: tuple[int, ...] = (32, 64, 128)
     layers_per_block: int = 1
     # One flag per resolution level: self- and cross-attention there. Attention at 16x16 costs 2-3x here.
     attention_levels: tuple[bool, ...] = (False, False, True)
     attention_head_dim: int = 32
-    norm_num_groups: int = 32
+    norm_num_groups: int = 16
     # "learned": a whole sample's condition is replaced by a learned null embedding with cond_drop_prob.
     # "zero-mask": the reference's per-element mask c * bernoulli(1 - p); the unconditional input is zeros.
     null_mode: str = "learned"

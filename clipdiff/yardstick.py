@@ -42,7 +42,8 @@ from .checkpoints import (CheckpointError, atomic_save_json, atomic_save_safeten
 from .devices import resolve_device
 from .evaluate import frechet_distance
 from .images import resized_unit
-from .pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, images_per_prompt
+from .pipeline import images_per_prompt
+from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS
 from .training import add_defaults_to_parser, fast_float32, batch_indices, lr_factor, set_lr, step_generator
 
 DEFAULT_DIR = Path("runs/yardstick")

@@ -133,6 +133,7 @@ class GuidedRun:
     def done(self) -> bool:
         return self.i >= self.total
 
+    @torch.inference_mode()
     def model_input(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This step's question to the U-Net: x twice (conditional, unconditional), t, the two conditions."""
         t = self.scheduler.timesteps[self.i]

@@ -40,6 +40,8 @@ from .pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, REFERENCE_PROM
 from .playback import PlaybackRun, export_gif, frames_to_tensor, prompt_x0_cosines
 from .sampling import to_uint8
 from .schedulers import SAMPLERS
+from .serving.backend import Backend, LocalBackend
+from .serving.fairness import AlreadyRunning, InFlight
 from .similarity import clip_score, cosine_matrix, nearest, softmax_over_candidates
 
 log = logging.getLogger("clipdiff.ui")
@@ -98,6 +100,7 @@ class Models:
     pipeline: ClipDiffusionPipeline | None = None
     atlas: Atlas | None = None
     problems: list[str] = field(default_factory=list)
+    backend: Backend = field(default_factory=LocalBackend)   # where the sampler steps run (app.py --backend)
 
     @classmethod
     def load(cls, unet: str | Path = DEFAULT_UNET_DIR, clip: str = "default", clip_pretrained: str | None = None,
@@ -375,13 +378,13 @@ def release_run(run) -> None:
 
 # -- sampling, shared by generate, sweep, interpolation and variations ------------------------------------------
 def sample_stream(pipe: ClipDiffusionPipeline, jobs: list[Job], steps: int, sampler: str, record: bool,
-                  preview_every_s: float = PREVIEW_EVERY_S):
+                  preview_every_s: float = PREVIEW_EVERY_S, backend: Backend | None = None):
     """Yield ("step", k, total, x0 frames) after the first sampler step and then after any step that ends at
     least preview_every_s after the last preview went out; then ("done", frames, records). Steps in between
     are not decoded at all. Leaving this generator (a cancelled event) stops the sampler between two steps."""
     records = []
     last_sent = None
-    for p in pipe.run(jobs, steps=steps, sampler=sampler, record_every=1 if record else 0):
+    for p in (backend or LocalBackend()).run(pipe, jobs, steps, sampler, record_every=1 if record else 0):
         if p.record is not None:
             records.append(p.record)
         if p.images is not None:
@@ -392,10 +395,11 @@ def sample_stream(pipe: ClipDiffusionPipeline, jobs: list[Job], steps: int, samp
 
 
 def strip_stream(pipe: ClipDiffusionPipeline, jobs: list[Job], steps: int, sampler: str, labels: list[str],
-                 preview_every_s: float = PREVIEW_EVERY_S):
+                 preview_every_s: float = PREVIEW_EVERY_S, backend: Backend | None = None):
     """sample_stream as one labelled row of images: yields (strip, "step k of n") while sampling, then
     (final strip, None)."""
-    for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s):
+    for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s,
+                               backend=backend):
         frames = event[3] if event[0] == "step" else event[1]
         progress = f"step {event[1]} of {event[2]}" if event[0] == "step" else None
         yield labelled_grid(frames, rows=1, cols=len(jobs), col_labels=labels), progress
@@ -529,9 +533,37 @@ def answers_clearly(fn):
     return answering
 
 
+BUSY_MESSAGE = ("You already have a generation running in this session: wait for it to finish, or press Stop, "
+                "before starting another.")
+
+
+def one_per_session(in_flight: InFlight):
+    """A sampling handler that refuses a session's second run while its first is in flight (serving.fairness).
+    Gradio hands the handler its request (for the session hash) through the `request` parameter added here;
+    the API's inputs do not change."""
+    def decorate(fn):
+        signature = inspect.signature(fn)
+        with_request = signature.replace(parameters=[*signature.parameters.values(), inspect.Parameter(
+            "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)])
+
+        @functools.wraps(fn)
+        def guarded(*args, **kwargs):
+            bound = with_request.bind(*args, **kwargs)
+            request = bound.arguments.pop("request", None)
+            try:
+                yield from in_flight.stream(getattr(request, "session_hash", None), fn(*bound.args, **bound.kwargs))
+            except AlreadyRunning:
+                raise gr.Error(BUSY_MESSAGE) from None
+        guarded.__signature__ = with_request
+        guarded.__annotations__ = {**fn.__annotations__, "request": gr.Request}
+        return guarded
+    return decorate
+
+
 def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PREVIEW_EVERY_S) -> gr.Blocks:
     """preview_every_s: at most one streamed preview this often while sampling (0: after every step)."""
     outputs = OutputFolder()
+    in_flight = InFlight()   # one sampling run per browser session at a time
     model_group = {"concurrency_id": "model", "concurrency_limit": concurrency}
     light_group = {"concurrency_id": "light", "concurrency_limit": LIGHT_CONCURRENCY}
     sampler_choices = list(SAMPLERS)
@@ -565,6 +597,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         return random.randint(0, SEED_MAX)
 
     @answers_clearly
+    @one_per_session(in_flight)
     def generate(prompts_text, w, steps, sampler, seed, n_images):
         """Stream previews of the guided x0 while sampling, then the final PNGs (parameters inside)."""
         pipe = models.need_pipeline()
@@ -585,7 +618,8 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         steps = checked.budget(steps, len(jobs))
         labels = [f"{shorten(j.prompt)} (seed {j.seed})" for j in jobs]
         started = time.perf_counter()
-        for event in sample_stream(pipe, jobs, steps, sampler, record=True, preview_every_s=preview_every_s):
+        for event in sample_stream(pipe, jobs, steps, sampler, record=True, preview_every_s=preview_every_s,
+                                   backend=models.backend):
             if event[0] == "step":
                 _, k, total, frames = event
                 yield preview_gallery(frames, k, total), checked.status(f"Sampling: step {k} of {total}"), \
@@ -696,6 +730,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
 
     # ---- Sweep ----
     @answers_clearly
+    @one_per_session(in_flight)
     def run_sweep(prompts_text, ws_text, seed, steps, sampler):
         """prompts x w from one seed: rows are w, columns prompts. Streams the grid of x0 previews."""
         pipe = models.need_pipeline()
@@ -711,7 +746,8 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         def grid(frames):
             return labelled_grid(frames, rows=len(ws), cols=len(prompts), row_labels=row_labels, col_labels=col_labels)
 
-        for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s):
+        for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s,
+                                   backend=models.backend):
             if event[0] == "step":
                 _, k, total, frames = event
                 yield grid(frames), gr.skip(), checked.status(f"Sampling {len(jobs)} images: step {k} of {total}"), \
@@ -790,6 +826,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
 
     # ---- Interpolate and vary ----
     @answers_clearly
+    @one_per_session(in_flight)
     def interpolate(prompt_a, prompt_b, points, w, seed, steps, sampler):
         """Images along the slerp between two prompts' embeddings, one seed for all."""
         pipe = models.need_pipeline()
@@ -805,10 +842,11 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         jobs = [Job(f"{a} -> {b} @ {t:.2f}", w, seed, embedding=e) for t, e in zip(fractions, path)]
         labels = [f"{t:.2f}" for t in fractions]
         steps = checked.budget(steps, len(jobs))
-        for strip, progress in strip_stream(pipe, jobs, steps, sampler, labels, preview_every_s):
+        for strip, progress in strip_stream(pipe, jobs, steps, sampler, labels, preview_every_s, models.backend):
             yield strip, checked.status(f"{a!r} -> {b!r}: {progress or f'Done, seed {seed}.'}"), seed
 
     @answers_clearly
+    @one_per_session(in_flight)
     def vary(file, count, w, seed, steps, sampler):
         """Condition on an uploaded image's CLIP image embedding: the model was trained on those."""
         pipe = models.need_pipeline()
@@ -823,7 +861,8 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         jobs = [Job("variation of an uploaded image", w, seed + k, embedding=emb) for k in range(n)]
         steps = checked.budget(steps, len(jobs))
         seen_sent = False
-        for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s):
+        for event in sample_stream(pipe, jobs, steps, sampler, record=False, preview_every_s=preview_every_s,
+                                   backend=models.backend):
             if event[0] == "step":
                 yield preview_gallery(event[3], event[1], event[2]), \
                     gr.skip() if seen_sent else to_pil(seen, PREVIEW_SCALE), \
@@ -835,6 +874,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
                 yield gallery, to_pil(seen, PREVIEW_SCALE), checked.status(f"Done: {n} variation(s)."), seed
 
     @answers_clearly
+    @one_per_session(in_flight)
     def mix_prompts(prompt_a, prompt_b, weight, w, seed, steps, sampler):
         """The first prompt, a weighted mix of both prompts' directions, the second prompt: one seed for all three."""
         pipe = models.need_pipeline()
@@ -850,7 +890,7 @@ def build_app(models: Models, concurrency: int = 1, preview_every_s: float = PRE
         jobs = [Job(a, w, seed), mixed, Job(b, w, seed)]
         labels = [shorten(a, 40), f"mix, weight {weight:g}", shorten(b, 40)]
         steps = checked.budget(steps, len(jobs))
-        for strip, progress in strip_stream(pipe, jobs, steps, sampler, labels, preview_every_s):
+        for strip, progress in strip_stream(pipe, jobs, steps, sampler, labels, preview_every_s, models.backend):
             yield strip, checked.status(f"{1 - weight:g} x {a!r} + {weight:g} x {b!r}: "
                                         f"{progress or f'Done, seed {seed}.'}"), seed
 

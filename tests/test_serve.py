@@ -520,7 +520,15 @@ def test_four_clients_at_once_no_errors_and_both_replicas_serve(ray_and_local_ap
 
 
 @pytest.mark.slow
-def test_a_local_ray_listens_on_loopback_only(ray_backend):
+def test_a_local_ray_is_loopback_only_token_authenticated_and_quiet(ray_backend):
+    """Safe by default: every Ray and Serve server of the local instance on 127.0.0.1, Ray's token authentication
+    on, no dashboard UI, no Serve HTTP proxy, no usage statistics."""
+    import os
+
+    from ray import serve
+
+    assert os.environ.get("RAY_AUTH_MODE") == "token" and os.environ.get("RAY_USAGE_STATS_ENABLED") == "0"
+    assert not serve.status().proxies, "a Serve HTTP proxy is running"
     psutil = pytest.importorskip("psutil")
     processes = [psutil.Process()] + psutil.Process().children(recursive=True)
     names = {p.pid: p.name() for p in processes}
@@ -534,3 +542,4 @@ def test_a_local_ray_listens_on_loopback_only(ray_backend):
     assert any("raylet" in n or "gcs" in n for _, _, n in listening), "Ray's own servers were not seen"
     beyond = {x for x in listening if x[0] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")}
     assert not beyond, f"listening beyond loopback: {beyond}"
+    assert 8265 not in {port for _, port, _ in listening}, "the Ray dashboard is up"

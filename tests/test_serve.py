@@ -543,3 +543,101 @@ def test_a_local_ray_is_loopback_only_token_authenticated_and_quiet(ray_backend)
     beyond = {x for x in listening if x[0] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")}
     assert not beyond, f"listening beyond loopback: {beyond}"
     assert 8265 not in {port for _, port, _ in listening}, "the Ray dashboard is up"
+
+
+def wait_until_answers(url: str, process, deadline: float) -> None:
+    """Event-based: poll until the server answers (or its process died, or the deadline for a broken setup)."""
+    import urllib.request
+
+    while True:
+        assert process.poll() is None, f"{process.args[:3]}... exited with {process.returncode}"
+        try:
+            with urllib.request.urlopen(url + "gradio_api/app_id", timeout=5):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.5)
+
+
+def wait_until_proxy_sees_both_fronts(proxy: str, deadline: float) -> None:
+    """HAProxy marks a front up after its health checks pass: until then new sessions all go to the other one.
+    Event-based: ask without a cookie until both fronts have been handed out."""
+    import urllib.request
+
+    seen = set()
+    while seen != {"front1", "front2"}:
+        assert time.monotonic() < deadline, f"HAProxy only ever chose {seen}"
+        with urllib.request.urlopen(proxy + "gradio_api/app_id", timeout=5) as r:
+            seen |= {c.split(";")[0].split("=", 1)[1] for c in r.headers.get_all("Set-Cookie") or []
+                     if c.startswith("CLIPDIFF_FRONT=")}
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_haproxy_keeps_sessions_on_their_front_and_both_fronts_share_one_deployment(ray_backend, tiny_clip_dir,
+                                                                                    tiny_unet_dir, tmp_path):
+    """deploy/haproxy.cfg as shipped, over two app.py fronts that join the test's Ray cluster (--ray-address) and
+    share its Sampler deployment; then a small room measured through the proxy."""
+    import os
+    import shutil
+    import subprocess
+
+    import ray
+    from gradio_client import Client
+
+    from clipdiff.serving.room import run_room
+    from conftest import free_loopback_port
+
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    address = ray.get_runtime_context().gcs_address
+    front_ports, proxy_port = [free_loopback_port(), free_loopback_port()], free_loopback_port()
+    processes = []
+    try:
+        for port in front_ports:
+            log = open(tmp_path / f"front-{port}.log", "w")
+            processes.append(subprocess.Popen(
+                [sys.executable, "app.py", "--backend", "ray", "--ray-address", address, "--unet", str(tiny_unet_dir),
+                 "--clip", str(tiny_clip_dir), "--atlas", str(tmp_path / "no-atlas"), "--port", str(port),
+                 "--concurrency", "4"], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT))
+        env = {**os.environ, "CLIPDIFF_LISTEN": f"127.0.0.1:{proxy_port}",
+               "CLIPDIFF_FRONT1": f"127.0.0.1:{front_ports[0]}", "CLIPDIFF_FRONT2": f"127.0.0.1:{front_ports[1]}"}
+        processes.append(subprocess.Popen([haproxy, "-db", "-f", str(REPO_ROOT / "deploy" / "haproxy.cfg")], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=open(tmp_path / "haproxy.log", "w")))
+        deadline = time.monotonic() + 600
+        for port, process in zip(front_ports, processes):
+            wait_until_answers(f"http://127.0.0.1:{port}/", process, deadline)
+        proxy = f"http://127.0.0.1:{proxy_port}/"
+        wait_until_answers(proxy, processes[2], deadline)
+        wait_until_proxy_sees_both_fronts(proxy, deadline)
+        requests_before = sum(s["counts"].get("requests", 0) for s in ray_backend.stats())
+
+        clients = [Client(proxy, verbose=False) for _ in range(4)]     # four sessions, one after another
+        try:
+            for k, client in enumerate(clients):
+                gallery, status, _ = client.predict(PROMPT, 2.0, 3, "ddim", k, 2, api_name="/generate")
+                assert "Done" in status and len(gallery) == 2
+                with Image.open(client.predict(0, api_name="/playback_gif")) as gif:   # state of the front that ran it
+                    assert gif.n_frames == 3
+            fronts = sorted(c.cookies.get("CLIPDIFF_FRONT") for c in clients)
+        finally:
+            for client in clients:
+                client.close()
+        assert fronts == ["front1", "front1", "front2", "front2"], "new sessions alternate between the fronts"
+        assert sum(s["counts"].get("requests", 0) for s in ray_backend.stats()) - requests_before == 4, \
+            "the fronts sampled on the one deployment"
+        from ray import serve
+        assert list(serve.status().applications) == ["clipdiff"], "a front deployed a second Sampler"
+
+        report = run_room(proxy, users=4, think_s=0.01, duration_s=600, backend="ray", replicas=2, steps=2,
+                          sampler="ddim", requests_per_user=2)
+        assert report.errors == 0 and report.images == 4 * 2 * 4, report.error_examples
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()

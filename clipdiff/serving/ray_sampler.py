@@ -252,7 +252,11 @@ def start_local(pipe: ClipDiffusionPipeline, unet_dir: str | Path, options: Samp
 def connect(pipe: ClipDiffusionPipeline, unet_dir: str | Path, options: SamplerOptions,
             address: str) -> RaySamplerBackend:
     """Join a cluster (ray start --head ...): use its Sampler deployment when it serves our weights, else deploy it
-    with `options`. Several fronts started with the same --ray-address share one deployment."""
+    with `options`. Several fronts started with the same --ray-address share one deployment. A front on a machine
+    of the cluster joins through its local node (`ray start --address HEAD` there, then --ray-address auto); a
+    cluster on this machine's loopback (deploy/room.sh) is joined as 127.0.0.1."""
+    if address.split(":")[0] in ("127.0.0.1", "localhost"):
+        loopback_only()
     ray.init(address=address, runtime_env=runtime_env(threads_for(options)), namespace=APP_NAME,
              logging_level=logging.WARNING)
     try:

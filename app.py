@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 from pathlib import Path
 
 # Before anything imports gradio or huggingface_hub: no telemetry, no hub access, nothing downloaded.
@@ -115,6 +117,7 @@ def main(argv=None) -> None:
     if args.backend != "local" and models.pipeline is not None:
         models.backend = make_backend(args.backend, models.pipeline, args.unet, args.sampler_options, args.ray_address)
         print(f"sampling on {models.backend.describe()}")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))   # a stop (kill, systemd) leaves Ray through close()
     try:
         serve(build_app(models, args.concurrency), host=args.host, port=args.port, share=args.share,
               concurrency=args.concurrency, max_queue=args.max_queue, auth=args.auth)

@@ -9,8 +9,9 @@ image in [-1, 1], and at most one level of the uint8 PNG. Why not bitwise: a sam
 own rows of the U-Net's input (group norm and attention work within a sample), but the CPU kernels that compute
 them (oneDNN convolutions, GEMMs) block and order their sums by the batch size, so the last float bits differ;
 over a run's steps (and DDIM's clipping) that grows to ~1e-4 (test_sampling measured up to ~4e-4). A pixel whose
-value lies near a rounding boundary can then land one uint8 level away, which no eye sees. A request alone on a
-replica is bit-identical to the local sampler (same inputs, same kernels); only batch mates move the bits.
+value lies near a rounding boundary can then land one uint8 level away, which no eye sees. A request alone is
+bit-identical to the local sampler when the kernels are the same (the injected-predictor test below); a replica
+that runs with another number of torch threads than the front (1 per replica CPU) moves the last bits the same way.
 """
 from __future__ import annotations
 

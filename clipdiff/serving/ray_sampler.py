@@ -94,6 +94,7 @@ class Sampler:
         self.batch_requests = Counter()               # requests per forward -> how many forwards
         self.active: dict[str, int] = {}              # request -> steps done
         self.recent: deque[dict] = deque(maxlen=RECENT_REQUESTS)
+        self.forward_s = 0.0                          # wall time inside U-Net forwards (with the thread hop)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def predict(self, inputs: list[ModelInput]) -> list[torch.Tensor]:
@@ -101,8 +102,11 @@ class Sampler:
         self.counts["forwards"] += 1
         self.counts["samples"] += forward_size(inputs)
         self.batch_requests[len(inputs)] += 1
+        started = time.perf_counter()
         # In a worker thread: the replica's event loop keeps streaming the other requests' previews meanwhile.
-        return await asyncio.to_thread(predict_batch, self.model, inputs)
+        eps = await asyncio.to_thread(predict_batch, self.model, inputs)
+        self.forward_s += time.perf_counter() - started
+        return eps
 
     async def sample(self, request: SampleRequest):
         """Served(...), then one Progress per step. Cancelled (the front's Stop), it stops at its next await."""
@@ -139,7 +143,7 @@ class Sampler:
 
     def stats(self) -> dict:
         return {"replica": self.replica, "counts": dict(self.counts), "batch_requests": dict(self.batch_requests),
-                "active": dict(self.active), "recent": list(self.recent)}
+                "forward_s": round(self.forward_s, 4), "active": dict(self.active), "recent": list(self.recent)}
 
 
 def serve_grpc_on_loopback() -> None:

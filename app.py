@@ -115,7 +115,11 @@ def main(argv=None) -> None:
     for problem in models.problems:
         print(f"warning: {problem}")
     if args.backend != "local" and models.pipeline is not None:
-        models.backend = make_backend(args.backend, models.pipeline, args.unet, args.sampler_options, args.ray_address)
+        try:
+            models.backend = make_backend(args.backend, models.pipeline, args.unet, args.sampler_options,
+                                          args.ray_address)
+        except RuntimeError as e:     # no Ray installed, or a deployment that serves other weights
+            sys.exit(f"error: {e}")
         print(f"sampling on {models.backend.describe()}")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))   # a stop (kill, systemd) leaves Ray through close()
     try:

@@ -490,7 +490,7 @@ def test_four_clients_at_once_no_errors_and_both_replicas_serve(ray_and_local_ap
     from gradio_client import Client
 
     _, url = ray_and_local_apps
-    served_before = dict(ray_backend.served_by)
+    served_before = ray_backend.served()
     errors, done, start = [], [], threading.Barrier(4)
 
     def attendee(k: int) -> None:
@@ -513,7 +513,7 @@ def test_four_clients_at_once_no_errors_and_both_replicas_serve(ray_and_local_ap
     for t in threads:
         t.join()
     assert errors == [] and len(done) == 12
-    now = ray_backend.served_by
+    now = ray_backend.served()
     assert sum(now.values()) - sum(served_before.values()) == 12
     assert len([r for r in now if now[r] > served_before.get(r, 0)]) == 2, f"one replica did all: {now}"
     stats = ray_backend.stats()

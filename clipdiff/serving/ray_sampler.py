@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter, deque
@@ -174,6 +175,7 @@ class RaySamplerBackend:
         self.owns_cluster = owns_cluster
         self.address = address
         self.served_by: Counter = Counter()           # replica -> requests it streamed to this front
+        self._lock = threading.Lock()                 # Gradio runs handlers (and so streams) in many threads
 
     def check(self, pipe: ClipDiffusionPipeline) -> None:
         """The deployment must serve the front's own weights and schedule, or its PNGs would lie about them."""
@@ -197,7 +199,8 @@ class RaySamplerBackend:
         try:
             for item in response:
                 if isinstance(item, Served):
-                    self.served_by[item.replica] += 1
+                    with self._lock:
+                        self.served_by[item.replica] += 1
                     continue
                 yield item
             finished = True
@@ -212,7 +215,11 @@ class RaySamplerBackend:
     def describe(self) -> dict:
         return {"backend": self.name, "replicas": self.options.replicas, "max_batch_size": self.options.max_batch_size,
                 "batch_wait_s": self.options.batch_wait_s, "address": self.address or "local",
-                "served_by": dict(self.served_by)}
+                "served_by": self.served()}
+
+    def served(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.served_by)
 
     def close(self) -> None:
         """Leave the cluster; a local one (ours) goes down with its replicas, a joined one keeps serving others."""

@@ -5,11 +5,15 @@
     python app.py --host 0.0.0.0 --port 8080        # reachable from the network: put auth in front (README)
     python app.py --auth-file room.txt              # a login page; room.txt holds user:password lines
     python app.py --threads 1                       # one torch thread: faster when other work shares the cores
+    python app.py --backend ray --replicas 2        # sampler steps on 2 Ray Serve replicas (requirements-serve.txt)
+    python app.py --backend ray --ray-address HOST:6379   # ... on a Ray cluster's shared deployment (README)
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 from pathlib import Path
 
 # Before anything imports gradio or huggingface_hub: no telemetry, no hub access, nothing downloaded.
@@ -19,6 +23,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from clipdiff.app.limits import MODEL_CONCURRENCY, QUEUE_SIZE  # noqa: E402  (gradio-free: --help stays quick)
 from clipdiff.checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR  # noqa: E402
+from clipdiff.serving.backend import BACKENDS, SamplerOptions, make_backend  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,14 +39,40 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--auth-file", type=Path, default=None,
                         help="ask for a login: a text file of user:password lines (# comments allowed); keep it out "
                              "of the command line, where other users of the machine can read it")
-    parser.add_argument("--concurrency", type=int, default=MODEL_CONCURRENCY,
-                        help="model runs at once (others wait in the queue)")
-    parser.add_argument("--max-queue", type=int, default=QUEUE_SIZE, help="waiting requests before 'queue is full'")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help=f"model runs at once (others wait in the queue); default {MODEL_CONCURRENCY}, with "
+                             "--backend ray replicas x --max-batch")
+    parser.add_argument("--max-queue", type=int, default=None,
+                        help=f"waiting requests before 'queue is full'; default {QUEUE_SIZE} (--backend ray: 2 x "
+                             f"concurrency, at least {QUEUE_SIZE})")
+    serving = parser.add_argument_group("serving a room (README: Serving a room)")
+    serving.add_argument("--backend", choices=BACKENDS, default="local",
+                         help="where sampler steps run: local (this process) or ray (a Ray Serve deployment, "
+                              "batched across users; pip install -r requirements-serve.txt)")
+    serving.add_argument("--replicas", type=int, default=2, help="--backend ray: Sampler replicas to deploy")
+    serving.add_argument("--replica-cpus", type=float, default=1.0,
+                         help="--backend ray: Ray CPUs (and torch threads) per replica")
+    serving.add_argument("--max-batch", type=int, default=8,
+                         help="--backend ray: requests that may share one U-Net forward")
+    serving.add_argument("--batch-wait-ms", type=float, default=10.0,
+                         help="--backend ray: how long a step waits for batch mates when its batch is not full")
+    serving.add_argument("--ray-address", default=None,
+                         help="--backend ray: join this Ray cluster (HOST:PORT) and share its deployment instead of "
+                              "starting a local Ray on 127.0.0.1")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's, one per core). On an idle machine all cores "
                              "are fastest; when other work keeps the cores busy, 1 thread can be several times "
                              "faster than 2 (benchmarks/README.md)")
     args = parser.parse_args(argv)
+    if args.ray_address and args.backend != "ray":
+        parser.error("--ray-address needs --backend ray")
+    args.sampler_options = SamplerOptions(args.replicas, args.replica_cpus, args.max_batch, args.batch_wait_ms / 1000)
+    if args.backend == "ray" and args.sampler_options.problems():
+        parser.error("; ".join(args.sampler_options.problems()))
+    if args.concurrency is None:
+        args.concurrency = args.replicas * args.max_batch if args.backend == "ray" else MODEL_CONCURRENCY
+    if args.max_queue is None:
+        args.max_queue = max(QUEUE_SIZE, 2 * args.concurrency) if args.backend == "ray" else QUEUE_SIZE
     if args.concurrency < 1 or args.max_queue < 1:
         parser.error("--concurrency and --max-queue must be at least 1")
     if args.threads is not None and args.threads < 1:
@@ -85,8 +116,19 @@ def main(argv=None) -> None:
     models = Models.load(args.unet, args.clip, args.clip_pretrained, args.atlas, args.device)
     for problem in models.problems:
         print(f"warning: {problem}")
-    serve(build_app(models, args.concurrency), host=args.host, port=args.port, share=args.share,
-          concurrency=args.concurrency, max_queue=args.max_queue, auth=args.auth)
+    if args.backend != "local" and models.pipeline is not None:
+        try:
+            models.backend = make_backend(args.backend, models.pipeline, args.unet, args.sampler_options,
+                                          args.ray_address)
+        except RuntimeError as e:     # no Ray installed, or a deployment that serves other weights
+            sys.exit(f"error: {e}")
+        print(f"sampling on {models.backend.describe()}")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))   # a stop (kill, systemd) leaves Ray through close()
+    try:
+        serve(build_app(models, args.concurrency), host=args.host, port=args.port, share=args.share,
+              concurrency=args.concurrency, max_queue=args.max_queue, auth=args.auth)
+    finally:
+        models.backend.close()
 
 
 if __name__ == "__main__":

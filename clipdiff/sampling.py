@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -117,6 +117,12 @@ def record_stride(steps: int, record_every: int) -> int:
     return max(record_every, -(-(steps - 1) // (MAX_RECORDS - 1))) if record_every > 0 else 0
 
 
+# The one U-Net call of a sampler step: (x_in (B, C, H, W), t (B,), cond (B, D)) -> eps (B, C, H, W). A step asks
+# for B = 2N predictions (conditional and unconditional); the default is the local model, a served one may share
+# the forward with other requests' steps (clipdiff.serving).
+Predictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 @torch.inference_mode()
 def sample_guided(
     model: ConditionalUNet,
@@ -127,47 +133,80 @@ def sample_guided(
     steps: int = 20,
     schedule: NoiseSchedule | None = None,
     record_every: int = 0,
+    predict: Predictor | None = None,
 ) -> Iterator[Progress]:
     """Yield a Progress after every step; the last one carries the final images.
 
     cond: (N, D) conditions; w: scalar or (N,) guidance weights; seeds: N seeds.
     record_every > 0 records every k-th step (and always the last), at most MAX_RECORDS of them.
+    predict: the U-Net call (default: model itself).
     Stop iterating (or close the generator) to cancel between steps.
     """
-    n = cond.shape[0]
-    if len(seeds) != n:
-        raise ValueError(f"need one seed per condition: {len(seeds)} seeds for {n} conditions")
-    device = next(model.parameters()).device
-    cfg = model.config
-    cond = cond.to(device, torch.float32)
-    w = torch.as_tensor(w, dtype=torch.float32, device=device).reshape(-1, 1, 1, 1).expand(n, 1, 1, 1)
-    scheduler = make_scheduler(sampler, schedule)
-    scheduler.set_timesteps(steps, device=device)
-    alphas_cumprod = scheduler.alphas_cumprod.to(device)
-    generators = [step_noise_generator(s) for s in seeds]  # DDPM's per-step noise
-    x = initial_noise(seeds, (cfg.channels, cfg.image_size, cfg.image_size)).to(device)
-    x = x * scheduler.init_noise_sigma
-    both_cond = torch.cat([cond, model.null_condition(n)])
-    stride = record_stride(len(scheduler.timesteps), record_every)
-    total = len(scheduler.timesteps)
-    for i, t in enumerate(scheduler.timesteps):
-        eps_cond, eps_uncond = model(torch.cat([x, x]), t.expand(2 * n), both_cond).chunk(2)
+    run = GuidedRun(model, cond, w, seeds, sampler, steps, schedule, record_every)
+    predict = predict or model
+    while not run.done:
+        yield run.advance(predict(*run.model_input()))
+
+
+class GuidedRun:
+    """One guided sampling run as a state machine: model_input() is what the U-Net is asked this step, advance()
+    takes its answer and returns the step's Progress. sample_guided drives it with a plain call; a served sampler
+    drives it with an awaited, batched one (clipdiff.serving.loop)."""
+
+    @torch.inference_mode()
+    def __init__(self, model: ConditionalUNet, cond: torch.Tensor, w: torch.Tensor | float, seeds: list[int],
+                 sampler: str = "dpmsolver", steps: int = 20, schedule: NoiseSchedule | None = None,
+                 record_every: int = 0):
+        n = cond.shape[0]
+        if len(seeds) != n:
+            raise ValueError(f"need one seed per condition: {len(seeds)} seeds for {n} conditions")
+        device = next(model.parameters()).device
+        cfg = model.config
+        self.n, self.sampler = n, sampler
+        self.w = torch.as_tensor(w, dtype=torch.float32, device=device).reshape(-1, 1, 1, 1).expand(n, 1, 1, 1)
+        self.scheduler = make_scheduler(sampler, schedule)
+        self.scheduler.set_timesteps(steps, device=device)
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.to(device)
+        self.generators = [step_noise_generator(s) for s in seeds]  # DDPM's per-step noise
+        x = initial_noise(seeds, (cfg.channels, cfg.image_size, cfg.image_size)).to(device)
+        self.x = x * self.scheduler.init_noise_sigma
+        self.both_cond = torch.cat([cond.to(device, torch.float32), model.null_condition(n)])
+        self.total = len(self.scheduler.timesteps)
+        self.stride = record_stride(self.total, record_every)
+        self.i = 0
+
+    @property
+    def done(self) -> bool:
+        return self.i >= self.total
+
+    @torch.inference_mode()
+    def model_input(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This step's question to the U-Net: x twice (conditional, unconditional), t, the two conditions."""
+        t = self.scheduler.timesteps[self.i]
+        return torch.cat([self.x, self.x]), t.expand(2 * self.n), self.both_cond
+
+    @torch.inference_mode()
+    def advance(self, eps_both: torch.Tensor) -> Progress:
+        """Guide with the U-Net's answer to model_input(), take the sampler step, say where the run is."""
+        i, t, x, w = self.i, self.scheduler.timesteps[self.i], self.x, self.w
+        eps_cond, eps_uncond = eps_both.chunk(2)
         eps = (1 + w) * eps_cond - w * eps_uncond
-        a_bar = alphas_cumprod[t]
+        a_bar = self.alphas_cumprod[t]
         x0 = predicted_x0(x, eps, a_bar)
         record = None
-        if stride and (i % stride == 0 or i == total - 1):
+        if self.stride and (i % self.stride == 0 or i == self.total - 1):
             record = StepRecord(
                 step=i, timestep=int(t), x_t=to_uint8(x), x0=to_uint8(x0),
                 x0_cond=to_uint8(predicted_x0(x, eps_cond, a_bar)),
                 x0_uncond=to_uint8(predicted_x0(x, eps_uncond, a_bar)),
                 eps_cond_norm=_rms(eps_cond), eps_uncond_norm=_rms(eps_uncond), eps_guided_norm=_rms(eps))
         # diffusers draws DDPM's per-sample noise from a list of generators; CPU ones keep seeds portable.
-        step_kwargs = {"generator": generators} if sampler == "ddpm" else {}
-        x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
-        last = i == total - 1
-        yield Progress(step=i + 1, total=total, timestep=int(t), x0=x0, record=record,
-                       images=x.clamp(-1, 1) if last else None)
+        step_kwargs = {"generator": self.generators} if self.sampler == "ddpm" else {}
+        self.x = self.scheduler.step(eps, t, x, **step_kwargs).prev_sample
+        self.i += 1
+        last = self.done
+        return Progress(step=i + 1, total=self.total, timestep=int(t), x0=x0, record=record,
+                        images=self.x.clamp(-1, 1) if last else None)
 
 
 def _rms(eps: torch.Tensor) -> np.ndarray:

@@ -16,6 +16,8 @@ from ..checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR, CheckpointError
 from ..diffusion import load_diffusion
 from ..encoders import ClipEncoder, ClipWeightsMissing
 from ..pipeline import ClipDiffusionPipeline, model_id_of
+from ..serving.backend import Backend, LocalBackend
+from ..serving.fairness import InFlight
 from .limits import LIGHT_CONCURRENCY, MODEL_CONCURRENCY, OUTPUT_MAX_AGE_S, PREVIEW_EVERY_S, SESSION_TTL_S
 
 TRAIN_HINT = "get the shipped models with `python -m clipdiff train-default`"
@@ -29,6 +31,7 @@ class Models:
     pipeline: ClipDiffusionPipeline | None = None
     atlas: Atlas | None = None
     problems: list[str] = field(default_factory=list)
+    backend: Backend = field(default_factory=LocalBackend)   # where the sampler steps run (app.py --backend)
 
     @classmethod
     def load(cls, unet: str | Path = DEFAULT_UNET_DIR, clip: str = "default", clip_pretrained: str | None = None,
@@ -131,6 +134,7 @@ class Context:
     concurrency: int = MODEL_CONCURRENCY
     preview_every_s: float = PREVIEW_EVERY_S
     session_ttl_s: float = SESSION_TTL_S
+    in_flight: InFlight = field(default_factory=InFlight)   # one sampling run per browser session at a time
 
     @classmethod
     def create(cls, models: Models, concurrency: int = MODEL_CONCURRENCY, preview_every_s: float = PREVIEW_EVERY_S,

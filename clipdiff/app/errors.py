@@ -7,6 +7,8 @@ import logging
 
 import gradio as gr
 
+from ..serving.fairness import AlreadyRunning
+
 log = logging.getLogger("clipdiff.app")
 
 
@@ -45,3 +47,29 @@ def answers_clearly(fn):
         except Exception as e:
             raise unexpected(e) from None
     return answering
+
+
+BUSY_MESSAGE = ("You already have a generation running in this session: wait for it to finish, or press Stop, "
+                "before starting another.")
+
+
+def one_per_session(fn):
+    """A sampling handler fn(ctx, ...) that refuses a session's second run while its first is in flight
+    (serving.fairness, ctx.in_flight). Gradio hands the handler its request (for the session hash) through the
+    `request` parameter added here; the API's inputs do not change, and a direct call (no request) is not guarded."""
+    signature = inspect.signature(fn)
+    with_request = signature.replace(parameters=[*signature.parameters.values(), inspect.Parameter(
+        "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)])
+
+    @functools.wraps(fn)
+    def guarded(*args, **kwargs):
+        bound = with_request.bind(*args, **kwargs)
+        request = bound.arguments.pop("request", None)
+        ctx = bound.args[0]
+        try:
+            yield from ctx.in_flight.stream(getattr(request, "session_hash", None), fn(*bound.args, **bound.kwargs))
+        except AlreadyRunning:
+            raise gr.Error(BUSY_MESSAGE) from None
+    guarded.__signature__ = with_request
+    guarded.__annotations__ = {**fn.__annotations__, "request": gr.Request}
+    return guarded

@@ -19,7 +19,8 @@ def sample(ctx: Context, pipe: ClipDiffusionPipeline, jobs: list[Job], s: Sampli
            record: bool = False) -> Iterator[Frames]:
     """The run as the app streams it: previews at most every ctx.preview_every_s, then the final images (with
     every step recorded for playback when record)."""
-    return stream(pipe.run(jobs, s.steps, s.sampler, record_every=1 if record else 0), ctx.preview_every_s)
+    run = ctx.models.backend.run(pipe, jobs, s.steps, s.sampler, record_every=1 if record else 0)
+    return stream(run, ctx.preview_every_s)
 
 
 def strip(ctx: Context, pipe: ClipDiffusionPipeline, jobs: list[Job], s: Sampling,

@@ -14,7 +14,7 @@ from ...pipeline import REFERENCE_PROMPTS, images_per_prompt
 from ...playback import PlaybackRun
 from ..context import Context
 from ..controls import SamplingControls, sampler_radio, seed_number, steps_slider, w_slider
-from ..errors import answers_clearly
+from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, clean_line, png_parameters, shorten
 from ..limits import (DEFAULT_SAMPLER, IMAGES_PER_PROMPT, MAX_BATCH, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS,
                       MAX_TEXT_CHARS, SAMPLERS, SEED_RANGE)
@@ -55,6 +55,7 @@ def random_seed() -> int:
 
 
 @answers_clearly
+@one_per_session
 def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images):
     """Stream previews of the guided x0 while sampling, then the final PNGs (parameters inside), and keep the run
     (images, parameters, recorded steps) as the session's last run."""

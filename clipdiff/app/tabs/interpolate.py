@@ -14,7 +14,7 @@ from ...pipeline import REFERENCE_PROMPTS, Job
 from ...sampling import to_uint8
 from ..context import Context
 from ..controls import SamplingControls
-from ..errors import answers_clearly
+from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, open_upload, shorten
 from ..limits import (INTERPOLATION_POINTS, INTERPOLATION_POINTS_DEFAULT, MAX_IMAGES_PER_PROMPT, MIX_WEIGHT_DEFAULT,
                       PREVIEW_SCALE, VARIATIONS_DEFAULT)
@@ -31,6 +31,7 @@ def two_prompts(checked: Checked, prompt_a, prompt_b) -> tuple[str, str]:
 
 
 @answers_clearly
+@one_per_session
 def interpolate(ctx: Context, prompt_a, prompt_b, points, w, seed, steps, sampler):
     """Images along the slerp between two prompts' embeddings, one seed for all."""
     pipe = ctx.models.need_pipeline()
@@ -47,6 +48,7 @@ def interpolate(ctx: Context, prompt_a, prompt_b, points, w, seed, steps, sample
 
 
 @answers_clearly
+@one_per_session
 def mix_prompts(ctx: Context, prompt_a, prompt_b, weight, w, seed, steps, sampler):
     """The first prompt, a weighted mix of both prompts' directions, the second prompt: one seed for all three."""
     pipe = ctx.models.need_pipeline()
@@ -64,6 +66,7 @@ def mix_prompts(ctx: Context, prompt_a, prompt_b, weight, w, seed, steps, sample
 
 
 @answers_clearly
+@one_per_session
 def vary(ctx: Context, file, count, w, seed, steps, sampler):
     """Condition on an uploaded image's CLIP image embedding: the model was trained on those."""
     pipe = ctx.models.need_pipeline()

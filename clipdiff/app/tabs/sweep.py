@@ -10,7 +10,7 @@ from ...images import labelled_grid
 from ...pipeline import REFERENCE_PROMPTS, REFERENCE_WS, sweep
 from ..context import Context
 from ..controls import SamplingControls
-from ..errors import answers_clearly
+from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked
 from ..limits import MAX_SWEEP_PROMPTS
 from ..runs import sample, save_results
@@ -20,6 +20,7 @@ TAKES = (tour.Sweep,)
 
 
 @answers_clearly
+@one_per_session
 def run_sweep(ctx: Context, prompts_text, ws_text, seed, steps, sampler):
     """prompts x w from one seed: rows are w, columns prompts. Streams the grid of x0 previews."""
     pipe = ctx.models.need_pipeline()

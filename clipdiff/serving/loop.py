@@ -1,0 +1,75 @@
+"""One request's sampling loop on a served sampler: the same GuidedRun as the local sampler, but the U-Net call is
+awaited, so while this request waits for its step's prediction the replica's event loop serves the others and a
+batcher can answer many requests' steps with one forward.
+
+A SampleRequest is what a front sends: conditions already encoded by its CLIP (the model tier holds the U-Net
+only), guidance weights, seeds and the sampler settings. Cancelling the task that iterates sample_async stops it at
+the awaited prediction: no step starts after the cancel, and the step in flight is dropped.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Awaitable, Callable
+
+import torch
+
+from ..sampling import GuidedRun, Progress
+from ..schedulers import SAMPLERS, NoiseSchedule
+from ..unet import ConditionalUNet
+from .batching import ModelInput
+
+AsyncPredictor = Callable[[ModelInput], Awaitable[torch.Tensor]]
+
+# What one request may ask of the model tier, whatever the front allowed (the app's own limits are tighter).
+MAX_REQUEST_IMAGES = 64
+MAX_REQUEST_STEPS = 1000
+
+
+@dataclass
+class SampleRequest:
+    cond: torch.Tensor                 # (N, D) U-Net conditions (CLIP embeddings as the checkpoint expects them)
+    w: list[float]
+    seeds: list[int]
+    steps: int
+    sampler: str
+    record_every: int = 0
+    model_id: str | None = None        # the front's idea of the weights; a replica with others refuses
+    label: str = field(default="", repr=False)   # free text for logs (never used as a file name)
+
+    def problems(self, cond_dim: int) -> list[str]:
+        n = self.cond.shape[0] if self.cond.ndim == 2 else -1
+        found = []
+        if self.cond.ndim != 2 or self.cond.shape[1] != cond_dim:
+            found.append(f"cond must be (N, {cond_dim}), not {tuple(self.cond.shape)}")
+        elif not 1 <= n <= MAX_REQUEST_IMAGES:
+            found.append(f"between 1 and {MAX_REQUEST_IMAGES} images per request, not {n}")
+        elif not torch.isfinite(self.cond).all():
+            found.append("cond has non-finite values")
+        if len(self.w) != n or len(self.seeds) != n:
+            found.append(f"one w and one seed per condition ({len(self.w)} w, {len(self.seeds)} seeds, {n} conditions)")
+        if not all(isinstance(w, (int, float)) and math.isfinite(w) for w in self.w):
+            found.append("w must be finite numbers")
+        if not all(isinstance(s, int) and 0 <= s < 2**63 for s in self.seeds):
+            found.append("seeds must be non-negative integers")
+        if not (isinstance(self.steps, int) and 1 <= self.steps <= MAX_REQUEST_STEPS):
+            found.append(f"steps must be 1 to {MAX_REQUEST_STEPS}")
+        if self.sampler not in SAMPLERS:
+            found.append(f"sampler must be one of {', '.join(SAMPLERS)}")
+        if not (isinstance(self.record_every, int) and self.record_every >= 0):
+            found.append("record_every must be a non-negative integer")
+        return found
+
+
+def start_run(model: ConditionalUNet, request: SampleRequest, schedule: NoiseSchedule | None) -> GuidedRun:
+    """The request as a GuidedRun, set up exactly as ClipDiffusionPipeline.run sets up the local one."""
+    w = torch.tensor(request.w, dtype=torch.float32)
+    return GuidedRun(model, request.cond, w, list(request.seeds), request.sampler, request.steps, schedule,
+                     request.record_every)
+
+
+async def sample_async(run: GuidedRun, predict: AsyncPredictor) -> AsyncIterator[Progress]:
+    """Yield a Progress after every step, as sample_guided does; predict is awaited once per step."""
+    while not run.done:
+        eps = await predict(run.model_input())
+        yield run.advance(eps)

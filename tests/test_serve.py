@@ -1,0 +1,640 @@
+"""Serving a room (issue 14): batching across requests, the served sampling loop, backends, one run per session,
+the room measurement; and, marked slow, the same through a local Ray cluster (2 CPUs, 2 replicas).
+
+The fast tier needs no Ray. The slow tier (`pytest -m slow tests/test_serve.py`) skips with a reason when Ray is
+not installed (`pip install -r requirements-serve.txt`).
+
+Tolerance, wherever a sample made beside others is compared with the same sample made alone: 1e-3 on the float
+image in [-1, 1], and at most one level of the uint8 PNG. Why not bitwise: a sample's prediction depends only on its
+own rows of the U-Net's input (group norm and attention work within a sample), but the CPU kernels that compute
+them (oneDNN convolutions, GEMMs) block and order their sums by the batch size, so the last float bits differ;
+over a run's steps (and DDIM's clipping) that grows to ~1e-4 (test_sampling measured up to ~4e-4). A pixel whose
+value lies near a rounding boundary can then land one uint8 level away, which no eye sees. A request alone is
+bit-identical to the local sampler when the kernels are the same (the injected-predictor test below); a replica
+that runs with another number of torch threads than the front (1 per replica CPU) moves the last bits the same way.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.util
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipdiff.pipeline import Job, images_per_prompt
+from clipdiff.sampling import run_to_end, sample_guided, to_uint8
+from clipdiff.schedulers import SAMPLERS
+from clipdiff.serving.backend import LocalBackend, SamplerOptions, make_backend
+from clipdiff.serving.batching import predict_batch
+from clipdiff.serving.fairness import AlreadyRunning, InFlight
+from clipdiff.serving.loop import SampleRequest, sample_async, start_run
+from clipdiff.unet import ConditionalUNet
+
+from clipdiff.testing import tiny_unet_config
+from clipdiff.testing.live import app_in_this_process, free_port
+
+ATOL = 1e-3          # float images in [-1, 1]; see the module docstring
+MAX_LEVELS = 1       # uint8 PNG levels
+PROMPT = "A deep red rose flower"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def assert_same_picture(a: torch.Tensor, b: torch.Tensor) -> None:
+    assert a.shape == b.shape
+    assert torch.allclose(a, b, atol=ATOL), f"max difference {float((a - b).abs().max()):.2e}"
+    assert np.abs(to_uint8(a).astype(int) - to_uint8(b).astype(int)).max() <= MAX_LEVELS
+
+
+@pytest.fixture(scope="module")
+def model() -> ConditionalUNet:
+    torch.manual_seed(0)
+    m = ConditionalUNet(tiny_unet_config(32))
+    with torch.no_grad():
+        m.null_embedding.normal_()     # random, so conditional and unconditional differ
+    return m.eval()
+
+
+def conditions(n: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, 32, generator=torch.Generator().manual_seed(seed)) * 2
+
+
+# -- batching across requests ------------------------------------------------------------------------------------
+def test_one_batched_forward_equals_each_requests_own_forward(model):
+    """Three requests of different sizes, at different timesteps, answered by one forward."""
+    inputs = []
+    for k, (n, t) in enumerate([(2, 399), (1, 57), (3, 200)]):
+        x = torch.randn(2 * n, 3, 16, 16, generator=torch.Generator().manual_seed(k))
+        inputs.append((x, torch.tensor(t).expand(2 * n), conditions(2 * n, 10 + k)))
+    together = predict_batch(model, inputs)
+    with torch.inference_mode():
+        alone = [model(x, t, c) for x, t, c in inputs]
+    assert [o.shape for o in together] == [a.shape for a in alone] == [(4, 3, 16, 16), (2, 3, 16, 16), (6, 3, 16, 16)]
+    for o, a in zip(together, alone):
+        assert torch.allclose(o, a, atol=1e-5), "batch mates changed a request's prediction"
+    # the checks above could fail: swapping two requests' outputs is caught
+    assert not torch.allclose(together[0][:2], alone[1], atol=1e-2)
+    # one request alone in a "batch" is the plain forward, bit for bit
+    assert torch.equal(predict_batch(model, inputs[1:2])[0], alone[1])
+
+
+# -- the served loop ---------------------------------------------------------------------------------------------
+def request(n: int, seed: int, sampler: str, steps: int, record_every: int = 0) -> SampleRequest:
+    return SampleRequest(cond=conditions(n, seed), w=[2.0, -0.5, 0.0, 1.0][:n], seeds=[seed + i for i in range(n)],
+                         steps=steps, sampler=sampler, record_every=record_every)
+
+
+def local_result(model, r: SampleRequest):
+    return run_to_end(sample_guided(model, r.cond, torch.tensor(r.w), r.seeds, sampler=r.sampler, steps=r.steps,
+                                    record_every=r.record_every))
+
+
+async def collect(model, r: SampleRequest, predict) -> list:
+    return [p async for p in sample_async(start_run(model, r, None), predict)]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_served_loop_with_an_injected_predictor_equals_the_local_sampler(model, sampler):
+    """The replica's loop, its predictor awaited once per step, makes the local sampler's pictures bit for bit."""
+    r = request(3, 5, sampler, steps=4, record_every=1)
+    calls = []
+
+    async def predict(model_input):
+        calls.append(model_input[0].shape[0])
+        return predict_batch(model, [model_input])[0]
+
+    events = asyncio.run(collect(model, r, predict))
+    local = local_result(model, r)
+    assert [e.step for e in events] == [1, 2, 3, 4] and calls == [6, 6, 6, 6], "one doubled question per step"
+    assert torch.equal(events[-1].images, local.images)
+    served_records = [e.record for e in events if e.record is not None]
+    assert len(served_records) == len(local.records) == 4
+    for a, b in zip(served_records, local.records):
+        assert np.array_equal(a.x0, b.x0) and np.array_equal(a.x0_uncond, b.x0_uncond)
+        assert np.array_equal(a.eps_guided_norm, b.eps_guided_norm)
+
+
+class LockstepBatcher:
+    """A test batcher: answers the questions of every live request with one forward once each has asked (Serve's
+    @serve.batch does the same with a size limit and a wait instead of a head count)."""
+
+    def __init__(self, model, live: int):
+        self.model, self.live = model, live
+        self.pending: list = []
+        self.batches: list[int] = []
+
+    async def predict(self, model_input):
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((model_input, future))
+        self._flush_if_everyone_asked()
+        return await future
+
+    def leave(self) -> None:
+        self.live -= 1
+        self._flush_if_everyone_asked()
+
+    def _flush_if_everyone_asked(self) -> None:
+        if self.pending and len(self.pending) == self.live:
+            batch, self.pending = self.pending, []
+            self.batches.append(len(batch))
+            for (_, future), eps in zip(batch, predict_batch(self.model, [q for q, _ in batch])):
+                future.set_result(eps)
+
+
+def test_requests_that_share_forwards_get_the_pictures_they_get_alone(model):
+    """Four requests of different sizes, samplers and step counts, each step's questions answered together: every
+    picture is the one its request makes alone, within the stated tolerance."""
+    requests = [request(2, 1, "ddim", 6), request(1, 2, "dpmsolver-karras", 4), request(3, 3, "ddpm", 6),
+                request(1, 4, "dpmsolver", 5)]
+    batcher = LockstepBatcher(model, live=len(requests))
+
+    async def one(r):
+        try:
+            return (await collect(model, r, batcher.predict))[-1].images
+        finally:
+            batcher.leave()
+
+    async def room():
+        return await asyncio.gather(*(one(r) for r in requests))
+
+    together = asyncio.run(room())
+    assert batcher.batches[0] == 4 and max(batcher.batches) == 4, "the steps were answered together"
+    assert sum(batcher.batches) == sum(r.steps for r in requests) and len(batcher.batches) == 6
+    for r, images in zip(requests, together):
+        assert_same_picture(images, local_result(model, r).images)
+
+
+def test_a_cancelled_loop_asks_for_no_step_after_the_cancel(model):
+    """Cancelled while its 4th prediction is in flight (Stop at the front), the loop ends there: no 4th Progress,
+    no 5th question. The gate makes the timing deterministic."""
+    r = request(1, 7, "ddim", steps=10)
+    asked, seen = [], []
+
+    async def scenario():
+        gate = asyncio.Event()
+
+        async def predict(model_input):
+            asked.append(len(asked) + 1)
+            if len(asked) == 4:
+                await gate.wait()                 # the 4th step's forward is "running" when the cancel comes
+            return predict_batch(model, [model_input])[0]
+
+        async def consume():
+            async for p in sample_async(start_run(model, r, None), predict):
+                seen.append(p.step)
+
+        task = asyncio.create_task(consume())
+        while len(asked) < 4:
+            await asyncio.sleep(0)
+        task.cancel()
+        gate.set()                                # the forward completes, as a real one would
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(20):                       # room for a loop that (wrongly) went on to run
+            await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert seen == [1, 2, 3] and asked == [1, 2, 3, 4]
+
+
+def test_a_sample_request_says_what_is_wrong_with_it():
+    good = request(2, 0, "ddim", 4)
+    assert good.problems(32) == []
+    bad = dataclasses.replace(good, cond=torch.full((2, 32), float("nan")), seeds=[1], steps=0, sampler="euler",
+                              w=[float("inf"), 1.0], record_every=-1)
+    found = " | ".join(bad.problems(32))
+    for words in ("non-finite", "one w and one seed", "w must be finite", "steps must be", "sampler must be",
+                  "record_every"):
+        assert words in found, words
+    assert "cond must be (N, 16), not (2, 32)" in " ".join(good.problems(16))
+    too_many = dataclasses.replace(good, cond=torch.zeros(65, 32), w=[0.0] * 65, seeds=list(range(65)))
+    assert "between 1 and 64 images" in " ".join(too_many.problems(32))
+
+
+# -- backends ----------------------------------------------------------------------------------------------------
+def test_the_local_backend_is_the_pipelines_own_run(tiny_pipeline):
+    jobs = images_per_prompt([PROMPT], 2.0, 3, 2)
+    via_backend = list(LocalBackend().run(tiny_pipeline, jobs, 3, "ddim", record_every=1))
+    direct = list(tiny_pipeline.run(jobs, steps=3, sampler="ddim", record_every=1))
+    assert [p.step for p in via_backend] == [1, 2, 3]
+    assert torch.equal(via_backend[-1].images, direct[-1].images)
+    assert LocalBackend().describe() == {"backend": "local", "replicas": 1}
+
+
+def test_the_ray_backend_without_ray_says_what_to_install(tiny_pipeline, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)            # as if Ray were not installed
+    monkeypatch.delitem(sys.modules, "clipdiff.serving.ray_sampler", raising=False)
+    with pytest.raises(RuntimeError, match="pip install -r requirements-serve.txt"):
+        make_backend("ray", tiny_pipeline, None, SamplerOptions())
+    assert isinstance(make_backend("local"), LocalBackend)
+    with pytest.raises(ValueError, match="unknown backend"):
+        make_backend("dask")
+
+
+def load_app_script():
+    spec = importlib.util.spec_from_file_location("app_script", REPO_ROOT / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_app_flags_local_by_default_one_switch_for_ray():
+    app_script = load_app_script()
+    local = app_script.parse_args([])
+    assert (local.backend, local.concurrency, local.max_queue, local.ray_address) == ("local", 1, 16, None)
+    ray = app_script.parse_args(["--backend", "ray", "--replicas", "3"])
+    assert ray.sampler_options == SamplerOptions(replicas=3, replica_cpus=1.0, max_batch_size=8, batch_wait_s=0.01)
+    assert ray.concurrency == 3 * 8 and ray.max_queue == 48, "the front lets every replica fill its batches"
+    assert ray.host == "127.0.0.1"
+    for bad in (["--ray-address", "10.0.0.1:6379"], ["--backend", "ray", "--replicas", "0"],
+                ["--backend", "ray", "--batch-wait-ms", "5000"], ["--backend", "dask"]):
+        with pytest.raises(SystemExit):
+            app_script.parse_args(bad)
+
+
+# -- one generation in flight per session ------------------------------------------------------------------------
+def test_in_flight_refuses_a_sessions_second_run_and_frees_it_however_the_first_ends():
+    guard = InFlight()
+    started = []
+
+    def run(name, fail=False):
+        started.append(name)
+        yield 1
+        if fail:
+            raise ValueError("boom")
+        yield 2
+
+    first = guard.stream("a", run("first"))
+    assert next(first) == 1 and guard.running("a")
+    second = guard.stream("a", run("second"))
+    with pytest.raises(AlreadyRunning):
+        next(second)
+    assert started == ["first"], "the refused run never started"
+    assert list(guard.stream("b", run("other"))) == [1, 2], "another session is not held back"
+    assert list(first) == [2] and not guard.running("a"), "finished: free"
+
+    failing = guard.stream("a", run("failing", fail=True))
+    next(failing)
+    with pytest.raises(ValueError):
+        next(failing)
+    assert not guard.running("a"), "failed: free"
+
+    stopped = guard.stream("a", run("stopped"))
+    next(stopped)
+    stopped.close()                                 # what Gradio does on Stop
+    assert not guard.running("a") and len(guard) == 0, "stopped: free"
+    assert list(guard.stream(None, run("direct"))) == [1, 2], "no session (a direct call): nothing to guard"
+
+
+def test_in_flight_lets_exactly_one_of_many_simultaneous_clicks_through():
+    guard, results, barrier = InFlight(), [], threading.Barrier(8)
+
+    def click():
+        barrier.wait()
+        try:
+            guard.acquire("same")
+            results.append("ran")
+        except AlreadyRunning:
+            results.append("refused")
+
+    threads = [threading.Thread(target=click) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["ran"] + ["refused"] * 7
+
+
+class GatedBackend(LocalBackend):
+    """The first run pauses after its first step until released; later runs go straight through."""
+
+    def __init__(self):
+        self.holding, self.release = threading.Event(), threading.Event()
+        self._first = True
+
+    def run(self, pipe, jobs, steps, sampler, record_every=0):
+        held, self._first = self._first, False
+        for p in super().run(pipe, jobs, steps, sampler, record_every):
+            yield p
+            if held and p.step == 1:
+                self.holding.set()
+                self.release.wait(timeout=120)
+
+
+@pytest.fixture
+def gated_app(tiny_clip_dir, tiny_unet_dir):
+    from clipdiff.app.context import Models
+
+    models = Models.load(tiny_unet_dir, str(tiny_clip_dir), None, None, "cpu")
+    models.backend = GatedBackend()
+    with app_in_this_process(models, concurrency=3, max_queue=8) as app:
+        yield models.backend, app.url
+        models.backend.release.set()
+
+
+def test_a_session_with_a_run_in_flight_is_told_to_wait_others_are_not(gated_app):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    backend, url = gated_app
+    a, b = Client(url, verbose=False), Client(url, verbose=False)
+    try:
+        first = a.submit(PROMPT, 2.0, 3, "ddim", 1, 1, api_name="/generate")
+        assert backend.holding.wait(120), "the first run never started"
+        for api, args in (("/generate", (PROMPT, 2.0, 2, "ddim", 2, 1)), ("/sweep", (PROMPT, "0, 1", 2, 2, "ddim"))):
+            with pytest.raises(AppError, match="already have a generation running in this session"):
+                a.predict(*args, api_name=api)
+        gallery, status, _ = b.predict(PROMPT, 2.0, 2, "ddim", 3, 1, api_name="/generate")
+        assert "Done" in status, "another session runs while the first one is held"
+        backend.release.set()
+        _, status, _ = first.result(timeout=120)
+        assert "Done" in status
+        _, status, _ = a.predict(PROMPT, 2.0, 2, "ddim", 4, 1, api_name="/generate")
+        assert "Done" in status, "the session is free again once its run is over"
+    finally:
+        a.close()
+        b.close()
+
+
+# -- the room measurement ----------------------------------------------------------------------------------------
+def test_room_measures_a_live_app_and_writes_its_report(tiny_clip_dir, tiny_unet_dir, tmp_path):
+    from clipdiff.serving import room
+    from clipdiff.app.context import Models
+
+    assert room.percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5 and room.percentile([], 95) is None
+    models = Models.load(tiny_unet_dir, str(tiny_clip_dir), None, None, "cpu")
+    with app_in_this_process(models, concurrency=1, max_queue=8) as app:
+        out = tmp_path / "room.json"
+        assert room.main(["--url", app.url, "--backend", "local", "--users", "2", "--think-s", "0.01",
+                          "--duration", "600", "--requests-per-user", "2", "--steps", "2", "--sampler", "ddim",
+                          "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {"images_per_s", "p50_s", "p95_s", "errors", "replicas", "backend"} <= set(report)
+    assert (report["backend"], report["replicas"], report["users"]) == ("local", 1, 2)
+    assert report["errors"] == 0 and report["requests"] == 4 and report["images"] == 16, report["error_examples"]
+    assert 0 < report["p50_s"] <= report["p95_s"] and report["images_per_s"] > 0
+
+
+# == the slow tier: a local Ray cluster with 2 CPUs and 2 replicas ==================================================
+@pytest.fixture(scope="module")
+def ray_backend(tiny_pipeline, tiny_unet_dir):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install -r requirements-serve.txt")
+    from clipdiff.serving.ray_sampler import start_local
+
+    backend = start_local(tiny_pipeline, tiny_unet_dir, SamplerOptions(replicas=2, replica_cpus=1, max_batch_size=8,
+                                                                       batch_wait_s=0.01), num_cpus=2)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def ray_and_local_apps(ray_backend, tiny_clip_dir, tiny_unet_dir):
+    """Two fronts over the same models, one sampling locally, one on the Ray deployment."""
+    from clipdiff.app.context import Models
+
+    local = Models.load(tiny_unet_dir, str(tiny_clip_dir), None, None, "cpu")
+    served = dataclasses.replace(local, backend=ray_backend)
+    with app_in_this_process(local, concurrency=4, max_queue=16) as a, \
+            app_in_this_process(served, concurrency=4, max_queue=16) as b:
+        yield a.url, b.url
+
+
+def replica_records(backend) -> list[dict]:
+    return [r for s in backend.stats() for r in s["recent"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_ray_streams_every_step_and_makes_the_local_pictures(ray_backend, tiny_pipeline, sampler):
+    jobs = images_per_prompt(["a red rose", "a white daisy"], 2.0, 11, 2)
+    served = list(ray_backend.run(tiny_pipeline, jobs, 4, sampler, record_every=1))
+    local = list(tiny_pipeline.run(jobs, steps=4, sampler=sampler, record_every=1))
+    assert [p.step for p in served] == [1, 2, 3, 4] and served[-1].images is not None
+    assert_same_picture(served[-1].images, local[-1].images)
+    for s, l in zip(served, local):
+        assert np.abs(to_uint8(s.x0).astype(int) - to_uint8(l.x0).astype(int)).max() <= MAX_LEVELS
+        assert s.record.step == l.record.step and s.record.x_t.shape == l.record.x_t.shape
+
+
+def png(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+@pytest.mark.slow
+def test_every_sampling_endpoint_through_ray_gives_the_local_images(ray_and_local_apps, tmp_path):
+    from gradio_client import Client, handle_file
+
+    answers = {}
+    for name, url in zip(("local", "ray"), ray_and_local_apps):
+        client = Client(url, verbose=False)
+        try:
+            job = client.submit(f"{PROMPT}\na white daisy", 2.0, 4, "dpmsolver-karras", 5, 2, api_name="/generate")
+            updates = list(job)
+            gallery, status, _ = job.outputs()[-1]
+            gif = client.predict(1, api_name="/playback_gif")
+            grid, sweep_gallery, _, _ = client.predict(PROMPT, "-1, 2", 3, 3, "ddim", api_name="/sweep")
+            strip, _, _ = client.predict(PROMPT, "a white daisy", 3, 1.0, 4, 3, "ddim", api_name="/interpolate")
+            picture = tmp_path / "red.png"
+            Image.new("RGB", (40, 30), (200, 30, 40)).save(picture)
+            variations, _, _, _ = client.predict(handle_file(str(picture)), 2, 1.0, 6, 3, "ddim", api_name="/vary")
+        finally:
+            client.close()
+        assert "Done" in status and len(gallery) == 4
+        assert any("Sampling: step" in u[1] for u in updates[:-1]), "previews streamed while sampling"
+        with Image.open(gif) as im:
+            assert im.n_frames == 4, "playback recorded every step"
+        answers[name] = [png(g["image"]) for g in gallery] + [png(g["image"]) for g in sweep_gallery] + \
+            [png(strip), png(grid)] + [png(v["image"]) for v in variations]
+    assert len(answers["ray"]) == len(answers["local"]) == 4 + 2 + 2 + 2
+    for served, local in zip(answers["ray"], answers["local"]):
+        assert served.shape == local.shape and np.abs(served - local).max() <= MAX_LEVELS
+
+
+@pytest.mark.slow
+def test_stop_through_the_app_stops_the_replica(ray_and_local_apps, ray_backend):
+    from gradio_client import Client
+
+    _, url = ray_and_local_apps
+    before = {r["request"] for r in replica_records(ray_backend)}
+    client = Client(url, verbose=False)
+    try:
+        job = client.submit(PROMPT, 2.0, 400, "ddim", 1, 4, api_name="/generate")
+        deadline = time.monotonic() + 120
+        while len(job.outputs()) < 3:                   # previews stream from the replica
+            assert not job.done() and time.monotonic() < deadline, "no previews from the long run"
+            time.sleep(0.02)
+        job.cancel()
+        while not (new := [r for r in replica_records(ray_backend) if r["request"] not in before]):
+            assert time.monotonic() < deadline, "the replica never finished the cancelled request"
+            time.sleep(0.05)
+    finally:
+        client.close()
+    record = new[0]
+    assert record["outcome"] == "cancelled" and record["total"] == 400
+    assert record["steps"] < record["total"], "the replica ran on after Stop"
+    assert all(not s["active"] for s in ray_backend.stats()), "no request still running on a replica"
+
+
+@pytest.mark.slow
+def test_four_clients_at_once_no_errors_and_both_replicas_serve(ray_and_local_apps, ray_backend):
+    from gradio_client import Client
+
+    _, url = ray_and_local_apps
+    served_before = ray_backend.served()
+    errors, done, start = [], [], threading.Barrier(4)
+
+    def attendee(k: int) -> None:
+        client = Client(url, verbose=False)
+        try:
+            start.wait()
+            for i in range(3):
+                gallery, status, _ = client.predict(PROMPT, 2.0, 6, "dpmsolver-karras", 100 * k + i, 2,
+                                                    api_name="/generate")
+                assert "Done" in status and len(gallery) == 2, status
+                done.append(k)
+        except Exception as e:   # noqa: BLE001 (collected and asserted below)
+            errors.append(repr(e))
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=attendee, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(done) == 12
+    now = ray_backend.served()
+    assert sum(now.values()) - sum(served_before.values()) == 12
+    assert len([r for r in now if now[r] > served_before.get(r, 0)]) == 2, f"one replica did all: {now}"
+    stats = ray_backend.stats()
+    assert len(stats) == 2 and all(s["counts"].get("done", 0) > 0 for s in stats)
+
+
+@pytest.mark.slow
+def test_a_local_ray_is_loopback_only_token_authenticated_and_quiet(ray_backend):
+    """Safe by default: every Ray and Serve server of the local instance on 127.0.0.1, Ray's token authentication
+    on, no dashboard UI, no Serve HTTP proxy, no usage statistics."""
+    import os
+
+    from ray import serve
+
+    assert os.environ.get("RAY_AUTH_MODE") == "token" and os.environ.get("RAY_USAGE_STATS_ENABLED") == "0"
+    assert not serve.status().proxies, "a Serve HTTP proxy is running"
+    psutil = pytest.importorskip("psutil")
+    processes = [psutil.Process()] + psutil.Process().children(recursive=True)
+    names = {p.pid: p.name() for p in processes}
+    listening = set()
+    for p in processes:
+        try:
+            listening |= {(c.laddr.ip, c.laddr.port, names[p.pid]) for c in p.net_connections("inet")
+                          if c.status == psutil.CONN_LISTEN}
+        except psutil.NoSuchProcess:
+            continue
+    assert any("raylet" in n or "gcs" in n for _, _, n in listening), "Ray's own servers were not seen"
+    beyond = {x for x in listening if x[0] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")}
+    assert not beyond, f"listening beyond loopback: {beyond}"
+    assert 8265 not in {port for _, port, _ in listening}, "the Ray dashboard is up"
+
+
+def wait_until_answers(url: str, process, deadline: float) -> None:
+    """Event-based: poll until the server answers (or its process died, or the deadline for a broken setup)."""
+    import urllib.request
+
+    while True:
+        assert process.poll() is None, f"{process.args[:3]}... exited with {process.returncode}"
+        try:
+            with urllib.request.urlopen(url + "gradio_api/app_id", timeout=5):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.5)
+
+
+def wait_until_proxy_sees_both_fronts(proxy: str, deadline: float) -> None:
+    """HAProxy marks a front up after its health checks pass: until then new sessions all go to the other one.
+    Event-based: ask without a cookie until both fronts have been handed out."""
+    import urllib.request
+
+    seen = set()
+    while seen != {"front1", "front2"}:
+        assert time.monotonic() < deadline, f"HAProxy only ever chose {seen}"
+        with urllib.request.urlopen(proxy + "gradio_api/app_id", timeout=5) as r:
+            seen |= {c.split(";")[0].split("=", 1)[1] for c in r.headers.get_all("Set-Cookie") or []
+                     if c.startswith("CLIPDIFF_FRONT=")}
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_haproxy_keeps_sessions_on_their_front_and_both_fronts_share_one_deployment(ray_backend, tiny_clip_dir,
+                                                                                    tiny_unet_dir, tmp_path):
+    """deploy/haproxy.cfg as shipped, over two app.py fronts that join the test's Ray cluster (--ray-address) and
+    share its Sampler deployment; then a small room measured through the proxy."""
+    import os
+    import shutil
+    import subprocess
+
+    import ray
+    from gradio_client import Client
+
+    from clipdiff.serving.room import run_room
+
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    address = ray.get_runtime_context().gcs_address
+    front_ports, proxy_port = [free_port(), free_port()], free_port()
+    processes = []
+    try:
+        for port in front_ports:
+            log = open(tmp_path / f"front-{port}.log", "w")
+            processes.append(subprocess.Popen(
+                [sys.executable, "app.py", "--backend", "ray", "--ray-address", address, "--unet", str(tiny_unet_dir),
+                 "--clip", str(tiny_clip_dir), "--atlas", str(tmp_path / "no-atlas"), "--port", str(port),
+                 "--concurrency", "4"], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT))
+        env = {**os.environ, "CLIPDIFF_LISTEN": f"127.0.0.1:{proxy_port}",
+               "CLIPDIFF_FRONT1": f"127.0.0.1:{front_ports[0]}", "CLIPDIFF_FRONT2": f"127.0.0.1:{front_ports[1]}"}
+        processes.append(subprocess.Popen([haproxy, "-db", "-f", str(REPO_ROOT / "deploy" / "haproxy.cfg")], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=open(tmp_path / "haproxy.log", "w")))
+        deadline = time.monotonic() + 600
+        for port, process in zip(front_ports, processes):
+            wait_until_answers(f"http://127.0.0.1:{port}/", process, deadline)
+        proxy = f"http://127.0.0.1:{proxy_port}/"
+        wait_until_answers(proxy, processes[2], deadline)
+        wait_until_proxy_sees_both_fronts(proxy, deadline)
+        requests_before = sum(s["counts"].get("requests", 0) for s in ray_backend.stats())
+
+        clients = [Client(proxy, verbose=False) for _ in range(4)]     # four sessions, one after another
+        try:
+            for k, client in enumerate(clients):
+                gallery, status, _ = client.predict(PROMPT, 2.0, 3, "ddim", k, 2, api_name="/generate")
+                assert "Done" in status and len(gallery) == 2
+                with Image.open(client.predict(0, api_name="/playback_gif")) as gif:   # state of the front that ran it
+                    assert gif.n_frames == 3
+            fronts = sorted(c.cookies.get("CLIPDIFF_FRONT") for c in clients)
+        finally:
+            for client in clients:
+                client.close()
+        assert fronts == ["front1", "front1", "front2", "front2"], "new sessions alternate between the fronts"
+        assert sum(s["counts"].get("requests", 0) for s in ray_backend.stats()) - requests_before == 4, \
+            "the fronts sampled on the one deployment"
+        from ray import serve
+        assert list(serve.status().applications) == ["clipdiff"], "a front deployed a second Sampler"
+
+        report = run_room(proxy, users=4, think_s=0.01, duration_s=600, backend="ray", replicas=2, steps=2,
+                          sampler="ddim", requests_per_user=2)
+        assert report.errors == 0 and report.images == 4 * 2 * 4, report.error_examples
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()

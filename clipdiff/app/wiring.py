@@ -3,6 +3,7 @@ components, so a button and a tour button run the very same thing; Shared is wha
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -14,10 +15,19 @@ PRIVATE = {"api_visibility": "private"}   # an event the page uses that is no AP
 
 
 def bind(fn: Callable, ctx: Context) -> Callable:
-    """fn(ctx, ...) as Gradio calls it, with the components' values: ctx bound, fn's name kept (Gradio reads the
-    rest of the signature for the API's parameter names)."""
-    bound = functools.partial(fn, ctx)
-    bound.__name__ = fn.__name__
+    """fn(ctx, ...) as Gradio calls it, with the components' values: ctx bound; fn's name, the rest of its signature
+    (the API's parameter names) and its annotations kept, so Gradio still sees a generator function (it streams
+    only from those) and still finds a `request: gr.Request` parameter (a functools.partial hides both)."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def bound(*args, **kwargs):
+            yield from fn(ctx, *args, **kwargs)
+    else:
+        @functools.wraps(fn)
+        def bound(*args, **kwargs):
+            return fn(ctx, *args, **kwargs)
+    signature = inspect.signature(fn)
+    bound.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
     return bound
 
 

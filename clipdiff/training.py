@@ -189,6 +189,17 @@ def fast_float32(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+def append_csv_row(path: Path, header: list[str], row: list) -> None:
+    """One row at the end of a CSV file, its header first when the file is new."""
+    new = not path.is_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(header)
+        writer.writerow(row)
+
+
 class LossLog:
     """Appends (step, loss, lr, seconds) to a CSV and redraws a PNG plot of it on request."""
 
@@ -206,13 +217,7 @@ class LossLog:
             writer.writerows([r for r in rows if r[0] <= step])
 
     def append(self, step: int, loss: float, lr: float, seconds: float) -> None:
-        new = not self.path.is_file()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["step", "loss", "lr", "seconds"])
-            writer.writerow([step, f"{loss:.6f}", f"{lr:.3e}", f"{seconds:.1f}"])
+        append_csv_row(self.path, ["step", "loss", "lr", "seconds"], [step, f"{loss:.6f}", f"{lr:.3e}", f"{seconds:.1f}"])
 
     def rows(self) -> list[tuple[int, float, float, float]]:
         if not self.path.is_file():
@@ -269,13 +274,8 @@ class MetricLog:
                         {k: v for k, v in r.items() if k not in ("step", "images_seen", "seconds")})
 
     def append(self, step: int, images_seen: int, seconds: float, figures: dict) -> None:
-        new = not self.path.is_file()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["step", "images_seen", "seconds", *figures])
-            writer.writerow([step, images_seen, f"{seconds:.1f}", *(f"{v:.6g}" for v in figures.values())])
+        append_csv_row(self.path, ["step", "images_seen", "seconds", *figures],
+                       [step, images_seen, f"{seconds:.1f}", *(f"{v:.6g}" for v in figures.values())])
 
 
 def autocast(device: torch.device, precision: str):

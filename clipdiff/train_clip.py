@@ -168,7 +168,7 @@ def train(args) -> Path:
         last = done == args.max_steps or out_of_time(timer.seconds, args.max_seconds) or stop.requested
         log.append(done, loss.item(), lr, timer.seconds)
         bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{args.batch_size * (done - state.step) / max(timer.seconds - state.seconds, 1e-9):.0f}")
-        if args.eval_every and (done % args.eval_every == 0 or last):
+        if args.eval_every and (done % args.eval_every == 0 or last) and not stop.requested:
             curve.append(done, done * args.batch_size, timer.seconds, heldout_figures(model, ds_all, held_idx, device))
         if done % args.save_every == 0 or last:
             save_run(out, RunState(done, timer.seconds), model, optimizer, args=vars(args))

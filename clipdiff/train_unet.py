@@ -225,7 +225,7 @@ def train(args) -> Path:
                 save_run(out, RunState(done, timer.seconds), accelerator.unwrap_model(model), optimizer, ema_model,
                          args=vars(args))
                 log.plot(out / "loss.png", "diffusion U-Net: noise-prediction loss")
-        if main:
+        if main and not stop.requested:   # a stopped run exports at once: its stopper waits only seconds
             watcher.after_step(ema_model, done, done * args.batch_size * world, timer.seconds, last)
         if last:
             break

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +19,7 @@ from . import __version__
 from .checkpoints import DEFAULT_UNET_DIR, WEIGHTS_NAME
 from .diffusion import DiffusionConfig, check_compatible, condition, load_diffusion
 from .encoders import ClipEncoder
+from .prompts import edit_text, parse
 from .devices import resolve_device
 from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, Progress, SampleResult, Switch, run_to_end, sample_guided
 from .unet import ConditionalUNet
@@ -45,6 +46,23 @@ class Job:
     @property
     def switches(self) -> bool:
         return self.switch_to is not None
+
+    @property
+    def text(self) -> str:
+        """The prompt as the attendee wrote it: a switch as [from:to:when] where it can be written so."""
+        if not self.switches:
+            return self.prompt
+        return edit_text(self.prompt, self.switch_to, self.switch_at) or \
+            f"{self.prompt} -> {self.switch_to} at {self.switch_at:g}"
+
+
+def with_prompt_edit(job: Job, steps: int) -> Job:
+    """The job with the [from:to:when] in its prompt (if any) as a switch; raises prompts.PromptSyntaxError for
+    brackets that do not parse."""
+    edit = parse(job.prompt)
+    if not edit.switches:
+        return job
+    return replace(job, prompt=edit.before, switch_to=edit.after, switch_at=edit.fraction(steps))
 
 
 def images_per_prompt(prompts: list[str], w: float, seed: int, n: int, negative: str = "") -> list[Job]:

@@ -61,10 +61,12 @@ class WordImportance:
         """How much CLIP score against the full prompt each image lost by dropping its word (negative: it gained)."""
         return [self.full_clip_score - s for s in self.clip_score]
 
+    def order(self) -> list[int]:
+        """The words' indices, the word whose removal moves the text embedding most first."""
+        return sorted(range(len(self.words)), key=lambda k: -self.text_effect[k])
+
     def ranking(self) -> list[str]:
-        """The words, the one whose removal moves the text embedding most first."""
-        order = sorted(range(len(self.words)), key=lambda k: -self.text_effect[k])
-        return [self.words[k] for k in order]
+        return [self.words[k] for k in self.order()]
 
     def to_json(self) -> dict:
         return {"prompt": self.prompt, "words": self.words,

@@ -280,3 +280,41 @@ def test_clipdiff_sample_negative_and_prompt_editing(tmp_path, tiny_clip_dir, ti
     assert np.abs(edited[1][0] - plain[0][0]).max() <= 1, "switched after the last step: the first alone"
     with pytest.raises(SystemExit):
         sample("bad", "--prompt", "a [red rose")
+
+
+# -- on the shipped model (or whatever checkpoints/ holds now): `pytest -m slow` ------------------------------------
+@pytest.fixture(scope="module")
+def shipped():
+    from clipdiff.checkpoints import DEFAULT_CLIP_DIR, DEFAULT_UNET_DIR
+    from clipdiff.pipeline import ClipDiffusionPipeline
+
+    if not (DEFAULT_UNET_DIR / "model.safetensors").is_file() or not DEFAULT_CLIP_DIR.is_dir():
+        pytest.skip("no shipped models in checkpoints/")
+    return ClipDiffusionPipeline.load(device="cpu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt, negative", [("A rose", "red"),
+                                              ("An orange sunflower with a big brown center", "orange")])
+def test_a_negative_prompt_moves_the_images_away_from_it_over_seeds(shipped, prompt, negative):
+    from clipdiff.evaluate import negative_effect
+
+    figures = negative_effect(shipped, prompt, negative, list(range(16)))
+    cosine, score = figures["cosine_to_negative"], figures["clip_score_to_negative"]
+    assert cosine["negative"] < cosine["null"] and score["negative"] <= score["null"], figures
+    assert figures["lower_on"] >= 0.75, figures
+
+
+@pytest.mark.slow
+def test_a_content_word_matters_more_than_a_filler_word(shipped):
+    result = word_importance(shipped, "a red rose", 2.0, 0)
+    ranking = result.ranking()
+    assert ranking.index("red") < ranking.index("a"), result.to_json()
+
+
+@pytest.mark.slow
+def test_the_switch_strip_ends_are_the_prompts_alone_on_the_shipped_model(shipped):
+    a, b = "A round white daisy with a yellow center", "An orange sunflower with a big brown center"
+    strip = shipped.generate(prompt_edits(a, b, [0.0, 0.5, 1.0], 2.0, 0)).images
+    alone = shipped.generate([Job(b, 2.0, 0), Job(a, 2.0, 0), Job(a, 2.0, 0)]).images
+    assert torch.equal(strip[0], alone[0]) and torch.equal(strip[2], alone[2])

@@ -72,7 +72,8 @@ def fuzz(url: str, cases: int = 500, unhandled=lambda: [], seed: int | None = 0,
         return handle_file(str(path))
 
     params = st.one_of(st.fixed_dictionaries({}, optional={
-        "prompt": text, "w": number, "steps": small_steps, "sampler": sampler, "seed": seeds}),
+        "prompt": text, "w": number, "steps": small_steps, "sampler": sampler, "seed": seeds,
+        "negative_prompt": text, "switch_to": text, "switch_at": number}),
         st.text(max_size=50), st.lists(junk, max_size=3).map(json.dumps))
     negative = st.one_of(st.just(""), text)
     fractions = st.one_of(st.text(max_size=40), st.sampled_from(["0, 0.5, 1", "nan", "-1 2 0.5", ",,", "1e999"]),

@@ -272,9 +272,10 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "negative", "Negative prompts: steering away from a colour",
         "Guidance pushes each step away from the unconditional guess: `eps = (1 + w) eps(prompt) - w eps(negative)`. "
         "A negative prompt puts its own guess where the learned null's was, so the picture is pushed away from *it*. "
-        "Most roses our model draws are red; with the negative prompt 'red' the same four seeds give roses of other "
-        "colours, while their shapes stay. In the playback tab the last panel becomes the negative x0: the guess "
-        "the guidance steers away from.",
+        "Most roses our model draws are pink or red; with the negative prompt 'red' the same four seeds give cream, "
+        "yellow and purple flowers instead. In the playback tab the last panel becomes the negative x0, the guess "
+        "the guidance steers away from, and the plot adds the cosine to the negative prompt: it falls as the "
+        "picture forms.",
         (run("Roses", generate=Generate((ROSE_PLAIN,), images_per_prompt=4)),
          run("Roses, negative: red", generate=Generate((ROSE_PLAIN,), images_per_prompt=4, negative="red")))),
     Experiment(
@@ -289,8 +290,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "word-importance", "Which words matter?",
         "CLIP sums a prompt up as one vector, so no map says which word did what: drop each word in turn, re-encode, "
         "and see. The shading is how far dropping a word moves the embedding; the strip is the same seed without "
-        "it. In this 20-word caption a few colour words carry almost everything, while 'this flower has', and the "
-        "whole tail about leaves, barely move it: our CLIP learned what tells flowers apart, and that is colour.",
+        "it. In this 20-word caption the colour words count most (without 'white' the flower turns yellow), while "
+        "'this flower has' and the whole tail about leaves barely move the embedding: our CLIP learned what tells "
+        "flowers apart, and that is mostly colour.",
         (run("Weigh the words of a caption", then=Words(WORDY_CAPTION, Sampling(steps=10))),)),
     Experiment(
         "cost", "Cost: steps and samplers against time and quality",

@@ -73,7 +73,7 @@ def prompt_edit(ctx: Context, prompt_a, prompt_b, fractions_text, seed, w, steps
                 gr.skip()
             continue
         gallery, params, scores = save_results(ctx, pipe, frames.images, jobs, s)
-        labels = [f"{shorten(j.text)} (seed {j.seed})" for j in jobs]
+        labels = [f"f = {f:.2g} (seed {j.seed})" for f, j in zip(fractions, jobs)]
         run = LastRun(frames.images, labels, params, scores, playback_of_jobs(pipe, jobs, labels, frames.records),
                       pipe.final_conditions(jobs))
         yield strip, gallery, checked.status(switch_summary(a, b, fractions, scores_against(pipe, frames.images,
@@ -174,23 +174,23 @@ def build(ctx: Context) -> DebugTab:
         with gr.Row():
             edit_go = gr.Button("Switch strip", variant="primary", elem_id="pe-go")
             edit_stop = gr.Button("Stop", variant="stop")
-        edit_status = gr.Markdown(elem_id="pe-status")
         edit_strip = gr.Image(label="A until f, then B (same seed)", type="pil", format="png", elem_id="pe-strip")
+        edit_status = gr.Markdown(elem_id="pe-status")
         edit_gallery = gr.Gallery(label="as PNGs (they carry the switch; playback has the run)", columns=9,
                                   height="auto", format="png", elem_classes=["pixelated"])
         gr.Markdown("### Which words matter?\nEach word is dropped in turn and the prompt re-encoded: the shading is "
                     "how far that moves CLIP's embedding of the prompt; the strip is the same seed without the word.")
+        prompt = gr.Textbox(WORDS_PROMPT, label="prompt", elem_id="wi-prompt")
         with gr.Row():
-            prompt = gr.Textbox(WORDS_PROMPT, label="prompt", elem_id="wi-prompt")
             words_sampling = SamplingControls.build()
         with gr.Row():
             words_go = gr.Button("Which words matter?", variant="primary", elem_id="wi-go")
             words_stop = gr.Button("Stop", variant="stop")
-        words_status = gr.Markdown(elem_id="wi-status")
         words = gr.HighlightedText(label="the prompt, each word shaded by its effect on the embedding",
                                    show_legend=False, elem_id="wi-words")
         words_strip = gr.Image(label="all words, then without each word (same seed)", type="pil", format="png",
                                elem_id="wi-strip")
+        words_status = gr.Markdown(elem_id="wi-status")
         with gr.Accordion("as JSON (for API clients)", open=False):
             words_json = gr.JSON(label="words, text_cosine, clip_score, images")
     return DebugTab(a, b, fractions, edit_sampling, edit_go, edit_stop, edit_status, edit_strip, edit_gallery,

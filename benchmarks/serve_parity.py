@@ -55,13 +55,19 @@ def answers(url: str, picture: str) -> dict[str, list[np.ndarray]]:
                                      12, "dpmsolver-karras", api_name="/interpolate")
         variations, _, _, _ = client.predict(handle_file(picture), 3, 2.0, 9, 12, "dpmsolver-karras",
                                              api_name="/vary")
+        negative, _, _ = client.predict(PROMPTS, 2.0, 12, "dpmsolver-karras", 7, 1, "red", api_name="/generate")
+        _, switched, _, _ = client.predict("A round white daisy with a yellow center", "An orange sunflower",
+                                           "0, 0.3, 1", 7, 2.0, 12, "dpmsolver-karras", api_name="/prompt_edit")
+        _, ablated, _, _, _ = client.predict("a red rose", 7, 2.0, 12, "dpmsolver-karras", api_name="/word_importance")
     finally:
         client.close()
     if "Done" not in status:
         raise RuntimeError(f"/generate: {status[:200]}")
     return {"/generate": [pixels(g["image"]) for g in gallery], "playback gif": frames,
             "/sweep": [pixels(g["image"]) for g in sweep_gallery] + [pixels(grid)], "/interpolate": [pixels(strip)],
-            "/vary": [pixels(v["image"]) for v in variations]}
+            "/vary": [pixels(v["image"]) for v in variations],
+            "/generate, negative": [pixels(g["image"]) for g in negative],
+            "/prompt_edit": [pixels(g["image"]) for g in switched], "/word_importance": [pixels(ablated)]}
 
 
 def main(argv=None) -> int:

@@ -2,6 +2,8 @@
 
     python -m clipdiff sample --prompt "A deep red rose flower" --w 0 --w 2 --steps 12 --sampler dpmsolver-karras \\
         --seed 0 --out outputs/roses
+    python -m clipdiff sample --prompt "A rose" --negative "red" --w 2      # guidance pushes away from "red"
+    python -m clipdiff sample --prompt "[a white daisy:a sunflower:0.5]"   # a daisy for half the steps, then...
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from pathlib import Path
 
 from .checkpoints import DEFAULT_UNET_DIR
 from .images import labelled_grid, save_png, to_pil
-from .pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, sweep
+from .pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, sweep, with_prompt_edit
+from .prompts import PromptSyntaxError
 from .sampling import SEED_RANGE, STEPS_RANGE, W_RANGE, Sampling, to_uint8
 from .schedulers import SAMPLERS
 
@@ -20,7 +23,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="clipdiff sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     default = Sampling()
-    parser.add_argument("--prompt", action="append", help="repeat for several prompts (default: the reference three)")
+    parser.add_argument("--prompt", action="append", help="repeat for several prompts (default: the reference three); "
+                                                          "[from:to:when] switches prompts part way")
+    parser.add_argument("--negative", default="", help="a negative prompt: guidance pushes away from it instead of "
+                                                       "from the learned null (default: none)")
     parser.add_argument("--w", action="append", type=float, help=f"guidance weight, {W_RANGE[0]:g} to {W_RANGE[1]:g}; "
                                                                  "repeat for several (default: the reference list)")
     parser.add_argument("--steps", type=int, default=default.steps,
@@ -38,21 +44,26 @@ def main(argv=None):
     ws = args.w or list(REFERENCE_WS)
     if any(not p.strip() for p in prompts):
         parser.error("prompts must not be empty")
+    jobs = sweep(prompts, ws, args.seed, args.negative)
+    columns = [prompts.index(job.prompt) for job in jobs]      # before the edits take [from:to:when] apart
+    try:
+        jobs = [with_prompt_edit(job, args.steps) for job in jobs]
+    except PromptSyntaxError as e:
+        parser.error(str(e))
     runs = [Sampling(w, args.steps, args.sampler, args.seed) for w in ws]   # the bounds the app holds to
     problems = sorted({p for s in runs for p in s.problems()})
     if problems:
         parser.error("; ".join(problems))
 
     pipe = ClipDiffusionPipeline.load(args.unet, args.clip, args.clip_pretrained, args.device)
-    jobs = sweep(prompts, ws, args.seed)
     result = pipe.generate(jobs, steps=args.steps, sampler=args.sampler)
     frames = to_uint8(result.images)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = []
-    for k, (job, frame) in enumerate(zip(jobs, frames)):
+    for k, (job, frame, column) in enumerate(zip(jobs, frames, columns)):
         params = pipe.parameters_of(job, args.steps, args.sampler)
-        name = f"{k:03d}_w{job.w:+g}_p{prompts.index(job.prompt)}_s{job.seed}.png"
+        name = f"{k:03d}_w{job.w:+g}_p{column}_s{job.seed}.png"
         save_png(to_pil(frame), out / name, params)
         manifest.append({"file": name, **params})
     grid = labelled_grid(frames, rows=len(ws), cols=len(prompts), row_labels=[f"w = {w:g}" for w in ws],

@@ -14,6 +14,10 @@ Generations (eval-gen), per guidance weight w, all in the CLIP's image-embedding
                   minimum-variance estimator). No Gaussian assumption, so it holds up on small samples.
   diversity       mean pairwise cosine distance between the images of one prompt, averaged over prompts.
 
+A negative prompt (negative_effect): the same seeds with the learned null and with the negative prompt in the
+unconditional half; how close each image is to the negative prompt (cosine and CLIP score), and on how many seeds
+the negative moved it away.
+
 Both distances see unit-normalised embeddings: CLIP compares directions, and raw norms differ between models.
 """
 from __future__ import annotations
@@ -27,7 +31,7 @@ import torch
 
 from .data import species_captions
 from .sampling import from_uint8
-from .pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, images_per_prompt
+from .pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, Job, images_per_prompt
 from .similarity import clip_score, cosine_matrix, unit
 
 CMMD_SIGMA = 10.0    # the paper's kernel bandwidth, for unit-norm CLIP embeddings
@@ -199,6 +203,27 @@ def guidance_curve(pipeline, prompts: list[str], ws: list[float], n: int, seed: 
         if on_w is not None:
             on_w(w, result, images)
     return results
+
+
+def negative_effect(pipeline, prompt: str, negative: str, seeds: list[int], w: float = 2.0,
+                    steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER) -> dict:
+    """One batch: every seed with the null and with the negative prompt. Cosines and CLIP scores of the images to
+    the negative prompt (and to the prompt) either way; `lower_on`: the share of seeds whose image moved away."""
+    jobs = [Job(prompt, w, s) for s in seeds] + [Job(prompt, w, s, negative=negative) for s in seeds]
+    image_emb = pipeline.encoder.encode_image(pipeline.generate(jobs, steps=steps, sampler=sampler).images)
+    text_emb = pipeline.encoder.encode_text([negative, prompt])
+    to_negative = cosine_matrix(image_emb, text_emb[:1])[:, 0]
+    to_prompt = cosine_matrix(image_emb, text_emb[1:])[:, 0]
+    null, away = to_negative[:len(seeds)], to_negative[len(seeds):]
+
+    def either(values: torch.Tensor, scale: float = 1.0, clamp: bool = False) -> dict:
+        v = (values.clamp_min(0) if clamp else values) * scale
+        return {"null": round(float(v[:len(seeds)].mean()), 4), "negative": round(float(v[len(seeds):].mean()), 4)}
+
+    return {"prompt": prompt, "negative": negative, "w": w, "seeds": len(seeds),
+            "cosine_to_negative": either(to_negative), "clip_score_to_negative": either(to_negative, 100, True),
+            "clip_score_to_prompt": either(to_prompt, 100, True),
+            "lower_on": round(float((away < null).float().mean()), 3)}
 
 
 def best_w(results: list[dict], key: str = "cmmd") -> float | None:

@@ -1,6 +1,8 @@
 """Pictures out: uint8 frames to PIL, labelled grids, PNGs that carry their generation parameters."""
 from __future__ import annotations
 
+import base64
+import io
 import json
 from pathlib import Path
 
@@ -35,6 +37,13 @@ def resized_unit(images: np.ndarray, size: int) -> torch.Tensor:
 def to_pil(frame: np.ndarray, scale: int = 1) -> Image.Image:
     im = Image.fromarray(frame)
     return im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST) if scale > 1 else im
+
+
+def data_uri(frame: np.ndarray) -> str:
+    """A small uint8 frame as a PNG data URI: a picture that travels inside JSON."""
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def png_info(params: dict) -> PngImagePlugin.PngInfo:

@@ -5,6 +5,10 @@ records and never runs the U-Net again, so scrubbing through a run costs nothing
 extra model call, done once per run, is the CLIP image encoder over every recorded guided x0: the cosine
 between that embedding and the run's conditioning embedding says at which timestep the picture starts to
 look like the prompt to CLIP.
+
+A run that debugs a prompt says so: a sample guided away from a negative prompt shows that prompt's x0 where the
+unconditional one would be, a sample whose prompt switched part way marks the switch, and the cosines to the
+negative prompt (or to the first prompt of a switch) can be drawn beside the cosine to the prompt.
 """
 from __future__ import annotations
 
@@ -17,10 +21,12 @@ from PIL import Image
 
 from .encoders import ClipEncoder
 from .images import labelled_grid
-from .sampling import StepRecord, from_uint8
+from .pipeline import ClipDiffusionPipeline, Job
+from .sampling import StepRecord, from_uint8, switch_step
 from .similarity import unit
 
 PANELS = ("x_t", "x0 (guided)", "x0 (conditional)", "x0 (unconditional)")
+NEGATIVE_PANEL = "negative x0"      # the unconditional panel's name when a negative prompt took the null's place
 NORM_SERIES = {"conditional": "eps_cond_norm", "unconditional": "eps_uncond_norm", "guided": "eps_guided_norm"}
 
 
@@ -30,6 +36,10 @@ class PlaybackRun:
     labels: list[str]                              # one per sample, e.g. the prompt and seed
     records: list[StepRecord] = field(default_factory=list)
     cosines: np.ndarray | None = None              # (R, N) condition vs CLIP embedding of the guided x0
+    negative: list[bool] = field(default_factory=list)          # per sample: guided away from a negative prompt
+    switch_timesteps: list[int | None] = field(default_factory=list)   # per sample: first timestep on prompt B
+    references: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N, D) more embeddings to compare
+    extra_cosines: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (R, N), NaN where a sample has none
 
     @property
     def num_samples(self) -> int:
@@ -47,32 +57,94 @@ class PlaybackRun:
         """Drop the frames (called when a session's state expires), so the memory goes back at once."""
         self.records.clear()
         self.cosines = None
+        self.extra_cosines = {}
+
+    def has_negative(self, sample: int) -> bool:
+        return sample < len(self.negative) and self.negative[sample]
+
+    def panels(self, sample: int) -> list[str]:
+        return [*PANELS[:3], NEGATIVE_PANEL if self.has_negative(sample) else PANELS[3]]
+
+    def switch_timestep(self, sample: int) -> int | None:
+        return self.switch_timesteps[sample] if sample < len(self.switch_timesteps) else None
 
     def noise_norms(self, sample: int) -> dict[str, np.ndarray]:
         """RMS of the conditional, unconditional and guided noise predictions of one sample, per recorded step."""
-        return {name: np.array([getattr(r, attr)[sample] for r in self.records], dtype=np.float32)
+        renamed = {"unconditional": "negative"} if self.has_negative(sample) else {}
+        return {renamed.get(name, name): np.array([getattr(r, attr)[sample] for r in self.records], dtype=np.float32)
                 for name, attr in NORM_SERIES.items()}
 
     def frame(self, step: int, sample: int, cell: int = 128) -> Image.Image:
         """x_t, guided x0, conditional x0 and unconditional x0 of one sample at one recorded step, side by side."""
         record = self.records[step]
         panels = np.stack([record.x_t[sample], record.x0[sample], record.x0_cond[sample], record.x0_uncond[sample]])
-        return labelled_grid(panels, rows=1, cols=len(PANELS), col_labels=list(PANELS), cell=cell)
+        return labelled_grid(panels, rows=1, cols=len(PANELS), col_labels=self.panels(sample), cell=cell)
 
 
 def prompt_x0_cosines(encoder: ClipEncoder, records: list[StepRecord], conditions: torch.Tensor) -> np.ndarray:
     """(R, N): cosine between each sample's conditioning embedding and the CLIP image embedding of its guided x0."""
+    return x0_cosines(encoder, records, {"prompt": conditions})["prompt"]
+
+
+def x0_cosines(encoder: ClipEncoder, records: list[StepRecord], embeddings: dict[str, torch.Tensor]) -> dict:
+    """name -> (R, N): the cosines of each sample's guided x0 (one CLIP image pass for all) to each (N, D) set of
+    embeddings; NaN where a sample's row is NaN (it has no such embedding)."""
+    n = len(next(iter(embeddings.values())))
     if not records:
-        return np.zeros((0, len(conditions)), dtype=np.float32)
+        return {name: np.zeros((0, n), dtype=np.float32) for name in embeddings}
     frames = np.concatenate([r.x0 for r in records])                # (R * N, H, W, 3), record-major
-    image_emb = encoder.encode_image(from_uint8(frames)).reshape(len(records), len(conditions), -1)
-    return (unit(image_emb) * unit(conditions).unsqueeze(0)).sum(-1).numpy()
+    image_emb = unit(encoder.encode_image(from_uint8(frames)).reshape(len(records), n, -1))
+    return {name: (image_emb * unit(e).unsqueeze(0)).sum(-1).numpy() for name, e in embeddings.items()}
+
+
+def playback_cosines(encoder: ClipEncoder, run: PlaybackRun, conditions: torch.Tensor) -> None:
+    """Fill the run's cosines to its conditions, and to its references (negative prompts, first prompts)."""
+    found = x0_cosines(encoder, run.records, {"prompt": conditions, **run.references})
+    run.cosines = found.pop("prompt")
+    run.extra_cosines = found
+
+
+def switch_timesteps(records: list[StepRecord], fractions: list[float]) -> list[int | None]:
+    """Per sample: the timestep of the first step conditioned on the second prompt (None: it never switched), for
+    a run whose last step is recorded."""
+    if not records:
+        return [None] * len(fractions)
+    total = records[-1].step + 1
+    marks = []
+    for f in fractions:
+        first = switch_step(f, total)
+        later = [r.timestep for r in records if r.step >= first]
+        marks.append(later[0] if first < total and later else None)
+    return marks
 
 
 def make_playback(encoder: ClipEncoder, labels: list[str], records: list[StepRecord],
                   conditions: torch.Tensor) -> PlaybackRun:
     """conditions: the raw CLIP embeddings (N, D) the samples were conditioned on."""
     return PlaybackRun(labels, list(records), prompt_x0_cosines(encoder, records, conditions))
+
+
+def playback_of_jobs(pipe: ClipDiffusionPipeline, jobs: list[Job], labels: list[str],
+                     records: list[StepRecord]) -> PlaybackRun:
+    """A pipeline run's recorded steps as a PlaybackRun that knows each sample's negative prompt and switch: the
+    negative panel, the switch's timestep, and the embeddings to draw cosines to ("negative prompt", "first
+    prompt"; NaN rows for the samples without one)."""
+    run = PlaybackRun(labels, list(records))
+    negatives = [j.negative.strip() for j in jobs]
+    if any(negatives):
+        run.negative = [bool(text) for text in negatives]
+        run.references["negative prompt"] = _rows(pipe.encoder.encode_text([t or "-" for t in negatives]),
+                                                  run.negative)
+    switching = [j.switches for j in jobs]
+    if any(switching):
+        run.switch_timesteps = switch_timesteps(records, [j.switch_at if j.switches else 1.0 for j in jobs])
+        run.references["first prompt"] = _rows(pipe.conditions(jobs), switching)
+    return run
+
+
+def _rows(embeddings: torch.Tensor, keep: list[bool]) -> torch.Tensor:
+    """The rows where keep, NaN elsewhere."""
+    return torch.where(torch.tensor(keep).unsqueeze(1), embeddings, torch.full_like(embeddings, float("nan")))
 
 
 def export_gif(run: PlaybackRun, sample: int, path: str | Path, frame_ms: int = 150, cell: int = 96) -> Path:

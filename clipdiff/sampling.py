@@ -6,11 +6,18 @@ w = 0 is the conditional prediction alone, w = -1 the unconditional alone. Condi
 run as one doubled batch, one U-Net forward per step. Each sample has its own seed, so a sample's pixels
 depend only on its seed, condition, w and sampler settings, not on what else shares the batch.
 
+Two things a prompt debugger asks of the same loop, both per sample and both off unless asked for:
+- a negative condition: `uncond` replaces the learned null in the unconditional half, so guidance pushes away from
+  that prompt instead of from "no prompt": eps = (1 + w) * eps(prompt) - w * eps(negative);
+- a condition switch (prompt editing, the web UI's [A:B:f]): `Switch` conditions a sample on A for its first
+  round(f * steps) steps and on B after them, so f = 1 is A alone and f = 0 is B alone.
+
 `Sampling` is what a run is asked for (w, steps, sampler, seed): its defaults and bounds are the app's and the
 CLI's alike. `stream` turns a run's progress into pictures as the app shows them while it samples.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -117,6 +124,24 @@ def record_stride(steps: int, record_every: int) -> int:
     return max(record_every, -(-(steps - 1) // (MAX_RECORDS - 1))) if record_every > 0 else 0
 
 
+def switch_step(fraction: float, steps: int) -> int:
+    """The first step conditioned on the second prompt: round(fraction * steps), halves rounded up (not to even,
+    so 0.5 of 3 steps is 2 steps of the first prompt)."""
+    return int(math.floor(fraction * steps + 0.5))
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Prompt editing: sample k is conditioned on its own condition until switch_step(at[k], steps), then on
+    cond[k]. A sample with at = 1 never switches; one with at = 0 follows cond from the first step."""
+    cond: torch.Tensor          # (N, D) the conditions after the switch
+    at: tuple[float, ...]       # (N,) fractions of the steps, 0..1
+
+    def __post_init__(self):
+        if any(not 0 <= f <= 1 for f in self.at):
+            raise ValueError(f"switch fractions must be between 0 and 1, not {list(self.at)}")
+
+
 # The one U-Net call of a sampler step: (x_in (B, C, H, W), t (B,), cond (B, D)) -> eps (B, C, H, W). A step asks
 # for B = 2N predictions (conditional and unconditional); the default is the local model, a served one may share
 # the forward with other requests' steps (clipdiff.serving).
@@ -134,15 +159,19 @@ def sample_guided(
     schedule: NoiseSchedule | None = None,
     record_every: int = 0,
     predict: Predictor | None = None,
+    uncond: torch.Tensor | None = None,
+    switch: Switch | None = None,
 ) -> Iterator[Progress]:
     """Yield a Progress after every step; the last one carries the final images.
 
     cond: (N, D) conditions; w: scalar or (N,) guidance weights; seeds: N seeds.
     record_every > 0 records every k-th step (and always the last), at most MAX_RECORDS of them.
     predict: the U-Net call (default: model itself).
+    uncond: (N, D) conditions of the unconditional half (negative prompts; rows of the null where none); None: null.
+    switch: prompt editing, each sample's second condition and when it takes over; None: no switch.
     Stop iterating (or close the generator) to cancel between steps.
     """
-    run = GuidedRun(model, cond, w, seeds, sampler, steps, schedule, record_every)
+    run = GuidedRun(model, cond, w, seeds, sampler, steps, schedule, record_every, uncond, switch)
     predict = predict or model
     while not run.done:
         yield run.advance(predict(*run.model_input()))
@@ -156,10 +185,15 @@ class GuidedRun:
     @torch.inference_mode()
     def __init__(self, model: ConditionalUNet, cond: torch.Tensor, w: torch.Tensor | float, seeds: list[int],
                  sampler: str = "dpmsolver", steps: int = 20, schedule: NoiseSchedule | None = None,
-                 record_every: int = 0):
+                 record_every: int = 0, uncond: torch.Tensor | None = None, switch: Switch | None = None):
         n = cond.shape[0]
         if len(seeds) != n:
             raise ValueError(f"need one seed per condition: {len(seeds)} seeds for {n} conditions")
+        for name, other in (("uncond", uncond), ("switch", None if switch is None else switch.cond)):
+            if other is not None and other.shape != cond.shape:
+                raise ValueError(f"{name} must be shaped like cond {tuple(cond.shape)}, not {tuple(other.shape)}")
+        if switch is not None and len(switch.at) != n:
+            raise ValueError(f"need one switch fraction per condition: {len(switch.at)} for {n} conditions")
         device = next(model.parameters()).device
         cfg = model.config
         self.n, self.sampler = n, sampler
@@ -170,8 +204,13 @@ class GuidedRun:
         self.generators = [step_noise_generator(s) for s in seeds]  # DDPM's per-step noise
         x = initial_noise(seeds, (cfg.channels, cfg.image_size, cfg.image_size)).to(device)
         self.x = x * self.scheduler.init_noise_sigma
-        self.both_cond = torch.cat([cond.to(device, torch.float32), model.null_condition(n)])
+        uncond = model.null_condition(n) if uncond is None else uncond.to(device, torch.float32)
+        self.both_cond = torch.cat([cond.to(device, torch.float32), uncond])
         self.total = len(self.scheduler.timesteps)
+        # Prompt editing: the doubled conditions after the switch, and the step each sample switches at.
+        self.switched = None if switch is None else torch.cat([switch.cond.to(device, torch.float32), uncond])
+        self.switch_steps = None if switch is None else \
+            torch.tensor([switch_step(f, self.total) for f in switch.at] * 2, device=device)
         self.stride = record_stride(self.total, record_every)
         self.i = 0
 
@@ -183,7 +222,13 @@ class GuidedRun:
     def model_input(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This step's question to the U-Net: x twice (conditional, unconditional), t, the two conditions."""
         t = self.scheduler.timesteps[self.i]
-        return torch.cat([self.x, self.x]), t.expand(2 * self.n), self.both_cond
+        return torch.cat([self.x, self.x]), t.expand(2 * self.n), self.conditions_now()
+
+    def conditions_now(self) -> torch.Tensor:
+        """(2N, D): this step's conditions, conditional half then unconditional half."""
+        if self.switched is None:
+            return self.both_cond
+        return torch.where((self.i < self.switch_steps).unsqueeze(1), self.both_cond, self.switched)
 
     @torch.inference_mode()
     def advance(self, eps_both: torch.Tensor) -> Progress:

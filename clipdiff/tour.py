@@ -29,6 +29,9 @@ LONG_PROMPT = (
     "background of grass with a few other daisies that are out of focus and a little bit of blue sky at the top"
 )
 CAPTION_STYLE = "this flower has large dark red petals that are layered and velvety around a hidden center"
+ROSE_PLAIN = "A rose"
+WORDY_CAPTION = ("this flower has petals that are yellow and white with a large orange center and long green leaves "
+                 "around it")
 
 
 # -- what a button puts into each tab ----------------------------------------------------------------------------
@@ -39,6 +42,7 @@ class Generate:
     prompts: tuple[str, ...]
     sampling: Sampling = Sampling()
     images_per_prompt: int = 1
+    negative: str = ""                  # guidance pushes away from this prompt instead of the learned null
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class Sweep:
     prompts: tuple[str, ...]
     ws: tuple[float, ...] = REFERENCE_WS
     sampling: Sampling = SWEEP
+    negative: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,25 @@ class Vary:
     sampling: Sampling = Sampling(seed=100)
 
 
+@dataclass(frozen=True)
+class PromptEdit:
+    """The Debug tab's switch strip: prompt a for the first f of the steps, then prompt b; one image per f, one
+    seed (f = 0: b alone, f = 1: a alone)."""
+    TAB: ClassVar[str] = "debug"
+    a: str
+    b: str
+    fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    sampling: Sampling = Sampling()
+
+
+@dataclass(frozen=True)
+class Words:
+    """The Debug tab's word importance: the prompt with each word dropped in turn, one seed for all."""
+    TAB: ClassVar[str] = "debug"
+    prompt: str
+    sampling: Sampling = Sampling()
+
+
 NEEDS_GENERATED = (Playback, Similarity, Vary)
 
 
@@ -111,7 +135,7 @@ class Run:
     """One button: the Generate step (if any) runs first, then `then` on its own tab."""
     label: str
     generate: Generate | None = None
-    then: Sweep | Playback | Similarity | Map | Interpolate | Mix | Vary | None = None
+    then: Sweep | Playback | Similarity | Map | Interpolate | Mix | Vary | PromptEdit | Words | None = None
 
     def __post_init__(self):
         if self.generate is None and (self.then is None or isinstance(self.then, NEEDS_GENERATED)):
@@ -244,6 +268,32 @@ EXPERIMENTS: tuple[Experiment, ...] = (
          run("2. Sweep w", then=Sweep(("A black tulip in the snow",), (-1.0, 0.0, 1.0, 2.0, 4.0), Sampling())),
          run("3. Watch it form", generate=Generate(("A black tulip in the snow",), Sampling(steps=PLAYBACK_STEPS)),
              then=Playback()))),
+    Experiment(
+        "negative", "Negative prompts: steering away from a colour",
+        "Guidance pushes each step away from the unconditional guess: `eps = (1 + w) eps(prompt) - w eps(negative)`. "
+        "A negative prompt puts its own guess where the learned null's was, so the picture is pushed away from *it*. "
+        "Most roses our model draws are pink or red; with the negative prompt 'red' the same four seeds give cream, "
+        "yellow and purple flowers instead. In the playback tab the last panel becomes the negative x0, the guess "
+        "the guidance steers away from, and the plot adds the cosine to the negative prompt: it falls as the "
+        "picture forms.",
+        (run("Roses", generate=Generate((ROSE_PLAIN,), images_per_prompt=4)),
+         run("Roses, negative: red", generate=Generate((ROSE_PLAIN,), images_per_prompt=4, negative="red")))),
+    Experiment(
+        "prompt-editing", "When does the picture commit? Switching prompts part way",
+        "A prompt can change while the picture forms: `[a daisy:a sunflower:0.5]` draws the daisy for the first half "
+        "of the steps and the sunflower after (Stable Diffusion web UI's prompt editing; the Generate box reads it "
+        "too). The strip starts every picture from one seed and switches from daisy to sunflower later and later: "
+        "f = 0 is the sunflower alone, f = 1 the daisy alone. Watch how early it flips: the first few steps decide "
+        "the layout and the colours, the rest only the details. The playback marks the switch on its plot.",
+        (run("Daisy, then sunflower", then=PromptEdit(DAISY, SUNFLOWER, (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0))),)),
+    Experiment(
+        "word-importance", "Which words matter?",
+        "CLIP sums a prompt up as one vector, so no map says which word did what: drop each word in turn, re-encode, "
+        "and see. The shading is how far dropping a word moves the embedding; the strip is the same seed without "
+        "it. In this 20-word caption the colour words count most (without 'white' the flower turns yellow), while "
+        "'this flower has' and the whole tail about leaves barely move the embedding: our CLIP learned what tells "
+        "flowers apart, and that is mostly colour.",
+        (run("Weigh the words of a caption", then=Words(WORDY_CAPTION, Sampling(steps=10))),)),
     Experiment(
         "cost", "Cost: steps and samplers against time and quality",
         "Each sampler step is one U-Net call on a doubled batch (conditional and unconditional), so time grows with "

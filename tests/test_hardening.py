@@ -403,7 +403,7 @@ def test_fuzz_long_random(live_app, server_errors, tmp_path):
 @pytest.mark.slow
 def test_load_16_clients_x_10_requests(live_app):
     # 16 clients, one request in flight each, fit the app's default queue: none may be turned away
-    figures = stress.load(live_app.url, clients=QUEUE_SIZE, requests=10, steps=2)
+    figures = stress.load(live_app.url, clients=QUEUE_SIZE, requests=10, steps=2, endpoints=tuple(stress.LOAD_CALLS))
     print(f"load: {figures}")
     assert figures["failures"] == 0 and figures["answered"] == 160
 

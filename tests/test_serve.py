@@ -423,6 +423,18 @@ def test_ray_streams_every_step_and_makes_the_local_pictures(ray_backend, tiny_p
         assert s.record.step == l.record.step and s.record.x_t.shape == l.record.x_t.shape
 
 
+@pytest.mark.slow
+def test_ray_carries_negative_prompts_and_prompt_switches(ray_backend, tiny_pipeline):
+    """Issue 15: a request's negative conditions and switch travel with it; the replica makes the local pictures."""
+    jobs = [Job("a red rose", 2.0, 3, negative="red"), Job("a red rose", 2.0, 3),
+            Job("a white daisy", 2.0, 4, switch_to="a sunflower", switch_at=0.5)]
+    served = list(ray_backend.run(tiny_pipeline, jobs, 4, "dpmsolver", record_every=1))
+    local = list(tiny_pipeline.run(jobs, steps=4, sampler="dpmsolver", record_every=1))
+    assert_same_picture(served[-1].images, local[-1].images)
+    plain = tiny_pipeline.generate([Job("a red rose", 2.0, 3)] * 3, steps=4, sampler="dpmsolver").images
+    assert not torch.allclose(served[-1].images[0], plain[0], atol=1e-2), "the negative reached the replica"
+
+
 def png(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB")).astype(int)
 

@@ -109,7 +109,8 @@ def test_random_seed_and_what_the_tour_puts_in(ctx):
     setting = tour.Generate(("a", "b"), Sampling(w=1.5, steps=7, sampler="ddpm", seed=3), images_per_prompt=2)
     values = tab.tour_fill(page, setting)
     s = page.sampling
-    assert values == {page.prompts: "a\nb", page.n_images: 2, s.w: 1.5, s.steps: 7, s.sampler: "ddpm", s.seed: 3}
+    assert values == {page.prompts: "a\nb", page.n_images: 2, s.w: 1.5, s.steps: 7, s.sampler: "ddpm", s.seed: 3,
+                      page.negative: ""}
 
 
 def test_a_preview_is_one_picture_of_every_image_row_major():

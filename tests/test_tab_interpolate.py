@@ -72,7 +72,8 @@ def test_what_the_tour_puts_in(ctx):
     s, v = page.sampling, page.vary_sampling
     settings = Sampling(w=1.0, steps=5, sampler="ddim", seed=4)
     assert tab.tour_fill(page, tour.Interpolate("a", "b", 3, settings)) == {
-        page.a: "a", page.b: "b", page.points: 3, s.w: 1.0, s.seed: 4, s.steps: 5, s.sampler: "ddim"}
+        page.a: "a", page.b: "b", page.points: 3, s.w: 1.0, s.seed: 4, s.steps: 5, s.sampler: "ddim",
+        page.negative: ""}
     assert tab.tour_fill(page, tour.Mix("a", "b", 0.2, settings))[page.weight] == 0.2
     assert tab.tour_fill(page, tour.Vary(2, settings)) == {page.count: 2, v.w: 1.0, v.seed: 4, v.steps: 5,
-                                                           v.sampler: "ddim"}
+                                                           v.sampler: "ddim", page.vary_negative: ""}

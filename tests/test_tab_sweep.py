@@ -42,4 +42,5 @@ def test_what_the_tour_puts_in(ctx):
     values = tab.tour_fill(page, tour.Sweep(("a", "b"), (-1.0, 0.5), Sampling(w=9, steps=4, seed=2)))
     s = page.sampling
     assert s.w is None, "the rows are the w values: no w control"
-    assert values == {page.prompts: "a\nb", page.ws: "-1, 0.5", s.seed: 2, s.steps: 4, s.sampler: "dpmsolver-karras"}
+    assert values == {page.prompts: "a\nb", page.ws: "-1, 0.5", s.seed: 2, s.steps: 4, s.sampler: "dpmsolver-karras",
+                      page.negative: ""}

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from clipdiff import tour
-from clipdiff.app.limits import (INTERPOLATION_POINTS, MAX_IMAGE_STEPS, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS,
-                                 MAX_SIMILARITY_TEXTS, MAX_SWEEP_PROMPTS, MAX_SWEEP_WS, MAX_TEXT_CHARS, W_RANGE)
+from clipdiff.app.limits import (INTERPOLATION_POINTS, MAX_ABLATED_WORDS, MAX_IMAGE_STEPS, MAX_IMAGES_PER_PROMPT,
+                                 MAX_PROMPT_EDIT_FRACTIONS, MAX_PROMPTS, MAX_SIMILARITY_TEXTS, MAX_SWEEP_PROMPTS,
+                                 MAX_SWEEP_WS, MAX_TEXT_CHARS, W_RANGE)
 from clipdiff.atlas import METHODS
 from clipdiff.sampling import Sampling
 
-TABS = {"generate", "sweep", "playback", "similarity", "map", "interpolate"}   # the app's tab ids besides "tour"
+TABS = {"generate", "sweep", "playback", "similarity", "map", "interpolate", "debug"}   # the app's tab ids besides "tour"
 RUNS = tour.runs()
 
 
@@ -38,7 +39,9 @@ def test_the_tour_covers_the_lesson():
         assert e.title and 2 <= sentences <= 6 and e.runs, e.id
         assert len({r.label for r in e.runs}) == len(e.runs), "buttons of one experiment need distinct labels"
     kinds = {type(r.then) for _, _, r in RUNS}
-    assert {tour.Sweep, tour.Playback, tour.Similarity, tour.Map, tour.Interpolate, tour.Mix, tour.Vary} <= kinds
+    assert {tour.Sweep, tour.Playback, tour.Similarity, tour.Map, tour.Interpolate, tour.Mix, tour.Vary,
+            tour.PromptEdit, tour.Words} <= kinds
+    assert any(r.generate and r.generate.negative for _, _, r in RUNS), "a negative prompt at work"
     dropout = next(e for e in tour.EXPERIMENTS if e.id == "dropout")
     assert "--null-mode zero-mask" in dropout.explanation and "eval-gen" in dropout.explanation
     assert {-1.0, 0.0} <= set(dropout.runs[0].then.ws)
@@ -51,6 +54,7 @@ def test_every_run_is_valid_for_the_app(experiment, index, run):
     g, then = run.generate, run.then
     if g is not None:
         check_prompts(g.prompts, MAX_PROMPTS)
+        assert g.negative == g.negative.strip() and len(g.negative) <= MAX_TEXT_CHARS
         assert 1 <= g.images_per_prompt <= MAX_IMAGES_PER_PROMPT
         check_sampling(g.sampling, len(g.prompts) * g.images_per_prompt)
     if isinstance(then, tour.Sweep):
@@ -75,6 +79,16 @@ def test_every_run_is_valid_for_the_app(experiment, index, run):
     elif isinstance(then, tour.Vary):
         assert 1 <= then.count <= MAX_IMAGES_PER_PROMPT
         check_sampling(then.sampling, then.count)
+    elif isinstance(then, tour.PromptEdit):
+        check_prompts((then.a, then.b), 2)
+        assert 1 <= len(then.fractions) <= MAX_PROMPT_EDIT_FRACTIONS and list(then.fractions) == sorted(
+            set(then.fractions)) and all(0 <= f <= 1 for f in then.fractions)
+        assert "[" not in then.a + then.b
+        check_sampling(then.sampling, len(then.fractions))
+    elif isinstance(then, tour.Words):
+        check_prompts((then.prompt,), 1)
+        assert "[" not in then.prompt and 3 <= len(then.prompt.split()) <= MAX_ABLATED_WORDS
+        check_sampling(then.sampling, len(then.prompt.split()) + 1)
 
 
 def test_the_token_experiment_really_truncates(tiny_pipeline):
@@ -93,7 +107,7 @@ def test_a_run_that_reads_generated_images_must_generate_first():
 # -- the Tour tab: a loop over the other tabs -----------------------------------------------------------------------
 FOLLOWS = {tour.Sweep: ["run_sweep"], tour.Playback: [], tour.Similarity: ["similarity"], tour.Map: ["embed_map"],
            tour.Interpolate: ["interpolate"], tour.Mix: ["mix_prompts"], tour.Vary: ["first_generated_image", "vary"],
-           type(None): []}
+           tour.PromptEdit: ["prompt_edit", "show_playback"], tour.Words: ["word_importance"], type(None): []}
 
 
 @pytest.fixture(scope="module")
@@ -126,5 +140,6 @@ def test_a_tour_button_runs_the_tabs_own_handlers_generate_first(tabs, experimen
     assert [call.fn.__name__ for call in calls] == expected
     if run.generate is not None:
         assert values[pages[generate].prompts] == "\n".join(run.generate.prompts)
-        assert calls[0].inputs == pages[generate].controls, "the Generate button's own inputs"
+        assert calls[0].inputs == pages[generate].inputs, "the Generate button's own inputs"
+        assert values[pages[generate].negative] == run.generate.negative, "a tour run never keeps an old negative"
     assert all(call.group["concurrency_id"] == "model" for call in calls if call.fn.__name__ != "first_generated_image")

@@ -4,9 +4,11 @@ from __future__ import annotations
 from clipdiff import tour
 
 TAB_NAMES = {"generate": "Generate", "sweep": "Guidance sweep", "playback": "Denoising playback",
-             "similarity": "Similarity", "map": "Embedding map", "interpolate": "Interpolate and vary"}
+             "similarity": "Similarity", "map": "Embedding map", "interpolate": "Interpolate and vary",
+             "debug": "Debug a prompt"}
 RESULTS = {"generate": "#gallery", "sweep": "#sweep-grid", "playback": "#pb-frame", "similarity": "#similarity-plot",
-           "map": "#map-plot", tour.Interpolate: "#ip-strip", tour.Mix: "#mix-strip", tour.Vary: "#va-gallery"}
+           "map": "#map-plot", tour.Interpolate: "#ip-strip", tour.Mix: "#mix-strip", tour.Vary: "#va-gallery",
+           tour.PromptEdit: "#pe-strip", tour.Words: "#wi-strip"}
 RENDERED = "img, .js-plotly-plot .main-svg"   # a picture, or a drawn Plotly figure
 
 # What the result element shows now: its pictures' addresses and its plot's text. A new result changes it.

@@ -6,10 +6,10 @@ import gradio as gr
 from .context import Context, Models
 from .limits import MAX_UPLOAD_SIZE, MODEL_CONCURRENCY, OUTPUT_MAX_AGE_S, PREVIEW_EVERY_S, QUEUE_SIZE, SESSION_TTL_S
 from .session import last_run_state
-from .tabs import embed_map, generate, interpolate, playback, similarity, sweep, tour
+from .tabs import debug, embed_map, generate, interpolate, playback, similarity, sweep, tour
 from .wiring import Shared
 
-TABS = (generate, sweep, playback, similarity, embed_map, interpolate)   # after the Tour, in this order
+TABS = (generate, sweep, playback, similarity, embed_map, interpolate, debug)   # after the Tour, in this order
 CSS = ".pixelated img, .pixelated canvas { image-rendering: pixelated; }"
 TITLE = "# clipdiff: CLIP-conditioned diffusion you can watch\n"
 

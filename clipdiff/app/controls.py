@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ..sampling import Sampling
-from .limits import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, SAMPLERS, STEPS_RANGE, W_RANGE
+from .limits import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, MAX_TEXT_CHARS, SAMPLERS, STEPS_RANGE, W_RANGE
 
 SAMPLER_INFO = ("ddpm: the reference's stochastic sampler, wants hundreds of steps; ddim: deterministic; dpmsolver: "
                 "DPM-Solver++ (2nd order), evenly spaced steps; dpmsolver-karras: the same, steps packed at low noise")
@@ -23,6 +23,14 @@ def steps_slider() -> gr.Slider:
 
 def sampler_radio() -> gr.Radio:
     return gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="sampler", info=SAMPLER_INFO)
+
+
+NEGATIVE_INFO = "guidance pushes away from this prompt instead of from the learned null; empty: the null"
+
+
+def negative_box(**options) -> gr.Textbox:
+    """A negative prompt: eps = (1 + w) eps(prompt) - w eps(negative)."""
+    return gr.Textbox("", label="negative prompt", info=NEGATIVE_INFO, max_length=MAX_TEXT_CHARS, **options)
 
 
 def seed_number(label: str = "seed", **options) -> gr.Number:

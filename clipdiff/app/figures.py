@@ -1,6 +1,7 @@
 """The app's plotly figures: the playback's cosine and noise curves, the similarity heatmaps, the embedding map."""
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -19,9 +20,24 @@ def playback_figure(run: PlaybackRun, sample: int) -> go.Figure:
                                      legendgroup="cos"), row=1, col=1)
     for name, series in run.noise_norms(sample).items():
         fig.add_trace(go.Scatter(x=t, y=series, mode="lines", name=f"eps {name}", legendgroup="eps"), row=2, col=1)
+    add_prompt_debugging(fig, run, sample)
     fig.update_xaxes(autorange="reversed", title_text="timestep t (sampling runs left to right)", row=2, col=1)
     fig.update_layout(height=520, margin={"l": 40, "r": 10, "t": 40, "b": 40}, legend={"font": {"size": 10}})
     return fig
+
+
+def add_prompt_debugging(fig: go.Figure, run: PlaybackRun, sample: int) -> None:
+    """The selected image's cosines to its negative prompt (or to the first prompt of a switch), dashed, and the
+    step where its prompt switched, a dotted line across both plots."""
+    for name, cosines in run.extra_cosines.items():
+        if len(cosines) and not np.isnan(cosines[:, sample]).all():
+            fig.add_trace(go.Scatter(x=run.timesteps, y=cosines[:, sample], mode="lines", name=f"cosine to the {name}",
+                                     line={"dash": "dash", "width": 2}, legendgroup="cos"), row=1, col=1)
+    switch = run.switch_timestep(sample)
+    if switch is not None:
+        fig.add_vline(x=switch, line={"dash": "dot", "color": "black"}, row="all", col=1)
+        fig.add_annotation(x=switch, y=1, yref="y domain", text="switch to the second prompt", showarrow=False,
+                           xanchor="left", font={"size": 10}, row=1, col=1)
 
 
 def similarity_figure(texts: list[str], images: list[str], cosines, probs, softmax_over: str) -> go.Figure:

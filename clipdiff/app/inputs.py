@@ -15,9 +15,11 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..images import read_params
+from ..pipeline import Job, with_prompt_edit
+from ..prompts import PromptSyntaxError, parse
 from ..sampling import Sampling
-from .limits import (DEFAULT_STEPS, DEFAULT_W, MAX_IMAGE_PIXELS, MAX_IMAGE_STEPS, MAX_SWEEP_WS, MAX_TEXT_CHARS,
-                     MAX_UPLOADS, SAMPLERS, SEED_RANGE, STEPS_RANGE, W_RANGE)
+from .limits import (DEFAULT_STEPS, DEFAULT_W, MAX_IMAGE_PIXELS, MAX_IMAGE_STEPS, MAX_PROMPT_EDIT_FRACTIONS,
+                     MAX_SWEEP_WS, MAX_TEXT_CHARS, MAX_UPLOADS, SAMPLERS, SEED_RANGE, STEPS_RANGE, W_RANGE)
 from .session import generated_images
 
 
@@ -126,6 +128,38 @@ class Checked:
 
     def status(self, text: str) -> str:
         return "\n\n".join([text] + [f"Note: {n}" for n in self.notes])
+
+    # -- debugging a prompt (issue 15) --------------------------------------------------------------------------
+    def negative(self, value) -> str:
+        """A negative prompt: one line, cleaned; empty means none (guidance pushes away from the learned null)."""
+        return clean_line(" ".join(self.text(value, "negative prompt").splitlines()))
+
+    def fractions(self, value) -> list[float]:
+        """Comma- or space-separated switch fractions, each clamped to 0..1, ascending and without repeats."""
+        text = self.text(value, "switch fractions").replace(",", " ")
+        found = sorted({self.number(item, "switch fraction", 0, 1) for item in text.split()})
+        if not found:
+            raise gr.Error("Give at least one switch fraction from 0 to 1, e.g. 0, 0.25, 0.5, 0.75, 1.")
+        if len(found) > MAX_PROMPT_EDIT_FRACTIONS:
+            self.warn(f"{len(found)} switch fractions: using the first {MAX_PROMPT_EDIT_FRACTIONS}.")
+            found = found[:MAX_PROMPT_EDIT_FRACTIONS]
+        return found
+
+    def edit(self, text: str, name: str = "prompt"):
+        """A prompt's [from:to:when] (prompts.parse), or a clear gr.Error for brackets that do not parse."""
+        try:
+            return parse(text)
+        except PromptSyntaxError as e:
+            raise gr.Error(f"{name} {shorten(text, 40)!r}: {e}.") from None
+
+    def prompt_edits(self, jobs: list[Job], steps: int) -> list[Job]:
+        """The jobs with the [from:to:when] of their prompts as switches; a switch after the last step is said."""
+        for text in dict.fromkeys(j.prompt for j in jobs):
+            edit = self.edit(text)
+            if edit.at_step is not None and edit.at_step >= steps:
+                self.warn(f"{shorten(text, 40)!r} switches at step {edit.at_step}, but the run has {steps}: it "
+                          "never switches.")
+        return [with_prompt_edit(j, steps) for j in jobs]
 
 
 def shorten(text: str, limit: int = 60) -> str:

@@ -53,7 +53,14 @@ def preview_gallery(frames: Frames) -> list:
 
 def clip_scores(pipe: ClipDiffusionPipeline, images: np.ndarray, jobs: list[Job]) -> list[float]:
     image_emb = pipe.encoder.encode_image(from_uint8(images))
-    return clip_score(image_emb, pipe.conditions(jobs)).tolist()
+    return clip_score(image_emb, pipe.final_conditions(jobs)).tolist()   # a switched prompt: the one it ends on
+
+
+def caption(job: Job, score: float) -> str:
+    """What a gallery says under an image: its prompt (a switch as [from:to:when]), w, seed, CLIP score, and the
+    negative prompt when it had one."""
+    negative = f" | negative: {job.negative.strip()}" if job.negative.strip() else ""
+    return f"{job.text} | w {job.w:g} | seed {job.seed} | CLIP score {score:.1f}{negative}"
 
 
 def save_results(ctx: Context, pipe: ClipDiffusionPipeline, images: np.ndarray, jobs: list[Job],
@@ -66,6 +73,6 @@ def save_results(ctx: Context, pipe: ClipDiffusionPipeline, images: np.ndarray, 
         p = pipe.parameters_of(job, s.steps, s.sampler)
         p["clip_score"] = round(score, 2)
         path = save_png(to_pil(image), ctx.outputs.path(".png"), p)
-        gallery.append((str(path), f"{job.prompt} | w {job.w:g} | seed {job.seed} | CLIP score {score:.1f}"))
+        gallery.append((str(path), caption(job, score)))
         params.append(p)
     return gallery, params, scores

@@ -10,7 +10,7 @@ import torch
 
 from ..encoders import ClipEncoder
 from ..images import to_pil
-from ..playback import PlaybackRun, prompt_x0_cosines
+from ..playback import PlaybackRun, playback_cosines
 
 
 @dataclass
@@ -28,7 +28,7 @@ class LastRun:
         x0 (~10 % of a run here), done after the final images are out rather than before."""
         pb = self.playback
         if pb.cosines is None and pb.records and self.conditions is not None:
-            pb.cosines = prompt_x0_cosines(encoder, pb.records, self.conditions)
+            playback_cosines(encoder, pb, self.conditions)
         return pb
 
 

@@ -3,7 +3,7 @@ awaited, so while this request waits for its step's prediction the replica's eve
 batcher can answer many requests' steps with one forward.
 
 A SampleRequest is what a front sends: conditions already encoded by its CLIP (the model tier holds the U-Net
-only), guidance weights, seeds and the sampler settings. Cancelling the task that iterates sample_async stops it at
+only; negative prompts and prompt edits travel as conditions too), guidance weights, seeds and the sampler settings. Cancelling the task that iterates sample_async stops it at
 the awaited prediction: no step starts after the cancel, and the step in flight is dropped.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import torch
 
-from ..sampling import GuidedRun, Progress
+from ..sampling import GuidedRun, Progress, Switch
 from ..schedulers import SAMPLERS, NoiseSchedule
 from ..unet import ConditionalUNet
 from .batching import ModelInput
@@ -36,6 +36,13 @@ class SampleRequest:
     record_every: int = 0
     model_id: str | None = None        # the front's idea of the weights; a replica with others refuses
     label: str = field(default="", repr=False)   # free text for logs (never used as a file name)
+    uncond: torch.Tensor | None = None          # (N, D) negative conditions (null rows where none); None: the null
+    switch_cond: torch.Tensor | None = None     # (N, D) prompt editing: the conditions after each sample's switch
+    switch_at: list[float] | None = None        # (N,) ... and when, as fractions of the steps
+
+    @property
+    def switch(self) -> Switch | None:
+        return None if self.switch_cond is None else Switch(self.switch_cond, tuple(self.switch_at))
 
     def problems(self, cond_dim: int) -> list[str]:
         n = self.cond.shape[0] if self.cond.ndim == 2 else -1
@@ -58,6 +65,18 @@ class SampleRequest:
             found.append(f"sampler must be one of {', '.join(SAMPLERS)}")
         if not (isinstance(self.record_every, int) and self.record_every >= 0):
             found.append("record_every must be a non-negative integer")
+        return found + self._condition_problems()
+
+    def _condition_problems(self) -> list[str]:
+        found = []
+        for name, other in (("uncond", self.uncond), ("switch_cond", self.switch_cond)):
+            if other is not None and (other.shape != self.cond.shape or not torch.isfinite(other).all()):
+                found.append(f"{name} must be finite and shaped like cond")
+        if (self.switch_cond is None) != (self.switch_at is None):
+            found.append("switch_cond and switch_at come together")
+        elif self.switch_at is not None and (len(self.switch_at) != self.cond.shape[0] or not all(
+                isinstance(f, (int, float)) and 0 <= f <= 1 for f in self.switch_at)):
+            found.append("switch_at needs one fraction from 0 to 1 per condition")
         return found
 
 
@@ -65,7 +84,7 @@ def start_run(model: ConditionalUNet, request: SampleRequest, schedule: NoiseSch
     """The request as a GuidedRun, set up exactly as ClipDiffusionPipeline.run sets up the local one."""
     w = torch.tensor(request.w, dtype=torch.float32)
     return GuidedRun(model, request.cond, w, list(request.seeds), request.sampler, request.steps, schedule,
-                     request.record_every)
+                     request.record_every, request.uncond, request.switch)
 
 
 async def sample_async(run: GuidedRun, predict: AsyncPredictor) -> AsyncIterator[Progress]:

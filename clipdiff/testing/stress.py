@@ -17,7 +17,9 @@ from pathlib import Path
 from .live import proc_memory_mb
 
 PROMPT = "A deep red rose flower"
-UNICODE_PROMPTS = ["", "   \n\t ", "x" * 10_001, "🌹" * 300, "\u202eright-to-left\u202c", "ורד אדום", "وردة حمراء",
+SWITCH = ("A round white daisy with a yellow center", "An orange sunflower with a big brown center")
+UNICODE_PROMPTS = ["[a daisy:a rose:0.5]", "a [red] rose", "[[a:b:1]:c:0.5]", "[a:b:7]", "[a:b:-1]", "]:[",
+                   "", "   \n\t ", "x" * 10_001, "🌹" * 300, "\u202eright-to-left\u202c", "ורד אדום", "وردة حمراء",
                    "\x00\x07\x1b[31mred\x7f", "a " * 200, "\n".join(["rose"] * 1000), "e\u0301\u200d👩‍👩‍👧",
                    "<script>alert(1)</script>", "../../etc/passwd", "%s%n{0}", "\ufeff\u00a0\u2028\u2029"]
 
@@ -70,15 +72,22 @@ def fuzz(url: str, cases: int = 500, unhandled=lambda: [], seed: int | None = 0,
         return handle_file(str(path))
 
     params = st.one_of(st.fixed_dictionaries({}, optional={
-        "prompt": text, "w": number, "steps": small_steps, "sampler": sampler, "seed": seeds}),
+        "prompt": text, "w": number, "steps": small_steps, "sampler": sampler, "seed": seeds,
+        "negative_prompt": text, "switch_to": text, "switch_at": number}),
         st.text(max_size=50), st.lists(junk, max_size=3).map(json.dumps))
+    negative = st.one_of(st.just(""), text)
+    fractions = st.one_of(st.text(max_size=40), st.sampled_from(["0, 0.5, 1", "nan", "-1 2 0.5", ",,", "1e999"]),
+                          st.lists(st.floats(-1, 2), max_size=12).map(lambda xs: ", ".join(map(str, xs))), junk)
     plans = [  # (share of the cases, strategy, call); the cheap endpoints get most of them
         (0.45, st.tuples(text), lambda a: call("/tokens", *a)),
         (0.15, st.tuples(params), lambda a: call("/load_params", png_with(a[0]))),
-        (0.14, st.tuples(text, number, small_steps, sampler, seeds, st.one_of(st.integers(-2, 10), junk)),
+        (0.14, st.tuples(text, number, small_steps, sampler, seeds, st.one_of(st.integers(-2, 10), junk), negative),
          lambda a: call("/generate", *a)),
         (0.06, st.tuples(text, st.one_of(st.text(max_size=40), st.sampled_from(["1e999, nan", "inf -inf", ",,,"])),
-                         seeds, small_steps, sampler), lambda a: call("/sweep", *a)),
+                         seeds, small_steps, sampler, negative), lambda a: call("/sweep", *a)),
+        (0.04, st.tuples(text, st.one_of(st.just(""), text), fractions, seeds, number, small_steps, sampler),
+         lambda a: call("/prompt_edit", *a)),
+        (0.04, st.tuples(text, seeds, number, small_steps, sampler), lambda a: call("/word_importance", *a)),
         (0.05, st.tuples(text, text, st.one_of(st.integers(-5, 20), junk), number, seeds, small_steps, sampler),
          lambda a: call("/interpolate", *a)),
         (0.05, st.tuples(text, st.just(None), junk, st.one_of(st.sampled_from(["texts", "images"]), junk)),
@@ -146,8 +155,31 @@ def generate_once(client, seed: int, steps: int = 2, timeout: float = 300) -> fl
     return time.perf_counter() - t0
 
 
-def load(url: str, clients: int = 16, requests: int = 10, steps: int = 2, timeout: float = 900) -> dict:
-    """`clients` sessions at once, each sending `requests` generations in turn; every failure counted."""
+# What load() may send, each a request and what its answer must hold: the sampling runs of the Generate and Debug tabs.
+LOAD_CALLS = {
+    "/generate": (lambda seed, steps: (PROMPT, 2.0, steps, "ddim", seed, 1),
+                  lambda out: "Done" in out[1] and len(out[0]) == 1),
+    "/prompt_edit": (lambda seed, steps: (*SWITCH, "0, 0.5, 1", seed, 2.0, steps, "ddim"),
+                     lambda out: "Done" in out[2] and len(out[1]) == 3),
+    "/word_importance": (lambda seed, steps: (PROMPT, seed, 2.0, steps, "ddim"),
+                         lambda out: "Done" in out[3] and out[2]["words"] == PROMPT.split()),
+}
+
+
+def request_once(client, api: str, seed: int, steps: int = 2, timeout: float = 300) -> float:
+    """One LOAD_CALLS request, its answer checked; the seconds it took."""
+    args, answered = LOAD_CALLS[api]
+    t0 = time.perf_counter()
+    out = client.submit(*args(seed, steps), api_name=api).result(timeout=timeout)
+    if not answered(out):
+        raise RuntimeError(f"{api}: unexpected result: {str(out)[:200]!r}")
+    return time.perf_counter() - t0
+
+
+def load(url: str, clients: int = 16, requests: int = 10, steps: int = 2, timeout: float = 900,
+         endpoints: tuple[str, ...] = ("/generate",)) -> dict:
+    """`clients` sessions at once, each sending `requests` runs in turn (client i's r-th to endpoint i + r, round
+    the endpoints); every failure counted."""
     from gradio_client import Client
 
     latencies, errors, lock = [], [], threading.Lock()
@@ -162,7 +194,8 @@ def load(url: str, clients: int = 16, requests: int = 10, steps: int = 2, timeou
         try:
             for r in range(requests):
                 try:
-                    seconds = generate_once(client, 1000 * index + r, steps, timeout)
+                    api = endpoints[(index + r) % len(endpoints)]
+                    seconds = request_once(client, api, 1000 * index + r, steps, timeout)
                     with lock:
                         latencies.append(seconds)
                 except Exception as e:  # noqa: BLE001

@@ -11,9 +11,10 @@ import numpy as np
 
 from ... import tour
 from ...pipeline import REFERENCE_PROMPTS, images_per_prompt
-from ...playback import PlaybackRun
+from ...playback import playback_of_jobs
+from ...prompts import edit_text
 from ..context import Context
-from ..controls import SamplingControls, sampler_radio, seed_number, steps_slider, w_slider
+from ..controls import SamplingControls, negative_box, sampler_radio, seed_number, steps_slider, w_slider
 from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, clean_line, png_parameters, shorten
 from ..limits import (DEFAULT_SAMPLER, IMAGES_PER_PROMPT, MAX_BATCH, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS,
@@ -56,9 +57,10 @@ def random_seed() -> int:
 
 @answers_clearly
 @one_per_session
-def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images):
+def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, negative_prompt=""):
     """Stream previews of the guided x0 while sampling, then the final PNGs (parameters inside), and keep the run
-    (images, parameters, recorded steps) as the session's last run."""
+    (images, parameters, recorded steps) as the session's last run. A prompt may switch part way ([from:to:when]);
+    a negative prompt replaces the learned null in guidance."""
     pipe = ctx.models.need_pipeline()
     checked = Checked()
     prompts = checked.lines(prompts_text, MAX_PROMPTS)
@@ -71,9 +73,10 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images):
         view = pipe.encoder.tokenize(p)
         if view.truncated:
             checked.warn(f"Prompt truncated to {view.context_length} tokens: {view.kept_text[:60]!r}...")
-    jobs = images_per_prompt(prompts, s.w, s.seed, n)
+    jobs = images_per_prompt(prompts, s.w, s.seed, n, checked.negative(negative_prompt))
     s = checked.budget(s, len(jobs))
-    labels = [f"{shorten(j.prompt)} (seed {j.seed})" for j in jobs]
+    jobs = checked.prompt_edits(jobs, s.steps)
+    labels = [f"{shorten(j.text)} (seed {j.seed})" for j in jobs]
     started = time.perf_counter()
     for frames in sample(ctx, pipe, jobs, s, record=True):
         if not frames.done:
@@ -81,8 +84,8 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images):
             yield preview_gallery(frames), status, s.seed, gr.skip()
             continue
         gallery, params, scores = save_results(ctx, pipe, frames.images, jobs, s)
-        run = LastRun(frames.images, labels, params, scores, PlaybackRun(labels, list(frames.records)),
-                      pipe.conditions(jobs))
+        run = LastRun(frames.images, labels, params, scores, playback_of_jobs(pipe, jobs, labels, frames.records),
+                      pipe.final_conditions(jobs))
         best = int(np.argmax(scores))
         yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {s.seed}, {s.steps} {s.sampler} steps "
                                       f"in {time.perf_counter() - started:.1f} s. "
@@ -99,13 +102,40 @@ def load_params(file):
 
 def parameters_to_controls(params: dict, checked: Checked):
     """A PNG's parameters as the Generate controls' values, checked like any request (a PNG can carry anything)."""
-    prompt = checked.lines(str(params.get("prompt", "")), 1)[0]
+    prompt = prompt_of(params, checked)
     w = checked.w(params.get("w"))
     steps = checked.steps(params.get("steps"))
     sampler = params.get("sampler") if params.get("sampler") in SAMPLERS else DEFAULT_SAMPLER
     seed = checked.number(params.get("seed"), "seed", *SEED_RANGE, integer=True, default=0)
     gr.Info(f"Loaded the parameters of {prompt[:40]!r}, seed {seed}.")
     return prompt, w, steps, sampler, seed, 1
+
+
+def prompt_of(params: dict, checked: Checked) -> str:
+    """A PNG's prompt as the prompt box holds it: a switch as [from:to:when]."""
+    prompt = checked.lines(str(params.get("prompt", "")), 1)[0]
+    if params.get("switch_to") is None:
+        return prompt
+    switch_at = checked.number(params.get("switch_at"), "switch fraction", 0, 1, default=1.0)
+    return edit_text(prompt, clean_line(str(params["switch_to"])), switch_at) or prompt
+
+
+@answers_clearly
+def load_negative(file):
+    """The negative prompt of a PNG that clipdiff made, for the negative box (none: empty); the parameters' own
+    checks and messages are load_params's."""
+    try:
+        params = png_parameters(file)
+    except gr.Error:
+        return gr.skip()
+    return clean_line(str(params.get("negative_prompt", "")))[:MAX_TEXT_CHARS]
+
+
+@answers_clearly
+def reuse_negative(run, index):
+    if not isinstance(run, LastRun) or not isinstance(index, int) or not 0 <= index < len(run.params):
+        return gr.skip()
+    return run.params[index].get("negative_prompt", "")
 
 
 def remember_selection(evt: gr.SelectData):
@@ -135,12 +165,18 @@ class GenerateTab:
     reuse: gr.Button
     png_in: gr.File
     selected: gr.State
+    negative: gr.Textbox
 
     @property
     def controls(self) -> list:
-        """What a PNG's parameters fill, in generate's order."""
+        """What a PNG's parameters fill (/load_params), in generate's order."""
         s = self.sampling
         return [self.prompts, s.w, s.steps, s.sampler, s.seed, self.n_images]
+
+    @property
+    def inputs(self) -> list:
+        """generate's inputs: the controls, then the negative prompt (last, so positional API calls still work)."""
+        return [*self.controls, self.negative]
 
 
 def build(ctx: Context) -> GenerateTab:
@@ -149,7 +185,9 @@ def build(ctx: Context) -> GenerateTab:
         with gr.Row():
             with gr.Column(scale=2):
                 prompts = gr.Textbox(label="Prompts (one per line)", lines=3, max_length=MAX_TEXT_CHARS,
-                                     value=REFERENCE_PROMPTS[2], elem_id="prompts")
+                                     value=REFERENCE_PROMPTS[2], elem_id="prompts",
+                                     info="[from:to:when] switches prompts part way, e.g. [a daisy:a sunflower:0.5]")
+                negative = negative_box(elem_id="negative")
                 tokens = gr.HighlightedText(label=f"Tokens (context length {context_length})",
                                             color_map={"a": "#c7e0ff", "b": "#ffe3b3"},
                                             show_inline_category=False, elem_id="tokens")
@@ -176,12 +214,12 @@ def build(ctx: Context) -> GenerateTab:
             png_in = gr.File(label="...or load parameters from a clipdiff PNG", file_types=[".png"], type="filepath")
         selected = gr.State(None)
     return GenerateTab(prompts, tokens, token_summary, SamplingControls(w, seed, steps, sampler), dice, n_images,
-                       go, stop, status, gallery, reuse, png_in, selected)
+                       go, stop, status, gallery, reuse, png_in, selected, negative)
 
 
 def run_call(ctx: Context, tab: GenerateTab, shared: Shared) -> Call:
     s = tab.sampling
-    return Call(bind(generate, ctx), tab.controls, [tab.gallery, tab.status, s.seed, shared.last_run],
+    return Call(bind(generate, ctx), tab.inputs, [tab.gallery, tab.status, s.seed, shared.last_run],
                 ctx.model_group)
 
 
@@ -197,11 +235,14 @@ def wire(ctx: Context, tab: GenerateTab, shared: Shared) -> None:
     Call(remember_selection, None, tab.selected).on(tab.gallery.select, **PRIVATE)
     Call(reuse_selected, [shared.last_run, tab.selected], tab.controls).on(tab.reuse.click, **PRIVATE)
     Call(load_params, tab.png_in, tab.controls).on(tab.png_in.upload, api_name="load_params")
+    Call(reuse_negative, [shared.last_run, tab.selected], tab.negative).on(tab.reuse.click, **PRIVATE)
+    Call(load_negative, tab.png_in, tab.negative).on(tab.png_in.upload, **PRIVATE)
 
 
 # -- the tour ------------------------------------------------------------------------------------------------------
 def tour_fill(tab: GenerateTab, g: tour.Generate) -> dict:
-    return {tab.prompts: "\n".join(g.prompts), tab.n_images: g.images_per_prompt, **tab.sampling.fill(g.sampling)}
+    return {tab.prompts: "\n".join(g.prompts), tab.n_images: g.images_per_prompt, tab.negative: g.negative,
+            **tab.sampling.fill(g.sampling)}
 
 
 def tour_steps(ctx: Context, tab: GenerateTab, shared: Shared, g: tour.Generate) -> list[Call]:

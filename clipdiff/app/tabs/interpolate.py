@@ -13,7 +13,7 @@ from ...interpolate import mix, slerp_path
 from ...pipeline import REFERENCE_PROMPTS, Job
 from ...sampling import to_uint8
 from ..context import Context
-from ..controls import SamplingControls
+from ..controls import SamplingControls, negative_box
 from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, open_upload, shorten
 from ..limits import (INTERPOLATION_POINTS, INTERPOLATION_POINTS_DEFAULT, MAX_IMAGES_PER_PROMPT, MIX_WEIGHT_DEFAULT,
@@ -32,8 +32,8 @@ def two_prompts(checked: Checked, prompt_a, prompt_b) -> tuple[str, str]:
 
 @answers_clearly
 @one_per_session
-def interpolate(ctx: Context, prompt_a, prompt_b, points, w, seed, steps, sampler):
-    """Images along the slerp between two prompts' embeddings, one seed for all."""
+def interpolate(ctx: Context, prompt_a, prompt_b, points, w, seed, steps, sampler, negative_prompt=""):
+    """Images along the slerp between two prompts' embeddings, one seed for all (and one negative prompt)."""
     pipe = ctx.models.need_pipeline()
     checked = Checked()
     a, b = two_prompts(checked, prompt_a, prompt_b)
@@ -41,7 +41,9 @@ def interpolate(ctx: Context, prompt_a, prompt_b, points, w, seed, steps, sample
     s = checked.sampling(w, seed, steps, sampler)
     ends = pipe.encoder.encode_text([a, b])
     fractions, path = slerp_path(ends[0], ends[1], n)
-    jobs = [Job(f"{a} -> {b} @ {t:.2f}", s.w, s.seed, embedding=e) for t, e in zip(fractions, path)]
+    negative = checked.negative(negative_prompt)
+    jobs = [Job(f"{a} -> {b} @ {t:.2f}", s.w, s.seed, embedding=e, negative=negative)
+            for t, e in zip(fractions, path)]
     s = checked.budget(s, len(jobs))
     for row, progress in strip(ctx, pipe, jobs, s, [f"{t:.2f}" for t in fractions]):
         yield row, checked.status(f"{a!r} -> {b!r}: {progress or f'Done, seed {s.seed}.'}"), s.seed
@@ -49,7 +51,7 @@ def interpolate(ctx: Context, prompt_a, prompt_b, points, w, seed, steps, sample
 
 @answers_clearly
 @one_per_session
-def mix_prompts(ctx: Context, prompt_a, prompt_b, weight, w, seed, steps, sampler):
+def mix_prompts(ctx: Context, prompt_a, prompt_b, weight, w, seed, steps, sampler, negative_prompt=""):
     """The first prompt, a weighted mix of both prompts' directions, the second prompt: one seed for all three."""
     pipe = ctx.models.need_pipeline()
     checked = Checked()
@@ -57,8 +59,10 @@ def mix_prompts(ctx: Context, prompt_a, prompt_b, weight, w, seed, steps, sample
     weight = checked.number(weight, "mix weight", 0, 1, default=MIX_WEIGHT_DEFAULT)
     s = checked.sampling(w, seed, steps, sampler)
     ends = pipe.encoder.encode_text([a, b])
-    mixed = Job(f"{1 - weight:g} x {a} + {weight:g} x {b}", s.w, s.seed, embedding=mix(ends[0], ends[1], weight))
-    jobs = [Job(a, s.w, s.seed), mixed, Job(b, s.w, s.seed)]
+    negative = checked.negative(negative_prompt)
+    mixed = Job(f"{1 - weight:g} x {a} + {weight:g} x {b}", s.w, s.seed, embedding=mix(ends[0], ends[1], weight),
+                negative=negative)
+    jobs = [Job(a, s.w, s.seed, negative=negative), mixed, Job(b, s.w, s.seed, negative=negative)]
     s = checked.budget(s, len(jobs))
     for row, progress in strip(ctx, pipe, jobs, s, [shorten(a, 40), f"mix, weight {weight:g}", shorten(b, 40)]):
         yield row, checked.status(f"{1 - weight:g} x {a!r} + {weight:g} x {b!r}: "
@@ -67,7 +71,7 @@ def mix_prompts(ctx: Context, prompt_a, prompt_b, weight, w, seed, steps, sample
 
 @answers_clearly
 @one_per_session
-def vary(ctx: Context, file, count, w, seed, steps, sampler):
+def vary(ctx: Context, file, count, w, seed, steps, sampler, negative_prompt=""):
     """Condition on an uploaded image's CLIP image embedding: the model was trained on those."""
     pipe = ctx.models.need_pipeline()
     checked = Checked()
@@ -76,7 +80,9 @@ def vary(ctx: Context, file, count, w, seed, steps, sampler):
     s = checked.sampling(w, seed, steps, sampler)
     emb = pipe.encoder.encode_image([image])[0]
     seen = to_pil(to_uint8(pil_to_tensor01([image], pipe.encoder.image_size) * 2 - 1)[0], PREVIEW_SCALE)
-    jobs = [Job("variation of an uploaded image", s.w, s.seed + k, embedding=emb) for k in range(n)]
+    negative = checked.negative(negative_prompt)
+    jobs = [Job("variation of an uploaded image", s.w, s.seed + k, embedding=emb, negative=negative)
+            for k in range(n)]
     s = checked.budget(s, len(jobs))
     seen_sent = False
     for frames in sample(ctx, pipe, jobs, s):
@@ -120,6 +126,8 @@ class InterpolateTab:
     vary_stop: gr.Button
     vary_status: gr.Markdown
     gallery: gr.Gallery
+    negative: gr.Textbox                # the slerp's and the mix's
+    vary_negative: gr.Textbox
 
 
 def build(ctx: Context) -> InterpolateTab:
@@ -131,6 +139,7 @@ def build(ctx: Context) -> InterpolateTab:
         with gr.Row():
             points = gr.Slider(*INTERPOLATION_POINTS, value=INTERPOLATION_POINTS_DEFAULT, step=1, label="images")
             sampling = SamplingControls.build()
+        negative = negative_box(elem_id="ip-negative")
         with gr.Row():
             go = gr.Button("Interpolate", variant="primary")
             stop = gr.Button("Stop", variant="stop")
@@ -150,6 +159,7 @@ def build(ctx: Context) -> InterpolateTab:
             with gr.Column():
                 count = gr.Slider(1, MAX_IMAGES_PER_PROMPT, value=VARIATIONS_DEFAULT, step=1, label="variations")
                 vary_sampling = SamplingControls.build()
+                vary_negative = negative_box(elem_id="va-negative")
         with gr.Row():
             vary_button = gr.Button("Vary", variant="primary")
             vary_stop = gr.Button("Stop", variant="stop")
@@ -157,24 +167,25 @@ def build(ctx: Context) -> InterpolateTab:
         gallery = gr.Gallery(label="variations", columns=4, height="auto", format="png", elem_id="va-gallery",
                              elem_classes=["pixelated"])
     return InterpolateTab(a, b, points, sampling, go, stop, status, strip_image, weight, mix_button, mix_status,
-                          mix_strip, file, seen, count, vary_sampling, vary_button, vary_stop, vary_status, gallery)
+                          mix_strip, file, seen, count, vary_sampling, vary_button, vary_stop, vary_status, gallery,
+                          negative, vary_negative)
 
 
 def interpolate_call(ctx: Context, tab: InterpolateTab) -> Call:
     s = tab.sampling
-    return Call(bind(interpolate, ctx), [tab.a, tab.b, tab.points, s.w, s.seed, s.steps, s.sampler],
+    return Call(bind(interpolate, ctx), [tab.a, tab.b, tab.points, s.w, s.seed, s.steps, s.sampler, tab.negative],
                 [tab.strip, tab.status, s.seed], ctx.model_group)
 
 
 def mix_call(ctx: Context, tab: InterpolateTab) -> Call:
     s = tab.sampling
-    return Call(bind(mix_prompts, ctx), [tab.a, tab.b, tab.weight, s.w, s.seed, s.steps, s.sampler],
+    return Call(bind(mix_prompts, ctx), [tab.a, tab.b, tab.weight, s.w, s.seed, s.steps, s.sampler, tab.negative],
                 [tab.mix_strip, tab.mix_status, s.seed], ctx.model_group)
 
 
 def vary_call(ctx: Context, tab: InterpolateTab) -> Call:
     s = tab.vary_sampling
-    return Call(bind(vary, ctx), [tab.file, tab.count, s.w, s.seed, s.steps, s.sampler],
+    return Call(bind(vary, ctx), [tab.file, tab.count, s.w, s.seed, s.steps, s.sampler, tab.vary_negative],
                 [tab.gallery, tab.seen, tab.vary_status, s.seed], ctx.model_group)
 
 
@@ -189,8 +200,8 @@ def wire(ctx: Context, tab: InterpolateTab, shared: Shared) -> None:
 # -- the tour ------------------------------------------------------------------------------------------------------
 def tour_fill(tab: InterpolateTab, then: tour.Interpolate | tour.Mix | tour.Vary) -> dict:
     if isinstance(then, tour.Vary):
-        return {tab.count: then.count, **tab.vary_sampling.fill(then.sampling)}
-    values = {tab.a: then.a, tab.b: then.b, **tab.sampling.fill(then.sampling)}
+        return {tab.count: then.count, tab.vary_negative: "", **tab.vary_sampling.fill(then.sampling)}
+    values = {tab.a: then.a, tab.b: then.b, tab.negative: "", **tab.sampling.fill(then.sampling)}
     values.update({tab.points: then.points} if isinstance(then, tour.Interpolate) else {tab.weight: then.weight})
     return values
 

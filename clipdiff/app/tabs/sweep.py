@@ -9,7 +9,7 @@ from ... import tour
 from ...images import labelled_grid
 from ...pipeline import REFERENCE_PROMPTS, REFERENCE_WS, sweep
 from ..context import Context
-from ..controls import SamplingControls
+from ..controls import SamplingControls, negative_box
 from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked
 from ..limits import MAX_SWEEP_PROMPTS
@@ -21,15 +21,17 @@ TAKES = (tour.Sweep,)
 
 @answers_clearly
 @one_per_session
-def run_sweep(ctx: Context, prompts_text, ws_text, seed, steps, sampler):
-    """prompts x w from one seed: rows are w, columns prompts. Streams the grid of x0 previews."""
+def run_sweep(ctx: Context, prompts_text, ws_text, seed, steps, sampler, negative_prompt=""):
+    """prompts x w from one seed: rows are w, columns prompts. Streams the grid of x0 previews. A negative prompt
+    replaces the learned null in every cell; a prompt may switch part way ([from:to:when])."""
     pipe = ctx.models.need_pipeline()
     checked = Checked()
     prompts = checked.lines(prompts_text, MAX_SWEEP_PROMPTS)
     ws = checked.ws(ws_text)
     s = checked.sampling(None, seed, steps, sampler)      # no w of its own: the rows are the ws
-    jobs = sweep(prompts, ws, s.seed)
+    jobs = sweep(prompts, ws, s.seed, checked.negative(negative_prompt))
     s = checked.budget(s, len(jobs))
+    jobs = checked.prompt_edits(jobs, s.steps)
     row_labels = [f"w = {w:g}" for w in ws]
     for frames in sample(ctx, pipe, jobs, s):
         grid = labelled_grid(frames.images, rows=len(ws), cols=len(prompts), row_labels=row_labels,
@@ -53,6 +55,7 @@ class SweepTab:
     status: gr.Markdown
     grid: gr.Image
     gallery: gr.Gallery
+    negative: gr.Textbox
 
 
 def build(ctx: Context) -> SweepTab:
@@ -63,6 +66,7 @@ def build(ctx: Context) -> SweepTab:
                 ws = gr.Textbox(label="w values (rows)", value=", ".join(f"{x:g}" for x in REFERENCE_WS),
                                 elem_id="sweep-ws")
                 sampling = SamplingControls.build(with_w=False, seed_label="seed (one for every cell)")
+                negative = negative_box(elem_id="sweep-negative")
         with gr.Row():
             go = gr.Button("Run sweep", variant="primary", elem_id="sweep")
             stop = gr.Button("Stop", variant="stop")
@@ -71,12 +75,12 @@ def build(ctx: Context) -> SweepTab:
                         elem_id="sweep-grid")
         gallery = gr.Gallery(label="Cells as PNGs", columns=7, height="auto", format="png",
                              elem_classes=["pixelated"])
-    return SweepTab(prompts, ws, sampling, go, stop, status, grid, gallery)
+    return SweepTab(prompts, ws, sampling, go, stop, status, grid, gallery, negative)
 
 
 def run_call(ctx: Context, tab: SweepTab) -> Call:
     s = tab.sampling
-    return Call(bind(run_sweep, ctx), [tab.prompts, tab.ws, s.seed, s.steps, s.sampler],
+    return Call(bind(run_sweep, ctx), [tab.prompts, tab.ws, s.seed, s.steps, s.sampler, tab.negative],
                 [tab.grid, tab.gallery, tab.status, s.seed], ctx.model_group)
 
 
@@ -87,7 +91,7 @@ def wire(ctx: Context, tab: SweepTab, shared: Shared) -> None:
 
 def tour_fill(tab: SweepTab, then: tour.Sweep) -> dict:
     return {tab.prompts: "\n".join(then.prompts), tab.ws: ", ".join(f"{x:g}" for x in then.ws),
-            **tab.sampling.fill(then.sampling)}
+            tab.negative: then.negative, **tab.sampling.fill(then.sampling)}
 
 
 def tour_steps(ctx: Context, tab: SweepTab, shared: Shared, then: tour.Sweep) -> list[Call]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 import gradio as gr
 
 from .context import Context, Models
+from .page import CSS, JS
 from .limits import MAX_UPLOAD_SIZE, MODEL_CONCURRENCY, OUTPUT_MAX_AGE_S, PREVIEW_EVERY_S, QUEUE_SIZE, SESSION_TTL_S
 from .session import last_run_state
 from .tabs import embed_map, generate, interpolate, playback, similarity, sweep, tour
 from .wiring import Shared
 
 TABS = (generate, sweep, playback, similarity, embed_map, interpolate)   # after the Tour, in this order
-CSS = ".pixelated img, .pixelated canvas { image-rendering: pixelated; }"
 TITLE = "# clipdiff: CLIP-conditioned diffusion you can watch\n"
 
 
@@ -24,7 +24,9 @@ def build_app(models: Models, concurrency: int = MODEL_CONCURRENCY, preview_ever
         with gr.Tabs() as tab_switcher:
             tour_page = tour.build()
             pages = {tab: tab.build(ctx) for tab in TABS}
-        shared = Shared(demo, tab_switcher, last_run, [playback.show_call(ctx, pages[playback], last_run)])
+        after_run = [playback.show_call(ctx, pages[playback], last_run),     # what follows every new run
+                     similarity.rank_call(pages[similarity], last_run)]
+        shared = Shared(demo, tab_switcher, last_run, after_run)
         for tab, page in pages.items():
             tab.wire(ctx, page, shared)
         tour.wire(ctx, tour_page, shared, pages)
@@ -39,4 +41,4 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
     return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_SIZE,
                        show_error=True, ssr_mode=False, mcp_server=False, enable_monitoring=False, pwa=False,
-                       prevent_thread_lock=prevent_thread_lock, quiet=quiet, css=CSS, auth=auth)
+                       prevent_thread_lock=prevent_thread_lock, quiet=quiet, css=CSS, js=JS, auth=auth)

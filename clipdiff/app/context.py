@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import re
 import shutil
 import tempfile
 import time
@@ -21,6 +22,7 @@ from ..serving.fairness import InFlight
 from .limits import LIGHT_CONCURRENCY, MODEL_CONCURRENCY, OUTPUT_MAX_AGE_S, PREVIEW_EVERY_S, SESSION_TTL_S
 
 TRAIN_HINT = "get the shipped models with `python -m clipdiff train-default`"
+SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 LIGHT_GROUP = {"concurrency_id": "light", "concurrency_limit": LIGHT_CONCURRENCY}
 
 
@@ -101,16 +103,25 @@ def problem(what: str, error: Exception, flag: str) -> str:
 
 
 class OutputFolder:
-    """PNGs and GIFs for the browser, named by random ids (never by user text), pruned after an hour."""
+    """PNGs and GIFs for the browser, pruned after an hour. Each file is alone in a folder with a random id, so its
+    own name can say what it shows (what a download is called: `a-deep-red-rose_w2_seed7.png`); that name is made
+    only of lower-case ASCII letters, digits, '-', '_' and '.' (runs.file_name), never the user's text as sent."""
 
     def __init__(self):
         self.folder = Path(tempfile.mkdtemp(prefix="clipdiff-app-"))
         self._last_prune = 0.0
         atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
 
-    def path(self, suffix: str) -> Path:
+    def path(self, suffix: str, name: str | None = None) -> Path:
+        """A new file's path; name: its descriptive stem (already made safe), or none for a random one."""
         self._prune()
-        return self.folder / f"{uuid.uuid4().hex}{suffix}"
+        if not name:
+            return self.folder / f"{uuid.uuid4().hex}{suffix}"
+        if not SAFE_NAME.fullmatch(name):
+            raise ValueError(f"unsafe output file name {name!r}")
+        folder = self.folder / uuid.uuid4().hex
+        folder.mkdir()
+        return folder / f"{name}{suffix}"
 
     def _prune(self) -> None:
         now = time.time()
@@ -120,7 +131,7 @@ class OutputFolder:
         for f in self.folder.iterdir():
             try:
                 if now - f.stat().st_mtime > OUTPUT_MAX_AGE_S:
-                    f.unlink()
+                    shutil.rmtree(f) if f.is_dir() else f.unlink()
             except OSError:
                 pass
 

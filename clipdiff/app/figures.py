@@ -8,9 +8,11 @@ from ..atlas import Atlas
 from ..playback import PlaybackRun
 
 
-def playback_figure(run: PlaybackRun, sample: int) -> go.Figure:
+def playback_figure(run: PlaybackRun, sample: int, step: int | None = None) -> go.Figure:
+    """The run's cosine and noise curves over the timesteps; step (0-based): the recorded step shown now, marked."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, subplot_titles=(
-        "cosine(condition, CLIP image embedding of the guided x0)", "noise prediction RMS"))
+        "when does the image commit to the prompt? cosine(condition, CLIP embedding of the guided x0)",
+        "noise prediction RMS"))
     t = run.timesteps
     for i, label in enumerate(run.labels):
         if run.cosines is not None and len(run.cosines):
@@ -20,7 +22,9 @@ def playback_figure(run: PlaybackRun, sample: int) -> go.Figure:
     for name, series in run.noise_norms(sample).items():
         fig.add_trace(go.Scatter(x=t, y=series, mode="lines", name=f"eps {name}", legendgroup="eps"), row=2, col=1)
     fig.update_xaxes(autorange="reversed", title_text="timestep t (sampling runs left to right)", row=2, col=1)
-    fig.update_layout(height=520, margin={"l": 40, "r": 10, "t": 40, "b": 40}, legend={"font": {"size": 10}})
+    if step is not None and 0 <= step < len(t):
+        fig.add_vline(x=t[step], line={"color": "black", "width": 1, "dash": "dot"}, row="all", col=1)
+    fig.update_layout(height=520, margin={"l": 40, "r": 10, "t": 50, "b": 40}, legend={"font": {"size": 10}})
     return fig
 
 

@@ -2,8 +2,11 @@
 each with its CLIP score against what conditioned it."""
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Iterator
 
+import gradio as gr
 import numpy as np
 from PIL import Image
 
@@ -65,7 +68,43 @@ def save_results(ctx: Context, pipe: ClipDiffusionPipeline, images: np.ndarray, 
     for image, job, score in zip(images, jobs, scores):
         p = pipe.parameters_of(job, s.steps, s.sampler)
         p["clip_score"] = round(score, 2)
-        path = save_png(to_pil(image), ctx.outputs.path(".png"), p)
+        path = save_png(to_pil(image), ctx.outputs.path(".png", file_name(job.prompt, job.w, job.seed)), p)
         gallery.append((str(path), f"{job.prompt} | w {job.w:g} | seed {job.seed} | CLIP score {score:.1f}"))
         params.append(p)
     return gallery, params, scores
+
+
+def file_name(prompt: str, w=None, seed=None) -> str:
+    """A download's name that says what it is: the prompt's words (ASCII letters and digits only, at most 40
+    characters), then w and seed: `a-deep-red-rose-flower_w2_seed7`."""
+    words = re.sub(r"[^a-z0-9]+", "-", unicodedata.normalize("NFKD", str(prompt)).encode("ascii", "ignore")
+                   .decode().lower()).strip("-")[:40].strip("-") or "clipdiff"
+    parts = [words] + ([f"w{float(w):g}"] if isinstance(w, (int, float)) else []) + \
+        ([f"seed{int(seed)}"] if isinstance(seed, int) else [])
+    return "_".join(parts).replace("+", "")   # w1e+06 -> w1e06: '+' is no file-name character here
+
+
+STEP = re.compile(r"step (\d+) of (\d+)")
+
+
+def stopped(status):
+    """What Stop leaves in a run's status: "Stopped at step k of n" where it said "...step k of n" (the last
+    preview's step), so a stopped run does not look hung; any other status (a finished run) stays."""
+    found = STEP.search(status) if isinstance(status, str) and "Done" not in status else None
+    if found is None:
+        return gr.skip()
+    k, n = found.groups()
+    notes = status.split("\n\n", 1)[1:]     # the run's own notes (clamped values) stay under it
+    return "\n\n".join([f"**Stopped at step {k} of {n}.** The pictures are unfinished: each is the model's guess "
+                         "of the final image at that step, still noisy. Nothing was saved."] + notes)
+
+
+def unfinished(gallery, status):
+    """The previews a stopped run leaves, captioned as unfinished (a finished gallery stays as it is)."""
+    found = STEP.search(status) if isinstance(status, str) and "Done" not in status else None
+    if found is None or not gallery:
+        return gr.skip()
+    k, n = found.groups()
+    return [(item[0] if isinstance(item, (list, tuple)) else item,
+             f"UNFINISHED (stopped at step {k} of {n}): the x0 guess at that step, not a result")
+            for item in gallery]

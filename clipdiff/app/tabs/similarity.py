@@ -61,6 +61,12 @@ def rank_last_run(run):
             for r, i in enumerate(order)]
 
 
+@answers_clearly
+def rank_new_run(run):
+    """After every new run: its ranking replaces the previous run's, so "best first" always shows the current run."""
+    return rank_last_run(run) if isinstance(run, LastRun) else gr.skip()
+
+
 @dataclass
 class SimilarityTab:
     texts: gr.Textbox
@@ -90,13 +96,19 @@ def build(ctx: Context) -> SimilarityTab:
                                      label="nearest captions of each image", interactive=False)
         matrices = gr.JSON(label="matrices", open=False)
         rank = gr.Button("Rank my last run by CLIP score")
-        ranked = gr.Gallery(label="best first", columns=8, height="auto", elem_classes=["pixelated"])
+        ranked = gr.Gallery(label="best first", columns=8, height="auto", elem_classes=["pixelated"],
+                            elem_id="ranked")
     return SimilarityTab(texts, files, generated, over, go, plot, nearest_table, matrices, rank, ranked)
 
 
 def run_call(ctx: Context, tab: SimilarityTab, shared: Shared) -> Call:
     return Call(bind(similarity, ctx), [tab.texts, tab.files, tab.generated, tab.over, shared.last_run],
                 [tab.plot, tab.json, tab.nearest], ctx.model_group)
+
+
+def rank_call(tab: SimilarityTab, last_run: gr.State) -> Call:
+    """What follows every new run here: the ranking shows that run."""
+    return Call(rank_new_run, last_run, tab.ranked)
 
 
 def wire(ctx: Context, tab: SimilarityTab, shared: Shared) -> None:

@@ -21,6 +21,7 @@ def build_app(models: Models, concurrency: int = MODEL_CONCURRENCY, preview_ever
     with gr.Blocks(title="clipdiff", analytics_enabled=False, delete_cache=(1800, OUTPUT_MAX_AGE_S)) as demo:
         gr.Markdown(TITLE + models.status_markdown(), elem_id="model-status")
         last_run = last_run_state(ctx.session_ttl_s)
+        note = tour.build_note()
         with gr.Tabs() as tab_switcher:
             tour_page = tour.build()
             pages = {tab: tab.build(ctx) for tab in TABS}
@@ -29,7 +30,7 @@ def build_app(models: Models, concurrency: int = MODEL_CONCURRENCY, preview_ever
         shared = Shared(demo, tab_switcher, last_run, after_run)
         for tab, page in pages.items():
             tab.wire(ctx, page, shared)
-        tour.wire(ctx, tour_page, shared, pages)
+        tour.wire(ctx, tour_page, shared, pages, note)
     return demo
 
 

@@ -11,7 +11,7 @@ from ..playback import PlaybackRun
 def playback_figure(run: PlaybackRun, sample: int, step: int | None = None) -> go.Figure:
     """The run's cosine and noise curves over the timesteps; step (0-based): the recorded step shown now, marked."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, subplot_titles=(
-        "when does the image commit to the prompt? cosine(condition, CLIP embedding of the guided x0)",
+        "when does it commit to the prompt?<br>cosine(condition, CLIP embedding of the guided x0)",
         "noise prediction RMS"))
     t = run.timesteps
     for i, label in enumerate(run.labels):
@@ -24,7 +24,8 @@ def playback_figure(run: PlaybackRun, sample: int, step: int | None = None) -> g
     fig.update_xaxes(autorange="reversed", title_text="timestep t (sampling runs left to right)", row=2, col=1)
     if step is not None and 0 <= step < len(t):
         fig.add_vline(x=t[step], line={"color": "black", "width": 1, "dash": "dot"}, row="all", col=1)
-    fig.update_layout(height=520, margin={"l": 40, "r": 10, "t": 50, "b": 40}, legend={"font": {"size": 10}})
+    fig.update_layout(height=560, margin={"l": 40, "r": 10, "t": 50, "b": 40},
+                      legend={"font": {"size": 10}, "orientation": "h", "y": -0.15})
     return fig
 
 

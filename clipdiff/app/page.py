@@ -12,14 +12,20 @@ from __future__ import annotations
 CSS = """
 .pixelated img, .pixelated canvas, img.pixelated { image-rendering: pixelated; }
 /* results: whole images at a whole multiple of 32 px, caption under the picture, never cropped */
-.results .grid-container { grid-template-columns: repeat(auto-fill, minmax(136px, 1fr)) !important; }
+.results .grid-wrap.fixed-height { min-height: 0 !important; }
+.results .grid-container { grid-template-columns: repeat(auto-fill, minmax(136px, 1fr)) !important;
+  padding-top: 30px !important; }
 .results .thumbnail-item { aspect-ratio: auto !important; height: auto !important; }
 .results .thumbnail-item img { object-fit: contain !important; width: 128px; height: 128px; margin: auto; }
 .results .thumbnail-item .caption-label { position: static !important; max-width: none !important;
   white-space: normal !important; font-size: 11px; line-height: 1.25; }
 #clipdiff-thumb { position: fixed; z-index: 1000; pointer-events: none; width: 128px; height: 128px;
   image-rendering: pixelated; border: 2px solid #333; background: white; display: none; }
-#tour-note { border: 2px solid var(--color-accent); border-radius: 8px; padding: 4px 12px; }
+/* the tour's note stays in view while the attendee scrolls to the result it explains (Gradio's container clips
+   overflow with overflow: hidden, which would make it the note's scroll box: clip does the same without that) */
+.gradio-container { overflow: clip !important; }
+#tour-note { border: 2px solid var(--color-accent); border-radius: 8px; padding: 4px 12px; position: sticky;
+  top: 0; z-index: 50; background: var(--background-fill-primary); max-height: 40vh; overflow-y: auto; }
 .compare-runs { display: flex; gap: 12px; align-items: flex-start; overflow-x: auto; }
 .compare-run { flex: 1 1 0; min-width: 220px; border: 1px solid var(--border-color-primary); border-radius: 8px;
   padding: 8px; }
@@ -28,9 +34,20 @@ CSS = """
 .compare-run dt { font-weight: 600; }
 """
 
-SHOW_RESULTS = """() => { const r = document.getElementById('results');
-  if (!r) return; const b = r.getBoundingClientRect();
-  if (b.top < 0 || b.top > window.innerHeight - 200) r.scrollIntoView({behavior: 'smooth', block: 'start'}); }"""
+def scroll_to(selector: str) -> str:
+    """JavaScript for an event's js=: bring the element (a tab's result) into view, below the tour's note when that
+    is shown, unless it is in view already. It waits for the element: a tab's contents appear once it is shown."""
+    return """() => { const go = (tries) => { const el = document.querySelector('%s');
+    if (!el || el.offsetParent === null) { if (tries > 0) setTimeout(() => go(tries - 1), 100); return; }
+    const note = document.getElementById('tour-note');
+    const top = note && note.offsetParent !== null ? Math.max(0, note.getBoundingClientRect().bottom) : 0;
+    const r = el.getBoundingClientRect();
+    if (r.top >= top && r.top < window.innerHeight - 200) return;
+    window.scrollBy({top: r.top - top - 8, behavior: 'instant'}); }; go(30); }""" % selector
+
+
+SHOW_RESULTS = scroll_to("#results")
+
 
 JS = """() => {
   document.addEventListener('keydown', (e) => {

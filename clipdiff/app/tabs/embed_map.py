@@ -14,7 +14,8 @@ from ..errors import answers_clearly
 from ..figures import map_figure
 from ..inputs import Checked, uploads_and_generated
 from ..limits import MAX_PROMPTS
-from ..wiring import Call, Shared, bind
+from ..page import scroll_to
+from ..wiring import PRIVATE, Call, Shared, bind
 
 TAKES = (tour.Map,)
 
@@ -63,7 +64,8 @@ def build(ctx: Context) -> MapTab:
             texts = gr.Checkbox(True, label="show atlas texts")
             generated = gr.Checkbox(True, label="place my generated images")
         with gr.Row():
-            prompts = gr.Textbox(label="Prompts to place (one per line)", lines=3, value="\n".join(REFERENCE_PROMPTS))
+            prompts = gr.Textbox(label="Prompts to place (one per line; Ctrl+Enter draws)", lines=3,
+                                 value="\n".join(REFERENCE_PROMPTS), elem_id="map-prompts")
             files = gr.File(label="Images to place", file_count="multiple", file_types=["image"], type="filepath")
         go = gr.Button("Draw map", variant="primary")
         plot = gr.Plot(elem_id="map-plot")
@@ -77,7 +79,8 @@ def run_call(ctx: Context, tab: MapTab, shared: Shared) -> Call:
 
 
 def wire(ctx: Context, tab: MapTab, shared: Shared) -> None:
-    run_call(ctx, tab, shared).on(tab.go.click, api_name="embed_map")
+    run_call(ctx, tab, shared).on(tab.go.click, api_name="embed_map", show_progress_on=[tab.plot])
+    tab.go.click(None, js=scroll_to("#map-plot"), **PRIVATE)
 
 
 def tour_fill(tab: MapTab, then: tour.Map) -> dict:

@@ -204,7 +204,8 @@ def build(ctx: Context) -> GenerateTab:
                 status = gr.Markdown(READY, elem_id="status")
                 gallery = gr.Gallery(label="Results (PNGs carry their parameters; click one, then 'Use parameters')",
                                      columns=4, height="auto", object_fit="contain", format="png",
-                                     allow_preview=True, elem_id="gallery", elem_classes=["pixelated", "results"])
+                                     allow_preview=True, interactive=False, elem_id="gallery",
+                                     elem_classes=["pixelated", "results"])
                 reuse = gr.Button("Use parameters of the selected image")
                 png_in = gr.File(label="...or load parameters from a clipdiff PNG", file_types=[".png"],
                                  type="filepath", height=120)

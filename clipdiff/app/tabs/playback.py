@@ -117,21 +117,24 @@ def build(ctx: Context) -> PlaybackTab:
     with gr.Tab("Denoising playback", id="playback"):
         gr.Markdown("Generate first; every step of the last run is recorded. Scrubbing shows recorded "
                     "frames, nothing is recomputed.")
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False):
             sample = gr.Dropdown(choices=[], label="image", type="value", allow_custom_value=True,
                                  elem_id="pb-sample", scale=3)
-            play_button = gr.Button("Play", elem_id="pb-play", scale=1)
-            pause_button = gr.Button("Pause", elem_id="pb-pause", scale=1)
+            play_button = gr.Button("Play", elem_id="pb-play", scale=1, min_width=80)
+            pause_button = gr.Button("Pause", elem_id="pb-pause", scale=1, min_width=80)
             fps = gr.Slider(*PLAY_FPS_RANGE, value=PLAY_FPS, step=1, label="speed (steps a second)", scale=2,
                             elem_id="pb-fps")
-            gif_button = gr.Button("Export GIF", scale=1)
+            gif_button = gr.Button("Export GIF", scale=1, min_width=100)
         step = gr.Slider(1, 2, value=1, step=1, label="recorded step (1: pure noise; the last: the image)",
                          elem_id="pb-step")
-        caption = gr.Markdown(elem_id="pb-caption")
-        frame = gr.Image(label="x_t | guided x0 | conditional x0 | unconditional x0", type="pil",
-                         format="png", elem_id="pb-frame", elem_classes=["pixelated"])
-        plot = gr.Plot(show_label=False, elem_id="pb-plot")   # the figure has its own titles: no label over them
-        file = gr.File(label="GIF", elem_id="pb-gif")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=400):
+                caption = gr.Markdown(elem_id="pb-caption")
+                frame = gr.Image(label="x_t | guided x0 | conditional x0 | unconditional x0", type="pil",
+                                 format="png", elem_id="pb-frame", elem_classes=["pixelated"])
+                file = gr.File(label="GIF", elem_id="pb-gif", height=90)
+            with gr.Column(scale=6, min_width=400):
+                plot = gr.Plot(show_label=False, elem_id="pb-plot")   # the figure has its own titles: no label
     return PlaybackTab(sample, play_button, pause_button, fps, gif_button, step, caption, frame, plot, file)
 
 

@@ -17,7 +17,8 @@ from ..figures import similarity_figure
 from ..inputs import Checked, uploads_and_generated
 from ..limits import MAX_SIMILARITY_TEXTS, NEAREST_CAPTIONS, PREVIEW_SCALE
 from ..session import LastRun
-from ..wiring import Call, Shared, bind
+from ..page import scroll_to
+from ..wiring import PRIVATE, Call, Shared, bind
 
 TAKES = (tour.Similarity,)
 SOFTMAX_OVER = ("texts", "images")
@@ -84,7 +85,8 @@ class SimilarityTab:
 def build(ctx: Context) -> SimilarityTab:
     with gr.Tab("Similarity", id="similarity"):
         with gr.Row():
-            texts = gr.Textbox(label="Texts (one per line)", lines=4, value="\n".join(REFERENCE_PROMPTS))
+            texts = gr.Textbox(label="Texts (one per line; Ctrl+Enter compares)", lines=4,
+                               value="\n".join(REFERENCE_PROMPTS), elem_id="similarity-texts")
             with gr.Column():
                 files = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath")
                 generated = gr.Checkbox(True, label="include my generated images")
@@ -112,7 +114,8 @@ def rank_call(tab: SimilarityTab, last_run: gr.State) -> Call:
 
 
 def wire(ctx: Context, tab: SimilarityTab, shared: Shared) -> None:
-    run_call(ctx, tab, shared).on(tab.go.click, api_name="similarity")
+    run_call(ctx, tab, shared).on(tab.go.click, api_name="similarity", show_progress_on=[tab.plot])
+    tab.go.click(None, js=scroll_to("#similarity-plot"), **PRIVATE)
     Call(rank_last_run, shared.last_run, tab.ranked).on(tab.rank.click, api_name="rank")
 
 

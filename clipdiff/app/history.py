@@ -3,15 +3,13 @@ keep their images, settings and recorded steps (so any of them can be played bac
 others go once the session's frames pass a memory budget, oldest first."""
 from __future__ import annotations
 
-import base64
 import html
-import io
 import time
 from dataclasses import dataclass, field
 
 import gradio as gr
 
-from ..images import to_pil
+from .figures import thumbnail
 from .inputs import shorten
 from .limits import HISTORY_FRAME_BYTES, MAX_PINNED, MAX_RUNS
 from .session import LastRun
@@ -96,19 +94,12 @@ def history_state(ttl_s: float) -> gr.State:
     return gr.State(None, time_to_live=ttl_s, delete_callback=release_history)
 
 
-def data_uri(image) -> str:
-    """A picture as a PNG data: URI (its own size; the page scales it up, pixelated)."""
-    buffer = io.BytesIO()
-    to_pil(image).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def side_by_side(entries: list[Entry]) -> str:
     """Runs as columns, side by side: each run's images, then its settings. Every piece of text is escaped."""
     columns = []
     for e in entries:
         s, run = e.settings, e.run
-        images = "".join(f'<img src="{data_uri(frame)}" alt="{html.escape(label)}" title="{html.escape(label)}, '
+        images = "".join(f'<img src="{thumbnail(frame, None)}" alt="{html.escape(label)}" title="{html.escape(label)}, '
                          f'CLIP score {score:.1f}">' for frame, label, score in zip(run.frames, run.labels, run.scores))
         rows = {"prompts": "<br>".join(html.escape(p) for p in e.prompts), "w": f"{s['w']:g}",
                 "steps": f"{s['steps']} ({html.escape(str(s['sampler']))})", "seed": f"{s['seed']} (+1 per image)",

@@ -11,7 +11,7 @@ from ...atlas import Atlas
 from ...pipeline import REFERENCE_PROMPTS
 from ..context import Context
 from ..errors import answers_clearly
-from ..figures import map_figure
+from ..figures import map_figure, thumbnail
 from ..inputs import Checked, uploads_and_generated
 from ..limits import MAX_PROMPTS
 from ..page import scroll_to
@@ -29,14 +29,19 @@ def embed_map(ctx: Context, method, prompts_text, files, include_generated, show
     method = checked.choice(method, list(Atlas.METHODS), "method")
     prompts = checked.lines(prompts_text, MAX_PROMPTS, required=False)
     names, images = uploads_and_generated(files, include_generated, run, checked)
-    live = []
+    live, shown = [], []
     for labels, modality, emb in ((prompts, "text", encoder.encode_text(prompts) if prompts else None),
                                   (names, "image", encoder.encode_image(images) if images else None)):
         if emb is not None:
             xy = atlas.place(emb.numpy(), method, modality)
             live += [{"label": label, "modality": modality, "x": float(x), "y": float(y)}
                      for label, (x, y) in zip(labels, xy)]
-    figure = map_figure(atlas, method, checked.flag(show_texts, "show texts"), live)
+    pictures = dict(zip(names, images))
+    for p in live:     # on the map: a short text, the whole label and the picture on hover
+        short = p["label"].split(":")[0].replace("generated", "gen") if p["modality"] == "image" else p["label"][:24]
+        shown.append({**p, "short": short, **({"thumbnail": thumbnail(pictures[p["label"]])}
+                                               if p["modality"] == "image" else {})})
+    figure = map_figure(atlas, method, checked.flag(show_texts, "show texts"), shown)
     return figure, {"method": method, "points": live, "notes": checked.notes}
 
 

@@ -13,7 +13,7 @@ from ...pipeline import REFERENCE_PROMPTS
 from ...similarity import cosine_matrix, nearest, softmax_over_candidates
 from ..context import Context
 from ..errors import answers_clearly
-from ..figures import similarity_figure
+from ..figures import similarity_figure, thumbnail
 from ..inputs import Checked, uploads_and_generated
 from ..limits import MAX_SIMILARITY_TEXTS, NEAREST_CAPTIONS, PREVIEW_SCALE
 from ..session import LastRun
@@ -49,7 +49,9 @@ def similarity(ctx: Context, texts_text, files, include_generated, softmax_over,
             for rank, nb in enumerate(neighbours)]
     result = {"texts": texts, "images": names, "cosine": cosines.tolist(), "softmax": probs.tolist(),
               "softmax_over": softmax_over, "logit_scale": encoder.logit_scale, "notes": checked.notes}
-    return similarity_figure(texts, names, cosines.numpy(), probs.numpy(), softmax_over), result, rows
+    figure = similarity_figure(texts, names, cosines.numpy(), probs.numpy(), softmax_over,
+                               [thumbnail(im) for im in images])
+    return figure, result, rows
 
 
 @answers_clearly

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import re
 import shutil
 import tempfile
@@ -19,9 +20,11 @@ from ..encoders import ClipEncoder, ClipWeightsMissing
 from ..pipeline import ClipDiffusionPipeline, model_id_of
 from ..serving.backend import Backend, LocalBackend
 from ..serving.fairness import InFlight
+from ..vocabulary import DEFAULT_VOCABULARY, Vocabulary
 from .limits import LIGHT_CONCURRENCY, MODEL_CONCURRENCY, OUTPUT_MAX_AGE_S, PREVIEW_EVERY_S, SESSION_TTL_S
 
 TRAIN_HINT = "get the shipped models with `python -m clipdiff train-default`"
+log = logging.getLogger("clipdiff.app")
 SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 LIGHT_GROUP = {"concurrency_id": "light", "concurrency_limit": LIGHT_CONCURRENCY}
 
@@ -34,11 +37,18 @@ class Models:
     atlas: Atlas | None = None
     problems: list[str] = field(default_factory=list)
     backend: Backend = field(default_factory=LocalBackend)   # where the sampler steps run (app.py --backend)
+    vocabulary: Vocabulary | None = None    # the training captions' words: the token view marks the rest
 
     @classmethod
     def load(cls, unet: str | Path = DEFAULT_UNET_DIR, clip: str = "default", clip_pretrained: str | None = None,
-             atlas: str | Path | None = DEFAULT_ATLAS_DIR, device: str = "auto") -> "Models":
+             atlas: str | Path | None = DEFAULT_ATLAS_DIR, device: str = "auto",
+             vocabulary: str | Path | None = DEFAULT_VOCABULARY) -> "Models":
         models = cls()
+        if vocabulary is not None:
+            try:
+                models.vocabulary = Vocabulary.load(vocabulary)
+            except (OSError, ValueError, KeyError) as e:   # optional: the token view just marks no words
+                log.warning("no vocabulary of the training captions (%s): %s", vocabulary, e)
         try:
             models.encoder = ClipEncoder.load(clip, clip_pretrained, device)
         except (ClipWeightsMissing, CheckpointError, OSError, ValueError, RuntimeError) as e:

@@ -61,7 +61,7 @@ def similarity_figure(texts: list[str], images: list[str], cosines, probs, softm
                                  showscale=False, zmid=0 if col == 1 else None,
                                  hovertemplate="%{y}<br>%{x}<br>%{z:.3f}<extra></extra>"), row=1, col=col)
     fig.update_yaxes(autorange="reversed")
-    labels_px = 12 + 6 * min(max((len(n) for n in images), default=0), 40)    # the angled column labels
+    labels_px = 12 + 4 * min(max((len(n) for n in images), default=0), 44)    # the angled column labels
     height = max(300, 60 + 45 * len(texts)) + (THUMB_PX + labels_px if thumbnails else 0)
     bottom = 40 + (THUMB_PX + labels_px if thumbnails else 0)
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": bottom})
@@ -104,7 +104,7 @@ def map_figure(atlas: Atlas, method: str, show_texts: bool, live: list[dict]) ->
         fig.add_trace(go.Scattergl(x=txy[:, 0], y=txy[:, 1], mode="markers", name="texts (species, captions)",
                                    marker={"size": 5, "symbol": "x", "color": "rgba(90,90,90,0.5)"},
                                    hovertext=atlas.texts, hoverinfo="text"))
-    near = 0.04 * float(max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1e-6)) if len(xy) else 1.0
+    near = 0.08 * float(max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1e-6)) if len(xy) else 1.0
     sides = label_positions([(p["x"], p["y"]) for p in live], near)
     for modality, symbol in (("text", "star"), ("image", "diamond")):
         points = [(p, side) for p, side in zip(live, sides) if p["modality"] == modality]

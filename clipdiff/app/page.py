@@ -29,7 +29,7 @@ CSS = """
 .compare-runs { display: flex; gap: 12px; align-items: flex-start; overflow-x: auto; }
 .compare-run { flex: 1 1 0; min-width: 220px; border: 1px solid var(--border-color-primary); border-radius: 8px;
   padding: 8px; }
-.compare-run img { image-rendering: pixelated; width: 96px; height: 96px; margin: 2px; }
+.compare-run img { image-rendering: pixelated; width: 96px; height: 96px; margin: 2px; display: inline-block; }
 .compare-run dl { display: grid; grid-template-columns: auto 1fr; gap: 0 8px; font-size: 13px; margin: 4px 0; }
 .compare-run dt { font-weight: 600; }
 """

@@ -8,11 +8,14 @@ from dataclasses import dataclass
 
 import gradio as gr
 import numpy as np
+from open_clip.tokenizer import SimpleTokenizer
 
 from ... import tour
 from ...pipeline import REFERENCE_PROMPTS, images_per_prompt
 from ...playback import PlaybackRun
 from ...sampling import Sampling
+from ...vocabulary import RARE_BELOW
+from ...vocabulary import chips as vocabulary_chips
 from ..context import Context
 from ..controls import SamplingControls, sampler_radio, seed_number, steps_slider, w_slider
 from ..errors import answers_clearly, one_per_session
@@ -25,13 +28,14 @@ from ..page import SHOW_RESULTS
 from ..wiring import PRIVATE, Call, Shared, bind
 
 TAKES = (tour.Generate,)
-TOKEN_COLOURS = {"a": "#c7e0ff", "b": "#ffe3b3"}
+TOKEN_COLOURS = {"a": "#c7e0ff", "b": "#ffe3b3", "unknown": "#ff8a8a", "rare": "#ffc44d"}
 
 
 # -- handlers ------------------------------------------------------------------------------------------------------
 @answers_clearly
 def show_tokens(ctx: Context, text):
-    """The tokens each prompt becomes, and a warning for any prompt longer than the context."""
+    """The tokens each prompt becomes, a warning for any prompt longer than the context, and the words the
+    training captions never (or rarely) use: the model cannot know what they mean."""
     encoder = ctx.models.encoder
     if encoder is None:
         return [], ctx.models.missing("CLIP model")
@@ -43,14 +47,44 @@ def show_tokens(ctx: Context, text):
     pieces, summary = [], []
     for n, line in enumerate(lines, start=1):
         view = encoder.tokenize(line)
-        pieces += [(p, "ab"[i % 2]) for i, p in enumerate(view.pieces)] + [("\n", None)]
+        chips, unknown, rare = token_chips(encoder, ctx.models.vocabulary, line, view)
+        pieces += chips + [("\n", None)]
         summary.append(f"Prompt {n}: **{view.count} / {view.context_length}** tokens; ids "
                        f"`{' '.join(map(str, view.ids))}`")
         if view.truncated:
             kept = view.kept_text.replace("`", "'")
             summary.append(f"  - **Warning: truncated.** Only the first {view.context_length} tokens "
                            f"reach the model; it reads: `{kept}`")
+        if unknown or rare:
+            summary.append("  - " + words_note(unknown, rare))
     return pieces, "\n".join(f"- {s}" if not s.startswith("  ") else s for s in summary) or "No prompt yet."
+
+
+def token_chips(encoder, vocabulary, line: str, view) -> tuple[list, list[str], list[tuple[str, int]]]:
+    """One prompt's chips, coloured in turn, or red / amber for words the training captions never / rarely use
+    (vocabulary.RARE_BELOW); and those words. Without a vocabulary or CLIP's own tokenizer: the plain pieces."""
+    if vocabulary is None or not isinstance(encoder.tokenizer, SimpleTokenizer):
+        return [(p, "ab"[i % 2]) for i, p in enumerate(view.pieces)], [], []
+    chips = vocabulary_chips(encoder.tokenizer, line, view.context_length - 2)
+    marked = [vocabulary.rarity(c.word) for c in chips]
+    pieces = [("<start>", "a")] + [(c.text, mark or "ab"[(i + 1) % 2])
+                                  for i, (c, mark) in enumerate(zip(chips, marked))]
+    pieces.append(("<end>", "ab"[(len(chips) + 1) % 2]))
+    unknown = list(dict.fromkeys(c.word for c, m in zip(chips, marked) if m == "unknown"))
+    rare = list(dict.fromkeys((c.word, vocabulary.seen(c.word)) for c, m in zip(chips, marked) if m == "rare"))
+    return pieces, unknown, rare
+
+
+def words_note(unknown: list[str], rare: list[tuple[str, int]]) -> str:
+    parts = []
+    if unknown:
+        parts.append("**Never in the training captions** (red): " + ", ".join(f"`{w}`" for w in unknown) +
+                     ". The model cannot know these words: they barely steer the picture, which is why prompts in "
+                     "other languages all look alike.")
+    if rare:
+        parts.append(f"**Rare** (amber, fewer than {RARE_BELOW} times): " +
+                     ", ".join(f"`{w}` ({n}x)" for w, n in rare) + ".")
+    return " ".join(parts)
 
 
 def random_seed() -> int:

@@ -10,6 +10,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from ..caveats import caveat, noise_scores
 from ..images import labelled_grid, save_png, to_pil
 from ..pipeline import ClipDiffusionPipeline, Job
 from ..sampling import Frames, Sampling, from_uint8, stream
@@ -62,16 +63,28 @@ def clip_scores(pipe: ClipDiffusionPipeline, images: np.ndarray, jobs: list[Job]
 def save_results(ctx: Context, pipe: ClipDiffusionPipeline, images: np.ndarray, jobs: list[Job],
                  s: Sampling) -> tuple[list, list[dict], list[float]]:
     """The final images as PNGs in the output folder, each carrying its parameters and its CLIP score:
-    (gallery of (path, caption), parameters, scores)."""
+    (gallery of (path, caption), parameters, scores). Each caption gives the score beside what pure noise scores
+    against the same prompt, and says when the run's settings make it unreliable (clipdiff.caveats)."""
     scores = clip_scores(pipe, images, jobs)
+    noise = noise_scores(pipe.encoder, pipe.conditions(jobs), images.shape[1]).tolist()
     gallery, params = [], []
-    for image, job, score in zip(images, jobs, scores):
+    for image, job, score, baseline in zip(images, jobs, scores, noise):
         p = pipe.parameters_of(job, s.steps, s.sampler)
         p["clip_score"] = round(score, 2)
         path = save_png(to_pil(image), ctx.outputs.path(".png", file_name(job.prompt, job.w, job.seed)), p)
-        gallery.append((str(path), f"{job.prompt} | w {job.w:g} | seed {job.seed} | CLIP score {score:.1f}"))
+        unreliable = " UNRELIABLE" if caveat(s.steps, s.sampler, job.w) else ""
+        gallery.append((str(path), f"{job.prompt} | w {job.w:g} | seed {job.seed} | CLIP score {score:.1f} "
+                                   f"(noise {baseline:.0f}){unreliable}"))
         params.append(p)
     return gallery, params, scores
+
+
+def score_note(s: Sampling, ws: list[float]) -> str:
+    """What a run's status says about its CLIP scores: how to read them, and why they say little when they do."""
+    reasons = list(dict.fromkeys(r for r in (caveat(s.steps, s.sampler, w) for w in ws) if r))
+    if reasons:
+        return "**These CLIP scores say little:** " + "; ".join(reasons) + "."
+    return "(In brackets: what pure noise scores against the same prompt. A score means something only well above it.)"
 
 
 def file_name(prompt: str, w=None, seed=None) -> str:

@@ -22,7 +22,7 @@ from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, clean_line, png_parameters, shorten
 from ..limits import (DEFAULT_SAMPLER, IMAGES_PER_PROMPT, MAX_BATCH, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS,
                       MAX_TEXT_CHARS, SAMPLERS, SEED_RANGE)
-from ..runs import preview_gallery, sample, save_results, stopped, unfinished
+from ..runs import preview_gallery, sample, save_results, score_note, stopped, unfinished
 from ..session import LastRun
 from ..page import SHOW_RESULTS
 from ..wiring import PRIVATE, Call, Shared, bind
@@ -120,7 +120,8 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images):
         best = int(np.argmax(scores))
         yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {s.seed}, {s.steps} {s.sampler} steps "
                                       f"in {time.perf_counter() - started:.1f} s. "
-                                      f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])})."), s.seed, run
+                                      f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])}). "
+                                      f"{score_note(s, [s.w])}"), s.seed, run
 
 
 def images_each(checked: Checked, prompts: list[str], n_images) -> int:

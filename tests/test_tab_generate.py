@@ -147,6 +147,14 @@ def test_stop_says_where_the_run_stopped_and_marks_its_previews_unfinished(ctx):
     done = run_generate(ctx, PROMPTS[0], 2.0, 2, "ddim", 7, 1)[-1]
     assert tab.stopped_run(done[1], done[0]) == (gr.skip(), gr.skip()), "Stop after the end changes nothing"
     assert tab.stopped_run(tab.READY, None) == (gr.skip(), gr.skip())
+    assert tab.stopped_run(said, marked) == (gr.skip(), gr.skip()), "stopped once"
+
+    from clipdiff.app.runs import REFUSED, refused
+
+    assert refused(status) == said, "a cancelled run's failure says it stopped, like Stop itself"
+    assert refused(said) == said, "when Stop answered first"
+    for before in (tab.READY, done[1], REFUSED):
+        assert refused(before) == REFUSED, "a refusal: nothing ran (and the Error mark goes)"
 
 
 def test_downloads_are_named_for_what_they_show(ctx):

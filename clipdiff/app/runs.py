@@ -97,27 +97,44 @@ def file_name(prompt: str, w=None, seed=None) -> str:
     return "_".join(parts).replace("+", "")   # w1e+06 -> w1e06: '+' is no file-name character here
 
 
+REFUSED = "**Nothing ran:** the message in the corner says why. Change the request and try again."
 STEP = re.compile(r"step (\d+) of (\d+)")
+
+
+def running_step(status) -> tuple[str, str] | None:
+    """(k, n) when a run's status says it is under way at step k of n; None for any other status."""
+    if not isinstance(status, str) or "Done" in status or status.startswith(("**Stopped", "**Nothing ran")):
+        return None
+    found = STEP.search(status)
+    return found.groups() if found else None
 
 
 def stopped(status):
     """What Stop leaves in a run's status: "Stopped at step k of n" where it said "...step k of n" (the last
     preview's step), so a stopped run does not look hung; any other status (a finished run) stays."""
-    found = STEP.search(status) if isinstance(status, str) and "Done" not in status else None
-    if found is None:
+    step = running_step(status)
+    if step is None:
         return gr.skip()
-    k, n = found.groups()
     notes = status.split("\n\n", 1)[1:]     # the run's own notes (clamped values) stay under it
-    return "\n\n".join([f"**Stopped at step {k} of {n}.** The pictures are unfinished: each is the model's guess "
-                         "of the final image at that step, still noisy. Nothing was saved."] + notes)
+    return "\n\n".join([f"**Stopped at step {step[0]} of {step[1]}.** The pictures are unfinished: each is the "
+                         "model's guess of the final image at that step, still noisy. Nothing was saved."] + notes)
+
+
+def refused(status):
+    """A run event's failure: a refusal (nothing ran; the corner says why) or a cancelled run (Stop: as `stopped`
+    says it, whichever of the two handlers answers last). Either way a new value here also replaces the "Error"
+    mark Gradio leaves on the event's outputs until their next update."""
+    if isinstance(status, str) and status.startswith("**Stopped"):
+        return status       # Stop answered first: it stays (sent again, so the Error mark still goes)
+    return REFUSED if running_step(status) is None else stopped(status)
 
 
 def unfinished(gallery, status):
     """The previews a stopped run leaves, captioned as unfinished (a finished gallery stays as it is)."""
-    found = STEP.search(status) if isinstance(status, str) and "Done" not in status else None
-    if found is None or not gallery:
+    step = running_step(status)
+    if step is None or not gallery:
         return gr.skip()
-    k, n = found.groups()
+    k, n = step
     return [(item[0] if isinstance(item, (list, tuple)) else item,
              f"UNFINISHED (stopped at step {k} of {n}): the x0 guess at that step, not a result")
             for item in gallery]

@@ -22,7 +22,7 @@ from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, clean_line, png_parameters, shorten
 from ..limits import (DEFAULT_SAMPLER, IMAGES_PER_PROMPT, MAX_BATCH, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS,
                       MAX_TEXT_CHARS, SAMPLERS, SEED_RANGE)
-from ..runs import preview_gallery, sample, save_results, score_note, stopped, unfinished
+from ..runs import preview_gallery, refused, sample, save_results, score_note, stopped, unfinished
 from ..session import LastRun
 from ..page import SHOW_RESULTS
 from ..wiring import PRIVATE, Call, Shared, bind
@@ -267,6 +267,7 @@ def wire(ctx: Context, tab: GenerateTab, shared: Shared) -> None:
     tab.go.click(None, js=SHOW_RESULTS, **PRIVATE)
     for call in shared.after_run:
         call.on(event.success, **PRIVATE)
+    Call(refused, tab.status, tab.status).on(event.failure, show_progress="hidden", **PRIVATE)
     Call(stopped_run, [tab.status, tab.gallery], [tab.status, tab.gallery]).on(
         tab.stop.click, cancels=[event], show_progress="hidden", **PRIVATE)
     Call(remember_selection, None, tab.selected).on(tab.gallery.select, **PRIVATE)

@@ -19,7 +19,7 @@ from ..inputs import Checked, open_upload, shorten
 from ..limits import (INTERPOLATION_POINTS, INTERPOLATION_POINTS_DEFAULT, MAX_IMAGES_PER_PROMPT, MIX_WEIGHT_DEFAULT,
                       PREVIEW_SCALE, VARIATIONS_DEFAULT)
 from ..page import scroll_to
-from ..runs import preview_gallery, sample, save_results, stopped, strip
+from ..runs import preview_gallery, refused, sample, save_results, stopped, strip
 from ..session import LastRun
 from ..wiring import PRIVATE, Call, Shared, bind
 
@@ -186,6 +186,8 @@ def wire(ctx: Context, tab: InterpolateTab, shared: Shared) -> None:
     mixing = mix_call(ctx, tab).on(tab.mix.click, api_name="mix", show_progress_on=[tab.mix_status, tab.mix_strip])
     for button, result in ((tab.go, "#ip-strip"), (tab.mix, "#mix-strip"), (tab.vary, "#va-gallery")):
         button.click(None, js=scroll_to(result), **PRIVATE)
+    for event, status in ((interpolating, tab.status), (mixing, tab.mix_status), (varying, tab.vary_status)):
+        Call(refused, status, status).on(event.failure, show_progress="hidden", **PRIVATE)
     Call(stopped_both, [tab.status, tab.mix_status], [tab.status, tab.mix_status]).on(
         tab.stop.click, cancels=[interpolating, mixing], show_progress="hidden", **PRIVATE)
     Call(stopped, tab.vary_status, tab.vary_status).on(tab.vary_stop.click, cancels=[varying],

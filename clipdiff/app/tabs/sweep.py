@@ -14,7 +14,7 @@ from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked
 from ..limits import MAX_SWEEP_PROMPTS
 from ..page import scroll_to
-from ..runs import sample, save_results, stopped
+from ..runs import refused, sample, save_results, stopped
 from ..wiring import PRIVATE, Call, Shared, bind
 
 TAKES = (tour.Sweep,)
@@ -86,6 +86,7 @@ def run_call(ctx: Context, tab: SweepTab) -> Call:
 def wire(ctx: Context, tab: SweepTab, shared: Shared) -> None:
     event = run_call(ctx, tab).on(tab.go.click, api_name="sweep", show_progress_on=[tab.status, tab.grid])
     tab.go.click(None, js=scroll_to("#sweep-grid"), **PRIVATE)
+    Call(refused, tab.status, tab.status).on(event.failure, show_progress="hidden", **PRIVATE)
     Call(stopped, tab.status, tab.status).on(tab.stop.click, cancels=[event], show_progress="hidden", **PRIVATE)
 
 

@@ -1,5 +1,6 @@
 """python -m clipdiff COMMAND ...: sample, embed, train-clip, train-unet, train-default, eval-clip, eval-gen,
-bench, room (see --help of each). A command is a module's main(), or "module:function" for another function of it."""
+vocabulary, bench, room (see --help of each). A command is a module's main(), or "module:function" for another
+function of it."""
 from __future__ import annotations
 
 import sys
@@ -13,6 +14,7 @@ COMMANDS = {
     "train-default": ("clipdiff.train_default", "rebuild the shipped models end to end"),
     "eval-clip": ("clipdiff.cli_eval:main_clip", "the CLIP on held-out images: caption->image recall, zero-shot"),
     "eval-gen": ("clipdiff.cli_eval:main_gen", "generations per w: CLIP score, FD and CMMD in CLIP space, diversity"),
+    "vocabulary": ("clipdiff.vocabulary", "count the training captions' words: what the token view marks as unknown"),
     "bench": ("clipdiff.bench", "speed on this machine against the targets and the reference procedure"),
     "room": ("clipdiff.serving.room", "a simulated workshop room against a live app: images/s, p50, p95, errors"),
 }

@@ -83,15 +83,28 @@ def server_errors(capfd):
     return unhandled
 
 
-@pytest.fixture
-def page():
-    """A headless Chromium page at 1280 x 1200; the test is skipped where Chromium or Playwright is missing."""
+def browser_page(width: int, height: int):
     from clipdiff.testing.browser import CHROMIUM, chromium_page, have_chromium
 
     if not have_chromium():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api")
-    with chromium_page() as page:
+    return chromium_page(width, height)
+
+
+@pytest.fixture
+def page():
+    """A headless Chromium page at 1280 x 1200; the test is skipped where Chromium or Playwright is missing."""
+    with browser_page(1280, 1200) as page:
+        yield page
+
+
+@pytest.fixture
+def laptop():
+    """A headless Chromium page at 1280 x 800, an attendee's laptop screen (LAPTOP in clipdiff.testing.browser)."""
+    from clipdiff.testing.browser import LAPTOP
+
+    with browser_page(*LAPTOP) as page:
         yield page
 
 

@@ -46,13 +46,13 @@ def test_generate_with_a_negative_prompt_carries_it_in_the_png_and_loads_it_back
 
 def test_the_playback_names_the_negative_panel_and_draws_the_cosine_to_it(ctx):
     *_, run = last(generate.generate(ctx, f"{ROSE}\n{DAISY}", 2.0, 3, "ddim", 7, 1, "red"))
-    _, _, frame, _, figure = playback.show_playback(ctx, run)
+    _, _, frame, _, figure, _ = playback.show_playback(ctx, run)
     names = [trace.name for trace in figure.data]
     assert "cosine to the negative prompt" in names and "eps negative" in names
     cosines = run.playback.extra_cosines["negative prompt"]
     assert cosines.shape == (3, 2) and np.isfinite(cosines).all()
     plain = last(generate.generate(ctx, ROSE, 2.0, 3, "ddim", 7, 1))[-1]
-    _, _, _, _, figure = playback.show_playback(ctx, plain)
+    _, _, _, _, figure, _ = playback.show_playback(ctx, plain)
     assert not any("negative" in (trace.name or "") for trace in figure.data), "nothing new without a negative"
     assert plain.playback.panels(0)[3] == "x0 (unconditional)"
 
@@ -89,7 +89,7 @@ def test_the_generate_box_reads_from_to_when_and_the_png_loads_it_back(ctx):
     assert generate.load_params(gallery[0][0])[0] == f"[{DAISY}:{SUNFLOWER}:0.5]"
     assert run.playback.switch_timesteps[0] == run.playback.records[2].timestep, "switched after 2 of 4 steps"
     assert run.playback.switch_timesteps[1] is None
-    _, _, _, _, figure = playback.show_playback(ctx, run)
+    _, _, _, _, figure, _ = playback.show_playback(ctx, run)
     assert any(shape.line.dash == "dot" for shape in figure.layout.shapes), "the switch marked"
     assert "cosine to the first prompt" in [trace.name for trace in figure.data]
     stepped = last(generate.generate(ctx, f"[{DAISY}:{SUNFLOWER}:9]", 2.0, 4, "ddim", 3, 1))[1]

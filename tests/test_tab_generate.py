@@ -1,6 +1,8 @@
 """The Generate tab's handlers, called as functions: no server."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
@@ -8,7 +10,7 @@ gr = pytest.importorskip("gradio")
 
 from clipdiff import tour  # noqa: E402
 from clipdiff.app.context import Context, Models  # noqa: E402
-from clipdiff.app.limits import MAX_BATCH, SEED_RANGE  # noqa: E402
+from clipdiff.app.limits import MAX_BATCH, MAX_IMAGE_STEPS, SEED_RANGE  # noqa: E402
 from clipdiff.app.session import LastRun  # noqa: E402
 from clipdiff.app.tabs import generate as tab  # noqa: E402
 from clipdiff.images import read_params, save_png  # noqa: E402
@@ -123,3 +125,44 @@ def test_a_preview_is_one_picture_of_every_image_row_major():
     assert grid.shape == (2 * 32 + 2, 4 * 32 + 3 * 2, 3), "6 images in rows of 4, each twice its size"
     assert np.array_equal(grid[34:66, :32], frames[4].repeat(2, 0).repeat(2, 1))
     assert (grid[32:34] == 255).all(), "white gaps"
+
+
+def test_the_steps_control_shows_the_steps_the_budget_allows(ctx):
+    assert tab.steps_used("\n".join(f"flower {i}" for i in range(8)), 400, 1) == MAX_IMAGE_STEPS // 8
+    assert tab.steps_used(PROMPTS[0], 400, 8) == MAX_IMAGE_STEPS // 8, "8 images of one prompt"
+    assert tab.steps_used(PROMPTS[0], 12, 2) == gr.skip(), "within the budget: the control stays"
+    assert tab.steps_used("", 400, 8) == gr.skip(), "generate itself refuses an empty prompt, in words"
+    run = tab.generate(ctx, PROMPTS[0], 2.0, 400, "ddim", 1, 8)
+    status = next(run)[1]
+    run.close()
+    assert f"of {MAX_IMAGE_STEPS // 8}" in status.splitlines()[0], "the run used what the control now shows"
+
+
+def test_stop_says_where_the_run_stopped_and_marks_its_previews_unfinished(ctx):
+    preview, status, *_ = run_generate(ctx, "\n".join(PROMPTS), 2.0, 4, "ddim", 7, 2)[1]
+    said, marked = tab.stopped_run(status, [(path, caption) for path, caption in preview])
+    assert said.startswith("**Stopped at step 2 of 4.** The pictures are unfinished")
+    assert marked[0][1].startswith("UNFINISHED (stopped at step 2 of 4)")
+    clamped = tab.stopped_run("Sampling: step 3 of 9\n\nNote: seed -3 is outside", None)[0]
+    assert clamped.endswith("Note: seed -3 is outside"), "the run's notes stay"
+    done = run_generate(ctx, PROMPTS[0], 2.0, 2, "ddim", 7, 1)[-1]
+    assert tab.stopped_run(done[1], done[0]) == (gr.skip(), gr.skip()), "Stop after the end changes nothing"
+    assert tab.stopped_run(tab.READY, None) == (gr.skip(), gr.skip())
+    assert tab.stopped_run(said, marked) == (gr.skip(), gr.skip()), "stopped once"
+
+    from clipdiff.app.runs import REFUSED, refused
+
+    assert refused(status) == said, "a cancelled run's failure says it stopped, like Stop itself"
+    assert refused(said) == said, "when Stop answered first"
+    for before in (tab.READY, done[1], REFUSED):
+        assert refused(before) == REFUSED, "a refusal: nothing ran (and the Error mark goes)"
+
+
+def test_downloads_are_named_for_what_they_show(ctx):
+    gallery = run_generate(ctx, "Eine gelbe Sonnenblume, 2 Blüten!\n玫瑰", 1.5, 1, "ddim", 7, 1)[-1][0]
+    names = [Path(path).name for path, _ in gallery]
+    assert names == ["eine-gelbe-sonnenblume-2-bluten_w1.5_seed7.png", "clipdiff_w1.5_seed7.png"]
+    from clipdiff.app.runs import file_name
+
+    assert file_name("../../etc/passwd", -0.5, 3) == "etc-passwd_w-0.5_seed3"
+    assert file_name("a" * 100) == "a" * 40

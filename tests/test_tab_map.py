@@ -20,12 +20,17 @@ def test_prompts_uploads_and_the_last_run_are_placed_on_the_atlas(ctx, tmp_path)
     figure, result = tab.embed_map(ctx, "umap-centered", "a red flower\nwhite petals", [red], True, True, run)
     points = result["points"]
     assert [(p["label"], p["modality"]) for p in points] == [
-        ("a red flower", "text"), ("white petals", "text"), ("upload 1", "image"), ("generated 1", "image"),
-        ("generated 2", "image")]
+        ("a red flower", "text"), ("white petals", "text"), ("upload 1", "image"),
+        ("generated 1: A white daisy (seed 1)", "image"), ("generated 2: A white daisy (seed 2)", "image")]
     assert all(math.isfinite(p["x"]) and math.isfinite(p["y"]) for p in points)
     assert result["method"] == "umap-centered" and result["notes"] == []
     assert [t.name for t in figure.data] == ["dataset images", "texts (species, captions)", "your texts",
                                              "your images"]
+    mine = figure.data[3]
+    assert list(mine.text) == ["upload 1", "gen 1", "gen 2"], "short texts on the map"
+    assert list(mine.customdata) == [p["label"] for p in points[2:]], "the whole label on hover"
+    assert set(figure.layout.meta["thumbnails"]) == set(mine.customdata), "and the picture"
+    assert "thumbnail" not in points[2], "the JSON stays plain"
     _, quiet = tab.embed_map(ctx, "pca", "", None, False, False, run)
     assert quiet["points"] == []
 
@@ -45,3 +50,11 @@ def test_what_the_tour_puts_in(ctx):
         page = tab.build(ctx)
     assert tab.tour_fill(page, tour.Map("pca", ("a",), show_texts=False)) == {
         page.method: "pca", page.prompts: "a", page.files: None, page.generated: False, page.texts: False}
+
+
+def test_labels_of_crowded_points_go_different_ways():
+    from clipdiff.app.figures import label_positions
+
+    sides = label_positions([(0, 0), (0.01, 0), (0, 0.01), (5, 5), (5, 5.01)], near=0.1)
+    assert len(set(sides[:3])) == 3, "three points on top of each other: three sides"
+    assert sides[3] == "top center" and sides[4] != sides[3], "a group far away starts over"

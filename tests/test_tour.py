@@ -107,25 +107,19 @@ def test_a_run_that_reads_generated_images_must_generate_first():
 # -- the Tour tab: a loop over the other tabs -----------------------------------------------------------------------
 FOLLOWS = {tour.Sweep: ["run_sweep"], tour.Playback: [], tour.Similarity: ["similarity"], tour.Map: ["embed_map"],
            tour.Interpolate: ["interpolate"], tour.Mix: ["mix_prompts"], tour.Vary: ["first_generated_image", "vary"],
-           tour.PromptEdit: ["prompt_edit", "show_playback"], tour.Words: ["word_importance"], type(None): []}
+           tour.PromptEdit: ["prompt_edit", "show_playback", "rank_new_run", "record_run"], tour.Words: ["word_importance"], type(None): []}
 
 
 @pytest.fixture(scope="module")
 def tabs(tiny_models):
     """Every tab built, as build_app builds them."""
     gr = pytest.importorskip("gradio")
-    from clipdiff.app.blocks import TABS
+    from clipdiff.app.blocks import lay_out
     from clipdiff.app.context import Context
-    from clipdiff.app.session import last_run_state
-    from clipdiff.app.tabs import playback
-    from clipdiff.app.wiring import Shared
 
     ctx = Context.create(tiny_models)
     with gr.Blocks() as demo:
-        last_run = last_run_state(60)
-        with gr.Tabs() as switcher:
-            pages = {tab: tab.build(ctx) for tab in TABS}
-    shared = Shared(demo, switcher, last_run, [playback.show_call(ctx, pages[playback], last_run)])
+        shared, pages, _, _ = lay_out(ctx, demo)
     return ctx, shared, pages
 
 
@@ -136,10 +130,13 @@ def test_a_tour_button_runs_the_tabs_own_handlers_generate_first(tabs, experimen
 
     ctx, shared, pages = tabs
     values, calls = plan(ctx, run, shared, pages)
-    expected = (["generate", "show_playback"] if run.generate else []) + FOLLOWS[type(run.then)]
+    after_run = [call.fn.__name__ for call in shared.after_run]
+    assert after_run == ["show_playback", "rank_new_run", "record_run"]
+    expected = (["generate", *after_run] if run.generate else []) + FOLLOWS[type(run.then)]
     assert [call.fn.__name__ for call in calls] == expected
     if run.generate is not None:
         assert values[pages[generate].prompts] == "\n".join(run.generate.prompts)
         assert calls[0].inputs == pages[generate].inputs, "the Generate button's own inputs"
         assert values[pages[generate].negative] == run.generate.negative, "a tour run never keeps an old negative"
-    assert all(call.group["concurrency_id"] == "model" for call in calls if call.fn.__name__ != "first_generated_image")
+    assert all(call.group["concurrency_id"] == "model" for call in calls
+               if call.fn.__name__ not in ("first_generated_image", "rank_new_run", "record_run"))

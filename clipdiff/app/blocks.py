@@ -4,13 +4,14 @@ from __future__ import annotations
 import gradio as gr
 
 from .context import Context, Models
+from .page import CSS, JS
 from .limits import MAX_UPLOAD_SIZE, MODEL_CONCURRENCY, OUTPUT_MAX_AGE_S, PREVIEW_EVERY_S, QUEUE_SIZE, SESSION_TTL_S
+from .history import history_state
 from .session import last_run_state
-from .tabs import debug, embed_map, generate, interpolate, playback, similarity, sweep, tour
+from .tabs import compare, debug, embed_map, generate, interpolate, playback, similarity, sweep, tour
 from .wiring import Shared
 
-TABS = (generate, sweep, playback, similarity, embed_map, interpolate, debug)   # after the Tour, in this order
-CSS = ".pixelated img, .pixelated canvas { image-rendering: pixelated; }"
+TABS = (generate, sweep, playback, compare, similarity, embed_map, interpolate, debug)   # after the Tour, in this order
 TITLE = "# clipdiff: CLIP-conditioned diffusion you can watch\n"
 
 
@@ -20,15 +21,24 @@ def build_app(models: Models, concurrency: int = MODEL_CONCURRENCY, preview_ever
     ctx = Context.create(models, concurrency, preview_every_s, session_ttl_s)
     with gr.Blocks(title="clipdiff", analytics_enabled=False, delete_cache=(1800, OUTPUT_MAX_AGE_S)) as demo:
         gr.Markdown(TITLE + models.status_markdown(), elem_id="model-status")
-        last_run = last_run_state(ctx.session_ttl_s)
-        with gr.Tabs() as tab_switcher:
-            tour_page = tour.build()
-            pages = {tab: tab.build(ctx) for tab in TABS}
-        shared = Shared(demo, tab_switcher, last_run, [playback.show_call(ctx, pages[playback], last_run)])
+        shared, pages, tour_page, note = lay_out(ctx, demo)
         for tab, page in pages.items():
             tab.wire(ctx, page, shared)
-        tour.wire(ctx, tour_page, shared, pages)
+        tour.wire(ctx, tour_page, shared, pages, note)
     return demo
+
+
+def lay_out(ctx: Context, demo: gr.Blocks) -> tuple[Shared, dict, tour.TourTab, tour.TourNote]:
+    """The tour's note, the tabs and the session's state, in the open `demo`, and what links them (unwired)."""
+    last_run = last_run_state(ctx.session_ttl_s)
+    note = tour.build_note()
+    with gr.Tabs() as tab_switcher:
+        tour_page = tour.build()
+        pages = {tab: tab.build(ctx) for tab in TABS}
+    shared = Shared(demo, tab_switcher, last_run, history=history_state(ctx.session_ttl_s))
+    shared.after_run += [playback.show_call(ctx, pages[playback], last_run),   # what follows every new run
+                         similarity.rank_call(pages[similarity], last_run), compare.record_call(pages[compare], shared)]
+    return shared, pages, tour_page, note
 
 
 def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
@@ -39,4 +49,4 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
     return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_SIZE,
                        show_error=True, ssr_mode=False, mcp_server=False, enable_monitoring=False, pwa=False,
-                       prevent_thread_lock=prevent_thread_lock, quiet=quiet, css=CSS, auth=auth)
+                       prevent_thread_lock=prevent_thread_lock, quiet=quiet, css=CSS, js=JS, auth=auth)

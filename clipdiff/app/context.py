@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import atexit
+import logging
+import re
 import shutil
 import tempfile
 import time
@@ -18,9 +20,12 @@ from ..encoders import ClipEncoder, ClipWeightsMissing
 from ..pipeline import ClipDiffusionPipeline, model_id_of
 from ..serving.backend import Backend, LocalBackend
 from ..serving.fairness import InFlight
+from ..vocabulary import DEFAULT_VOCABULARY, Vocabulary
 from .limits import LIGHT_CONCURRENCY, MODEL_CONCURRENCY, OUTPUT_MAX_AGE_S, PREVIEW_EVERY_S, SESSION_TTL_S
 
 TRAIN_HINT = "get the shipped models with `python -m clipdiff train-default`"
+log = logging.getLogger("clipdiff.app")
+SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 LIGHT_GROUP = {"concurrency_id": "light", "concurrency_limit": LIGHT_CONCURRENCY}
 
 
@@ -32,11 +37,18 @@ class Models:
     atlas: Atlas | None = None
     problems: list[str] = field(default_factory=list)
     backend: Backend = field(default_factory=LocalBackend)   # where the sampler steps run (app.py --backend)
+    vocabulary: Vocabulary | None = None    # the training captions' words: the token view marks the rest
 
     @classmethod
     def load(cls, unet: str | Path = DEFAULT_UNET_DIR, clip: str = "default", clip_pretrained: str | None = None,
-             atlas: str | Path | None = DEFAULT_ATLAS_DIR, device: str = "auto") -> "Models":
+             atlas: str | Path | None = DEFAULT_ATLAS_DIR, device: str = "auto",
+             vocabulary: str | Path | None = DEFAULT_VOCABULARY) -> "Models":
         models = cls()
+        if vocabulary is not None:
+            try:
+                models.vocabulary = Vocabulary.load(vocabulary)
+            except (OSError, ValueError, KeyError) as e:   # optional: the token view just marks no words
+                log.warning("no vocabulary of the training captions (%s): %s", vocabulary, e)
         try:
             models.encoder = ClipEncoder.load(clip, clip_pretrained, device)
         except (ClipWeightsMissing, CheckpointError, OSError, ValueError, RuntimeError) as e:
@@ -101,16 +113,25 @@ def problem(what: str, error: Exception, flag: str) -> str:
 
 
 class OutputFolder:
-    """PNGs and GIFs for the browser, named by random ids (never by user text), pruned after an hour."""
+    """PNGs and GIFs for the browser, pruned after an hour. Each file is alone in a folder with a random id, so its
+    own name can say what it shows (what a download is called: `a-deep-red-rose_w2_seed7.png`); that name is made
+    only of lower-case ASCII letters, digits, '-', '_' and '.' (runs.file_name), never the user's text as sent."""
 
     def __init__(self):
         self.folder = Path(tempfile.mkdtemp(prefix="clipdiff-app-"))
         self._last_prune = 0.0
         atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
 
-    def path(self, suffix: str) -> Path:
+    def path(self, suffix: str, name: str | None = None) -> Path:
+        """A new file's path; name: its descriptive stem (already made safe), or none for a random one."""
         self._prune()
-        return self.folder / f"{uuid.uuid4().hex}{suffix}"
+        if not name:
+            return self.folder / f"{uuid.uuid4().hex}{suffix}"
+        if not SAFE_NAME.fullmatch(name):
+            raise ValueError(f"unsafe output file name {name!r}")
+        folder = self.folder / uuid.uuid4().hex
+        folder.mkdir()
+        return folder / f"{name}{suffix}"
 
     def _prune(self) -> None:
         now = time.time()
@@ -120,7 +141,7 @@ class OutputFolder:
         for f in self.folder.iterdir():
             try:
                 if now - f.stat().st_mtime > OUTPUT_MAX_AGE_S:
-                    f.unlink()
+                    shutil.rmtree(f) if f.is_dir() else f.unlink()
             except OSError:
                 pass
 

@@ -1,17 +1,24 @@
 """The app's plotly figures: the playback's cosine and noise curves, the similarity heatmaps, the embedding map."""
 from __future__ import annotations
 
+import base64
+import io
+
 import numpy as np
 import plotly.graph_objects as go
+from PIL import Image, ImageOps
 from plotly.subplots import make_subplots
 
 from ..atlas import Atlas
+from ..images import to_pil
 from ..playback import PlaybackRun
 
 
-def playback_figure(run: PlaybackRun, sample: int) -> go.Figure:
+def playback_figure(run: PlaybackRun, sample: int, step: int | None = None) -> go.Figure:
+    """The run's cosine and noise curves over the timesteps; step (0-based): the recorded step shown now, marked."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, subplot_titles=(
-        "cosine(condition, CLIP image embedding of the guided x0)", "noise prediction RMS"))
+        "when does it commit to the prompt?<br>cosine(condition, CLIP embedding of the guided x0)",
+        "noise prediction RMS"))
     t = run.timesteps
     for i, label in enumerate(run.labels):
         if run.cosines is not None and len(run.cosines):
@@ -22,7 +29,10 @@ def playback_figure(run: PlaybackRun, sample: int) -> go.Figure:
         fig.add_trace(go.Scatter(x=t, y=series, mode="lines", name=f"eps {name}", legendgroup="eps"), row=2, col=1)
     add_prompt_debugging(fig, run, sample)
     fig.update_xaxes(autorange="reversed", title_text="timestep t (sampling runs left to right)", row=2, col=1)
-    fig.update_layout(height=520, margin={"l": 40, "r": 10, "t": 40, "b": 40}, legend={"font": {"size": 10}})
+    if step is not None and 0 <= step < len(t):
+        fig.add_vline(x=t[step], line={"color": "black", "width": 1, "dash": "dot"}, row="all", col=1)
+    fig.update_layout(height=560, margin={"l": 40, "r": 10, "t": 50, "b": 40},
+                      legend={"font": {"size": 10}, "orientation": "h", "y": -0.15})
     return fig
 
 
@@ -40,19 +50,64 @@ def add_prompt_debugging(fig: go.Figure, run: PlaybackRun, sample: int) -> None:
                            xanchor="left", font={"size": 10}, row=1, col=1)
 
 
-def similarity_figure(texts: list[str], images: list[str], cosines, probs, softmax_over: str) -> go.Figure:
+
+def thumbnail(image, size: int | None = 48) -> str:
+    """A picture (PIL, or a uint8 (H, W, 3) array) as a small PNG data: URI, square, at most `size` pixels a side
+    (None: as it is). Small enough to ride inside a figure or a page."""
+    im = image if isinstance(image, Image.Image) else to_pil(np.asarray(image))
+    if size is not None and (im.width > size or im.height > size or im.width != im.height):
+        im = ImageOps.fit(im.convert("RGB"), (size, size), Image.Resampling.BOX)
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+THUMB_PX = 44          # the heatmap's thumbnails under its columns
+
+
+def similarity_figure(texts: list[str], images: list[str], cosines, probs, softmax_over: str,
+                      thumbnails: list[str] | None = None) -> go.Figure:
+    """Texts x images heatmaps. thumbnails (data: URIs, one per image): drawn under each column, and shown beside
+    the pointer on hover (clipdiff/app/page.py), so every column says which picture it is."""
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=(
         "raw cosine", f"softmax over {softmax_over} (x logit scale)"))
     short = [t if len(t) <= 40 else t[:37] + "..." for t in texts]
     for col, (z, scale) in enumerate(((cosines, "RdBu"), (probs, "Viridis")), start=1):
         fig.add_trace(go.Heatmap(z=z, x=images, y=short, colorscale=scale, texttemplate="%{z:.2f}",
-                                 showscale=False, zmid=0 if col == 1 else None), row=1, col=col)
+                                 showscale=False, zmid=0 if col == 1 else None,
+                                 hovertemplate="%{y}<br>%{x}<br>%{z:.3f}<extra></extra>"), row=1, col=col)
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(height=max(300, 60 + 45 * len(texts)), margin={"l": 10, "r": 10, "t": 40, "b": 40})
+    labels_px = 12 + 4 * min(max((len(n) for n in images), default=0), 44)    # the angled column labels
+    height = max(300, 60 + 45 * len(texts)) + (THUMB_PX + labels_px if thumbnails else 0)
+    bottom = 40 + (THUMB_PX + labels_px if thumbnails else 0)
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": bottom})
+    if thumbnails:
+        plot_px = height - 40 - bottom
+        for axis in ("x", "x2"):
+            for k, uri in enumerate(thumbnails):
+                fig.add_layout_image(source=uri, xref=axis, yref="paper", x=k, y=-0.01, sizex=0.95,
+                                     sizey=THUMB_PX / plot_px, xanchor="center", yanchor="top", sizing="contain",
+                                     layer="above")
+        fig.update_xaxes(tickangle=-35, ticklabelstandoff=THUMB_PX + 6, tickfont={"size": 10})
+        fig.update_layout(meta={"thumbnails": dict(zip(images, thumbnails))})
     return fig
 
 
+def label_positions(points: list[tuple[float, float]], near: float) -> list[str]:
+    """Where each point's text goes, so that labels of points closer than `near` to each other go different ways:
+    each point takes the first side its near neighbours have not taken yet."""
+    sides = ["top center", "bottom center", "middle right", "middle left", "top right", "bottom left", "top left",
+             "bottom right"]
+    chosen: list[str] = []
+    for i, (x, y) in enumerate(points):
+        taken = {chosen[j] for j, (u, v) in enumerate(points[:i]) if abs(u - x) < near and abs(v - y) < near}
+        chosen.append(next((side for side in sides if side not in taken), sides[i % len(sides)]))
+    return chosen
+
+
 def map_figure(atlas: Atlas, method: str, show_texts: bool, live: list[dict]) -> go.Figure:
+    """The atlas, and the live points (dicts with label, modality, x, y, and for images a thumbnail): their text is
+    short and placed apart where they crowd; the hover gives the whole label and the picture."""
     coords = atlas.coords(method)
     xy = coords["images"]
     species = [atlas.class_names[i] for i in atlas.labels]
@@ -65,15 +120,20 @@ def map_figure(atlas: Atlas, method: str, show_texts: bool, live: list[dict]) ->
         fig.add_trace(go.Scattergl(x=txy[:, 0], y=txy[:, 1], mode="markers", name="texts (species, captions)",
                                    marker={"size": 5, "symbol": "x", "color": "rgba(90,90,90,0.5)"},
                                    hovertext=atlas.texts, hoverinfo="text"))
+    near = 0.08 * float(max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1e-6)) if len(xy) else 1.0
+    sides = label_positions([(p["x"], p["y"]) for p in live], near)
     for modality, symbol in (("text", "star"), ("image", "diamond")):
-        points = [p for p in live if p["modality"] == modality]
+        points = [(p, side) for p, side in zip(live, sides) if p["modality"] == modality]
         if points:
             fig.add_trace(go.Scatter(
-                x=[p["x"] for p in points], y=[p["y"] for p in points], mode="markers+text",
-                name=f"your {modality}s", text=[p["label"][:30] for p in points], textposition="top center",
-                hovertext=[p["label"] for p in points], hoverinfo="text",
-                marker={"size": 16, "symbol": symbol, "color": "black" if modality == "text" else "crimson",
+                x=[p["x"] for p, _ in points], y=[p["y"] for p, _ in points], mode="markers+text",
+                name=f"your {modality}s", text=[p.get("short", p["label"][:24]) for p, _ in points],
+                textposition=[side for _, side in points], customdata=[p["label"] for p, _ in points],
+                hovertext=[p["label"] for p, _ in points], hoverinfo="text", textfont={"size": 11},
+                marker={"size": 14, "symbol": symbol, "color": "black" if modality == "text" else "crimson",
                         "line": {"width": 1, "color": "white"}}))
+    thumbnails = {p["label"]: p["thumbnail"] for p in live if p.get("thumbnail")}
     fig.update_layout(height=620, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      title=f"{method}: hover for labels; colours are species")
+                      title=f"{method}: hover for labels and pictures; colours are species",
+                      meta={"thumbnails": thumbnails} if thumbnails else None)
     return fig

@@ -26,12 +26,14 @@ from .session import generated_images
 class Checked:
     """One request's values, checked; `notes` says what was changed."""
 
-    def __init__(self):
+    def __init__(self, quiet: bool = False):
         self.notes: list[str] = []
+        self.quiet = quiet          # notes only, no toast: a check made again beside the request that says it
 
     def warn(self, message: str) -> None:
         self.notes.append(message)
-        gr.Warning(message)
+        if not self.quiet:
+            gr.Warning(message)
 
     def text(self, value, name: str = "text") -> str:
         if value is None:

@@ -36,6 +36,10 @@ LIGHT_CONCURRENCY = 4            # cheap handlers at once, beside the model runs
 # browser tab closed (Gradio's fixed grace period for reopening), whichever Gradio sees first.
 SESSION_TTL_S = 1800
 OUTPUT_MAX_AGE_S = 3600          # our PNGs and GIFs on disk
-PLAY_FRAME_S = 0.15              # the playback's Play button: seconds per recorded step
+MAX_RUNS = 12                    # runs a session's history lists (the Compare runs tab); the oldest unpinned go
+MAX_PINNED = 4                   # runs pinned to compare side by side (they keep their recorded steps)
+HISTORY_FRAME_BYTES = 64 * 2**20  # a session's recorded steps beyond its newest run: older runs' steps go past this
+PLAY_FPS = 7                     # the playback's Play button: recorded steps a second (its speed control's start)
+PLAY_FPS_RANGE = (1, 30)
 PREVIEW_SCALE = 4                # pixels per image pixel in small galleries (ranking, what CLIP sees)
 STREAM_SCALE = 2                 # preview pixels per image pixel while sampling (the final PNGs are full size)

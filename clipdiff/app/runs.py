@@ -2,11 +2,15 @@
 each with its CLIP score against what conditioned it."""
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Iterator
 
+import gradio as gr
 import numpy as np
 from PIL import Image
 
+from ..caveats import caveat, noise_scores
 from ..images import labelled_grid, save_png, to_pil
 from ..pipeline import ClipDiffusionPipeline, Job
 from ..sampling import Frames, Sampling, from_uint8, stream
@@ -66,13 +70,77 @@ def caption(job: Job, score: float) -> str:
 def save_results(ctx: Context, pipe: ClipDiffusionPipeline, images: np.ndarray, jobs: list[Job],
                  s: Sampling) -> tuple[list, list[dict], list[float]]:
     """The final images as PNGs in the output folder, each carrying its parameters and its CLIP score:
-    (gallery of (path, caption), parameters, scores)."""
+    (gallery of (path, caption), parameters, scores). Each caption gives the score beside what pure noise scores
+    against the same prompt, and says when the run's settings make it unreliable (clipdiff.caveats)."""
     scores = clip_scores(pipe, images, jobs)
+    noise = noise_scores(pipe.encoder, pipe.final_conditions(jobs), images.shape[1]).tolist()
     gallery, params = [], []
-    for image, job, score in zip(images, jobs, scores):
+    for image, job, score, baseline in zip(images, jobs, scores, noise):
         p = pipe.parameters_of(job, s.steps, s.sampler)
         p["clip_score"] = round(score, 2)
-        path = save_png(to_pil(image), ctx.outputs.path(".png"), p)
-        gallery.append((str(path), caption(job, score)))
+        path = save_png(to_pil(image), ctx.outputs.path(".png", file_name(job.text, job.w, job.seed)), p)
+        unreliable = " UNRELIABLE" if caveat(s.steps, s.sampler, job.w) else ""
+        gallery.append((str(path), f"{caption(job, score)} (noise {baseline:.0f}){unreliable}"))
         params.append(p)
     return gallery, params, scores
+
+
+def score_note(s: Sampling, ws: list[float]) -> str:
+    """What a run's status says about its CLIP scores: how to read them, and why they say little when they do."""
+    reasons = list(dict.fromkeys(r for r in (caveat(s.steps, s.sampler, w) for w in ws) if r))
+    if reasons:
+        return "**These CLIP scores say little:** " + "; ".join(reasons) + "."
+    return "(In brackets: what pure noise scores against the same prompt. A score means something only well above it.)"
+
+
+def file_name(prompt: str, w=None, seed=None) -> str:
+    """A download's name that says what it is: the prompt's words (ASCII letters and digits only, at most 40
+    characters), then w and seed: `a-deep-red-rose-flower_w2_seed7`."""
+    words = re.sub(r"[^a-z0-9]+", "-", unicodedata.normalize("NFKD", str(prompt)).encode("ascii", "ignore")
+                   .decode().lower()).strip("-")[:40].strip("-") or "clipdiff"
+    parts = [words] + ([f"w{float(w):g}"] if isinstance(w, (int, float)) else []) + \
+        ([f"seed{int(seed)}"] if isinstance(seed, int) else [])
+    return "_".join(parts).replace("+", "")   # w1e+06 -> w1e06: '+' is no file-name character here
+
+
+REFUSED = "**Nothing ran:** the message in the corner says why. Change the request and try again."
+STEP = re.compile(r"step (\d+) of (\d+)")
+
+
+def running_step(status) -> tuple[str, str] | None:
+    """(k, n) when a run's status says it is under way at step k of n; None for any other status."""
+    if not isinstance(status, str) or "Done" in status or status.startswith(("**Stopped", "**Nothing ran")):
+        return None
+    found = STEP.search(status)
+    return found.groups() if found else None
+
+
+def stopped(status):
+    """What Stop leaves in a run's status: "Stopped at step k of n" where it said "...step k of n" (the last
+    preview's step), so a stopped run does not look hung; any other status (a finished run) stays."""
+    step = running_step(status)
+    if step is None:
+        return gr.skip()
+    notes = status.split("\n\n", 1)[1:]     # the run's own notes (clamped values) stay under it
+    return "\n\n".join([f"**Stopped at step {step[0]} of {step[1]}.** The pictures are unfinished: each is the "
+                         "model's guess of the final image at that step, still noisy. Nothing was saved."] + notes)
+
+
+def refused(status):
+    """A run event's failure: a refusal (nothing ran; the corner says why) or a cancelled run (Stop: as `stopped`
+    says it, whichever of the two handlers answers last). Either way a new value here also replaces the "Error"
+    mark Gradio leaves on the event's outputs until their next update."""
+    if isinstance(status, str) and status.startswith("**Stopped"):
+        return status       # Stop answered first: it stays (sent again, so the Error mark still goes)
+    return REFUSED if running_step(status) is None else stopped(status)
+
+
+def unfinished(gallery, status):
+    """The previews a stopped run leaves, captioned as unfinished (a finished gallery stays as it is)."""
+    step = running_step(status)
+    if step is None or not gallery:
+        return gr.skip()
+    k, n = step
+    return [(item[0] if isinstance(item, (list, tuple)) else item,
+             f"UNFINISHED (stopped at step {k} of {n}): the x0 guess at that step, not a result")
+            for item in gallery]

@@ -48,7 +48,13 @@ def has_playback(run) -> bool:
 
 
 def generated_images(run) -> tuple[list[str], list]:
-    """The last run's images and their names, for the tabs that can include them."""
+    """The last run's images and their names, for the tabs that can include them: "generated 3: <prompt> (seed 7)",
+    so a column or a point says which image it is."""
     if not isinstance(run, LastRun):
         return [], []
-    return [f"generated {i + 1}" for i in range(len(run.frames))], [to_pil(f) for f in run.frames]
+    names = []
+    for i, p in enumerate(run.params):
+        prompt = str(p.get("prompt", ""))
+        prompt = prompt if len(prompt) <= 32 else prompt[:29] + "..."
+        names.append(f"generated {i + 1}: {prompt} (seed {p.get('seed')})")
+    return names, [to_pil(f) for f in run.frames]

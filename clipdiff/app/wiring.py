@@ -46,9 +46,10 @@ class Call:
 
 @dataclass
 class Shared:
-    """What the tabs link to while wiring: the page, the tab switcher, the session's last run, and what follows
-    every new run (the playback tab shows it)."""
+    """What the tabs link to while wiring: the page, the tab switcher, the session's last run, what follows every new
+    run (the playback tab shows it, the ranking ranks it, the history lists it), and the session's history of runs."""
     demo: gr.Blocks
     tabs: gr.Tabs
     last_run: gr.State
     after_run: list[Call] = field(default_factory=list)
+    history: gr.State | None = None

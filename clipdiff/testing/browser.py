@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 CHROMIUM = "/usr/bin/chromium"
+LAPTOP = (1280, 800)      # an attendee's laptop screen: what the app is laid out for
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync"]
 
@@ -31,3 +32,27 @@ def chromium_page(width: int = 1280, height: int = 1200, timeout_ms: int = 60_00
 
 def wait_for_text(page, selector: str, text: str) -> None:
     page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)", arg=[selector, text])
+
+
+ERROR_MARKS_JS = """() => [...document.querySelectorAll('span, div, p')].filter(e => e.children.length === 0
+  && e.textContent.trim() === 'Error' && !e.closest('.toast-wrap, [class*=toast]')).length"""
+
+
+def error_marks(page) -> int:
+    """Gradio's red "Error" marks on components (a failed event's outputs), toasts aside."""
+    return page.evaluate(ERROR_MARKS_JS)
+
+
+def in_view(page, selector: str) -> bool:
+    """Whether the element is wholly inside the viewport (it need not be scrolled to)."""
+    box = page.locator(selector).first.bounding_box()
+    size = page.viewport_size
+    return box is not None and box["y"] >= 0 and box["x"] >= 0 and box["y"] + box["height"] <= size["height"] \
+        and box["x"] + box["width"] <= size["width"]
+
+
+def set_number(page, label: str, value) -> None:
+    """Type a value into a slider's number box (by the slider's label) and commit it."""
+    box = page.locator(f"input[aria-label='number input for {label}']")
+    box.fill(str(value))
+    box.press("Enter")

@@ -11,10 +11,11 @@ from ...atlas import Atlas
 from ...pipeline import REFERENCE_PROMPTS
 from ..context import Context
 from ..errors import answers_clearly
-from ..figures import map_figure
+from ..figures import map_figure, thumbnail
 from ..inputs import Checked, uploads_and_generated
 from ..limits import MAX_PROMPTS
-from ..wiring import Call, Shared, bind
+from ..page import scroll_to
+from ..wiring import PRIVATE, Call, Shared, bind
 
 TAKES = (tour.Map,)
 
@@ -28,14 +29,19 @@ def embed_map(ctx: Context, method, prompts_text, files, include_generated, show
     method = checked.choice(method, list(Atlas.METHODS), "method")
     prompts = checked.lines(prompts_text, MAX_PROMPTS, required=False)
     names, images = uploads_and_generated(files, include_generated, run, checked)
-    live = []
+    live, shown = [], []
     for labels, modality, emb in ((prompts, "text", encoder.encode_text(prompts) if prompts else None),
                                   (names, "image", encoder.encode_image(images) if images else None)):
         if emb is not None:
             xy = atlas.place(emb.numpy(), method, modality)
             live += [{"label": label, "modality": modality, "x": float(x), "y": float(y)}
                      for label, (x, y) in zip(labels, xy)]
-    figure = map_figure(atlas, method, checked.flag(show_texts, "show texts"), live)
+    pictures = dict(zip(names, images))
+    for p in live:     # on the map: a short text, the whole label and the picture on hover
+        short = p["label"].split(":")[0].replace("generated", "gen") if p["modality"] == "image" else p["label"][:24]
+        shown.append({**p, "short": short, **({"thumbnail": thumbnail(pictures[p["label"]])}
+                                               if p["modality"] == "image" else {})})
+    figure = map_figure(atlas, method, checked.flag(show_texts, "show texts"), shown)
     return figure, {"method": method, "points": live, "notes": checked.notes}
 
 
@@ -63,7 +69,8 @@ def build(ctx: Context) -> MapTab:
             texts = gr.Checkbox(True, label="show atlas texts")
             generated = gr.Checkbox(True, label="place my generated images")
         with gr.Row():
-            prompts = gr.Textbox(label="Prompts to place (one per line)", lines=3, value="\n".join(REFERENCE_PROMPTS))
+            prompts = gr.Textbox(label="Prompts to place (one per line; Ctrl+Enter draws)", lines=3,
+                                 value="\n".join(REFERENCE_PROMPTS), elem_id="map-prompts")
             files = gr.File(label="Images to place", file_count="multiple", file_types=["image"], type="filepath")
         go = gr.Button("Draw map", variant="primary")
         plot = gr.Plot(elem_id="map-plot")
@@ -77,7 +84,8 @@ def run_call(ctx: Context, tab: MapTab, shared: Shared) -> Call:
 
 
 def wire(ctx: Context, tab: MapTab, shared: Shared) -> None:
-    run_call(ctx, tab, shared).on(tab.go.click, api_name="embed_map")
+    run_call(ctx, tab, shared).on(tab.go.click, api_name="embed_map", show_progress_on=[tab.plot])
+    tab.go.click(None, js=scroll_to("#map-plot"), **PRIVATE)
 
 
 def tour_fill(tab: MapTab, then: tour.Map) -> dict:

@@ -8,28 +8,35 @@ from dataclasses import dataclass
 
 import gradio as gr
 import numpy as np
+from open_clip.tokenizer import SimpleTokenizer
 
 from ... import tour
 from ...pipeline import REFERENCE_PROMPTS, images_per_prompt
-from ...playback import playback_of_jobs
+from ...playback import PlaybackRun, playback_of_jobs
 from ...prompts import edit_text
+from ...sampling import Sampling
+from ...vocabulary import RARE_BELOW
+from ...vocabulary import chips as vocabulary_chips
 from ..context import Context
 from ..controls import SamplingControls, negative_box, sampler_radio, seed_number, steps_slider, w_slider
 from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, clean_line, png_parameters, shorten
 from ..limits import (DEFAULT_SAMPLER, IMAGES_PER_PROMPT, MAX_BATCH, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS,
                       MAX_TEXT_CHARS, SAMPLERS, SEED_RANGE)
-from ..runs import preview_gallery, sample, save_results
+from ..runs import preview_gallery, refused, sample, save_results, score_note, stopped, unfinished
 from ..session import LastRun
+from ..page import SHOW_RESULTS
 from ..wiring import PRIVATE, Call, Shared, bind
 
 TAKES = (tour.Generate,)
+TOKEN_COLOURS = {"a": "#c7e0ff", "b": "#ffe3b3", "unknown": "#ff8a8a", "rare": "#ffc44d"}
 
 
 # -- handlers ------------------------------------------------------------------------------------------------------
 @answers_clearly
 def show_tokens(ctx: Context, text):
-    """The tokens each prompt becomes, and a warning for any prompt longer than the context."""
+    """The tokens each prompt becomes, a warning for any prompt longer than the context, and the words the
+    training captions never (or rarely) use: the model cannot know what they mean."""
     encoder = ctx.models.encoder
     if encoder is None:
         return [], ctx.models.missing("CLIP model")
@@ -41,14 +48,44 @@ def show_tokens(ctx: Context, text):
     pieces, summary = [], []
     for n, line in enumerate(lines, start=1):
         view = encoder.tokenize(line)
-        pieces += [(p, "ab"[i % 2]) for i, p in enumerate(view.pieces)] + [("\n", None)]
+        chips, unknown, rare = token_chips(encoder, ctx.models.vocabulary, line, view)
+        pieces += chips + [("\n", None)]
         summary.append(f"Prompt {n}: **{view.count} / {view.context_length}** tokens; ids "
                        f"`{' '.join(map(str, view.ids))}`")
         if view.truncated:
             kept = view.kept_text.replace("`", "'")
             summary.append(f"  - **Warning: truncated.** Only the first {view.context_length} tokens "
                            f"reach the model; it reads: `{kept}`")
+        if unknown or rare:
+            summary.append("  - " + words_note(unknown, rare))
     return pieces, "\n".join(f"- {s}" if not s.startswith("  ") else s for s in summary) or "No prompt yet."
+
+
+def token_chips(encoder, vocabulary, line: str, view) -> tuple[list, list[str], list[tuple[str, int]]]:
+    """One prompt's chips, coloured in turn, or red / amber for words the training captions never / rarely use
+    (vocabulary.RARE_BELOW); and those words. Without a vocabulary or CLIP's own tokenizer: the plain pieces."""
+    if vocabulary is None or not isinstance(encoder.tokenizer, SimpleTokenizer):
+        return [(p, "ab"[i % 2]) for i, p in enumerate(view.pieces)], [], []
+    chips = vocabulary_chips(encoder.tokenizer, line, view.context_length - 2)
+    marked = [vocabulary.rarity(c.word) for c in chips]
+    pieces = [("<start>", "a")] + [(c.text, mark or "ab"[(i + 1) % 2])
+                                  for i, (c, mark) in enumerate(zip(chips, marked))]
+    pieces.append(("<end>", "ab"[(len(chips) + 1) % 2]))
+    unknown = list(dict.fromkeys(c.word for c, m in zip(chips, marked) if m == "unknown"))
+    rare = list(dict.fromkeys((c.word, vocabulary.seen(c.word)) for c, m in zip(chips, marked) if m == "rare"))
+    return pieces, unknown, rare
+
+
+def words_note(unknown: list[str], rare: list[tuple[str, int]]) -> str:
+    parts = []
+    if unknown:
+        parts.append("**Never in the training captions** (red): " + ", ".join(f"`{w}`" for w in unknown) +
+                     ". The model cannot know these words: they barely steer the picture, which is why prompts in "
+                     "other languages all look alike.")
+    if rare:
+        parts.append(f"**Rare** (amber, fewer than {RARE_BELOW} times): " +
+                     ", ".join(f"`{w}` ({n}x)" for w, n in rare) + ".")
+    return " ".join(parts)
 
 
 def random_seed() -> int:
@@ -65,10 +102,7 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, nega
     checked = Checked()
     prompts = checked.lines(prompts_text, MAX_PROMPTS)
     s = checked.sampling(w, seed, steps, sampler)
-    n = checked.number(n_images, "number of images", 1, MAX_IMAGES_PER_PROMPT, integer=True, default=1)
-    if n * len(prompts) > MAX_BATCH:
-        n = max(1, MAX_BATCH // len(prompts))
-        checked.warn(f"At most {MAX_BATCH} images per run: making {n} per prompt.")
+    n = images_each(checked, prompts, n_images)
     for p in prompts:
         view = pipe.encoder.tokenize(p)
         if view.truncated:
@@ -89,7 +123,37 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, nega
         best = int(np.argmax(scores))
         yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {s.seed}, {s.steps} {s.sampler} steps "
                                       f"in {time.perf_counter() - started:.1f} s. "
-                                      f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])})."), s.seed, run
+                                      f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])}). "
+                                      f"{score_note(s, [s.w])}"), s.seed, run
+
+
+def images_each(checked: Checked, prompts: list[str], n_images) -> int:
+    """Images per prompt, lowered so that one run makes at most MAX_BATCH."""
+    n = checked.number(n_images, "number of images", 1, MAX_IMAGES_PER_PROMPT, integer=True, default=1)
+    if n * len(prompts) > MAX_BATCH:
+        n = max(1, MAX_BATCH // len(prompts))
+        checked.warn(f"At most {MAX_BATCH} images per run: making {n} per prompt.")
+    return n
+
+
+@answers_clearly
+def steps_used(prompts_text, steps, n_images):
+    """The steps a click of Generate will use, put into the steps control when the per-run budget lowers them, as
+    the seed used is. generate's own checks, quietly (generate says what it changed, and refuses what it refuses);
+    nothing to change: the control stays."""
+    checked = Checked(quiet=True)
+    try:
+        prompts = checked.lines(prompts_text, MAX_PROMPTS)
+        s = checked.budget(Sampling(steps=checked.steps(steps)), len(prompts) * images_each(checked, prompts, n_images))
+    except gr.Error:
+        return gr.skip()
+    return s.steps if s.steps != steps else gr.skip()
+
+
+@answers_clearly
+def stopped_run(status, gallery):
+    """Stop: the status says where the run stopped, and its previews are marked unfinished."""
+    return stopped(status), unfinished(gallery, status)
 
 
 @answers_clearly
@@ -179,39 +243,45 @@ class GenerateTab:
         return [*self.controls, self.negative]
 
 
+READY = "Results appear here, beside the controls: press **Generate** (or Ctrl+Enter in the prompt box)."
+
+
 def build(ctx: Context) -> GenerateTab:
+    """What you ask on the left, what you get on the right: on a 1280 x 800 laptop screen the status and the newest
+    images are in view next to the Generate button, without scrolling."""
     context_length = ctx.models.encoder.context_length if ctx.models.encoder is not None else 77
     with gr.Tab("Generate", id="generate"):
-        with gr.Row():
-            with gr.Column(scale=2):
-                prompts = gr.Textbox(label="Prompts (one per line)", lines=3, max_length=MAX_TEXT_CHARS,
-                                     value=REFERENCE_PROMPTS[2], elem_id="prompts",
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=400):
+                prompts = gr.Textbox(label="Prompts (one per line; Ctrl+Enter generates)", lines=3,
+                                     max_length=MAX_TEXT_CHARS, value=REFERENCE_PROMPTS[2], elem_id="prompts",
                                      info="[from:to:when] switches prompts part way, e.g. [a daisy:a sunflower:0.5]")
                 negative = negative_box(elem_id="negative")
+                with gr.Row():
+                    go = gr.Button("Generate", variant="primary", elem_id="generate")
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
                 tokens = gr.HighlightedText(label=f"Tokens (context length {context_length})",
-                                            color_map={"a": "#c7e0ff", "b": "#ffe3b3"},
-                                            show_inline_category=False, elem_id="tokens")
+                                            color_map=TOKEN_COLOURS, show_inline_category=False, elem_id="tokens")
                 token_summary = gr.Markdown(elem_id="token-summary")
-                gr.Examples([[p] for p in REFERENCE_PROMPTS] + [["\n".join(REFERENCE_PROMPTS)]],
-                            inputs=[prompts], label="Reference prompts")
-            with gr.Column(scale=1):
                 w = w_slider("guidance w", info="eps = (1 + w) eps_cond - w eps_uncond; w = -1 is unconditional")
-                steps, sampler = steps_slider(), sampler_radio()
+                steps = steps_slider()
                 with gr.Row():
                     seed = seed_number("seed (the seed used is shown here)", scale=3)
                     dice = gr.Button("Random", scale=1)
                 n_images = gr.Slider(1, MAX_IMAGES_PER_PROMPT, value=IMAGES_PER_PROMPT, step=1,
                                      label="images per prompt")
-        with gr.Row():
-            go = gr.Button("Generate", variant="primary", elem_id="generate")
-            stop = gr.Button("Stop", variant="stop", elem_id="stop")
-        status = gr.Markdown(elem_id="status")
-        gallery = gr.Gallery(label="Results (PNGs carry their parameters; click one, then 'Use parameters')",
-                             columns=4, height="auto", object_fit="contain", format="png",
-                             elem_id="gallery", elem_classes=["pixelated"])
-        with gr.Row():
-            reuse = gr.Button("Use parameters of the selected image")
-            png_in = gr.File(label="...or load parameters from a clipdiff PNG", file_types=[".png"], type="filepath")
+                sampler = sampler_radio()
+                gr.Examples([[p] for p in REFERENCE_PROMPTS] + [["\n".join(REFERENCE_PROMPTS)]],
+                            inputs=[prompts], label="Reference prompts")
+            with gr.Column(scale=6, min_width=400, elem_id="results"):
+                status = gr.Markdown(READY, elem_id="status")
+                gallery = gr.Gallery(label="Results (PNGs carry their parameters; click one, then 'Use parameters')",
+                                     columns=4, height="auto", object_fit="contain", format="png",
+                                     allow_preview=True, interactive=False, elem_id="gallery",
+                                     elem_classes=["pixelated", "results"])
+                reuse = gr.Button("Use parameters of the selected image")
+                png_in = gr.File(label="...or load parameters from a clipdiff PNG", file_types=[".png"],
+                                 type="filepath", height=120)
         selected = gr.State(None)
     return GenerateTab(prompts, tokens, token_summary, SamplingControls(w, seed, steps, sampler), dice, n_images,
                        go, stop, status, gallery, reuse, png_in, selected, negative)
@@ -228,10 +298,16 @@ def wire(ctx: Context, tab: GenerateTab, shared: Shared) -> None:
     tokens.on(tab.prompts.change, api_name="tokens", show_progress="hidden")
     tokens.on(shared.demo.load, **PRIVATE)
     tab.dice.click(random_seed, None, tab.sampling.seed, queue=False, **PRIVATE)
-    event = run_call(ctx, tab, shared).on(tab.go.click, api_name="generate")
+    # the progress (and a refusal's "Error" mark) goes where the results go, not on the seed box
+    event = run_call(ctx, tab, shared).on(tab.go.click, api_name="generate", show_progress_on=[tab.status])
+    Call(steps_used, [tab.prompts, tab.sampling.steps, tab.n_images], tab.sampling.steps).on(
+        tab.go.click, show_progress="hidden", **PRIVATE)
+    tab.go.click(None, js=SHOW_RESULTS, **PRIVATE)
     for call in shared.after_run:
-        call.on(event.then, **PRIVATE)
-    tab.stop.click(None, None, None, cancels=[event])
+        call.on(event.success, **PRIVATE)
+    Call(refused, tab.status, tab.status).on(event.failure, show_progress="hidden", **PRIVATE)
+    Call(stopped_run, [tab.status, tab.gallery], [tab.status, tab.gallery]).on(
+        tab.stop.click, cancels=[event], show_progress="hidden", **PRIVATE)
     Call(remember_selection, None, tab.selected).on(tab.gallery.select, **PRIVATE)
     Call(reuse_selected, [shared.last_run, tab.selected], tab.controls).on(tab.reuse.click, **PRIVATE)
     Call(load_params, tab.png_in, tab.controls).on(tab.png_in.upload, api_name="load_params")

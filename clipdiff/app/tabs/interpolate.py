@@ -18,9 +18,10 @@ from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, open_upload, shorten
 from ..limits import (INTERPOLATION_POINTS, INTERPOLATION_POINTS_DEFAULT, MAX_IMAGES_PER_PROMPT, MIX_WEIGHT_DEFAULT,
                       PREVIEW_SCALE, VARIATIONS_DEFAULT)
-from ..runs import preview_gallery, sample, save_results, strip
+from ..page import scroll_to
+from ..runs import preview_gallery, refused, sample, save_results, stopped, strip
 from ..session import LastRun
-from ..wiring import Call, Shared, bind
+from ..wiring import PRIVATE, Call, Shared, bind
 
 TAKES = (tour.Interpolate, tour.Mix, tour.Vary)
 
@@ -134,8 +135,8 @@ def build(ctx: Context) -> InterpolateTab:
     with gr.Tab("Interpolate and vary", id="interpolate"):
         gr.Markdown("### Slerp between two prompts (one seed)")
         with gr.Row():
-            a = gr.Textbox(REFERENCE_PROMPTS[0], label="from")
-            b = gr.Textbox(REFERENCE_PROMPTS[2], label="to")
+            a = gr.Textbox(REFERENCE_PROMPTS[0], label="from (Ctrl+Enter interpolates)", elem_id="ip-a")
+            b = gr.Textbox(REFERENCE_PROMPTS[2], label="to", elem_id="ip-b")
         with gr.Row():
             points = gr.Slider(*INTERPOLATION_POINTS, value=INTERPOLATION_POINTS_DEFAULT, step=1, label="images")
             sampling = SamplingControls.build()
@@ -190,11 +191,23 @@ def vary_call(ctx: Context, tab: InterpolateTab) -> Call:
 
 
 def wire(ctx: Context, tab: InterpolateTab, shared: Shared) -> None:
-    interpolating = interpolate_call(ctx, tab).on(tab.go.click, api_name="interpolate")
-    varying = vary_call(ctx, tab).on(tab.vary.click, api_name="vary")
-    mixing = mix_call(ctx, tab).on(tab.mix.click, api_name="mix")
-    tab.stop.click(None, None, None, cancels=[interpolating, mixing])
-    tab.vary_stop.click(None, None, None, cancels=[varying])
+    interpolating = interpolate_call(ctx, tab).on(tab.go.click, api_name="interpolate",
+                                                  show_progress_on=[tab.status, tab.strip])
+    varying = vary_call(ctx, tab).on(tab.vary.click, api_name="vary", show_progress_on=[tab.vary_status, tab.gallery])
+    mixing = mix_call(ctx, tab).on(tab.mix.click, api_name="mix", show_progress_on=[tab.mix_status, tab.mix_strip])
+    for button, result in ((tab.go, "#ip-strip"), (tab.mix, "#mix-strip"), (tab.vary, "#va-gallery")):
+        button.click(None, js=scroll_to(result), **PRIVATE)
+    for event, status in ((interpolating, tab.status), (mixing, tab.mix_status), (varying, tab.vary_status)):
+        Call(refused, status, status).on(event.failure, show_progress="hidden", **PRIVATE)
+    Call(stopped_both, [tab.status, tab.mix_status], [tab.status, tab.mix_status]).on(
+        tab.stop.click, cancels=[interpolating, mixing], show_progress="hidden", **PRIVATE)
+    Call(stopped, tab.vary_status, tab.vary_status).on(tab.vary_stop.click, cancels=[varying],
+                                                       show_progress="hidden", **PRIVATE)
+
+
+def stopped_both(status, mix_status):
+    """One Stop for the slerp and the mix: whichever was running says where it stopped."""
+    return stopped(status), stopped(mix_status)
 
 
 # -- the tour ------------------------------------------------------------------------------------------------------

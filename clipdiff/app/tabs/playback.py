@@ -13,7 +13,8 @@ from ..context import Context
 from ..errors import answers_clearly
 from ..figures import playback_figure
 from ..inputs import Checked
-from ..limits import PLAY_FRAME_S
+from ..limits import PLAY_FPS, PLAY_FPS_RANGE
+from ..runs import file_name
 from ..session import has_playback
 from ..wiring import PRIVATE, Call, Shared, bind
 
@@ -22,71 +23,88 @@ TAKES = (tour.Playback,)
 
 @answers_clearly
 def show_playback(ctx: Context, run):
-    """Runs after every new run: the playback tab at the run's last step, its CLIP cosines computed now."""
+    """Runs after every new run: the playback tab at the run's last step, its CLIP cosines computed now, and the
+    previous run's GIF gone."""
     if not has_playback(run):
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return (gr.skip(),) * 6
     pb = run.playback_with_cosines(ctx.models.need_encoder())
-    last = len(pb.records) - 1
-    return (gr.update(choices=[(label, i) for i, label in enumerate(pb.labels)], value=0),
-            gr.update(minimum=0, maximum=last, value=last), pb.frame(last, 0), step_caption(pb, last, 0),
-            playback_figure(pb, 0))
+    last = len(pb.records)
+    return (gr.update(choices=[(label, i) for i, label in enumerate(pb.labels)], value=0), step_slider(last),
+            pb.frame(last - 1, 0), step_caption(pb, last - 1, 0), playback_figure(pb, 0, last - 1), None)
+
+
+def step_slider(steps: int) -> dict:
+    """The slider over a run's recorded steps, numbered 1..steps like the caption. A slider needs two values, so a
+    one-step run (one frame, nothing to scrub) hides it rather than asking for a 1..1 range."""
+    return gr.update(minimum=1, maximum=max(steps, 2), value=steps, visible=steps > 1)
 
 
 def step_caption(pb: PlaybackRun, step: int, sample: int) -> str:
+    """step: 0-based; the caption, like the slider, counts from 1."""
     cos = f", cosine to the prompt {pb.cosines[step, sample]:.3f}" if pb.cosines is not None else ""
-    return f"Recorded step {step + 1} of {len(pb.records)}: timestep t = {pb.records[step].timestep}{cos}"
+    only = " (a one-step run: its only frame)" if len(pb.records) == 1 else ""
+    return f"Recorded step {step + 1} of {len(pb.records)}{only}: timestep t = {pb.records[step].timestep}{cos}"
 
 
 def playback_position(run, sample, step) -> tuple[PlaybackRun, int, int]:
-    """The run's playback and a checked (image, recorded step) in it."""
+    """The run's playback and a checked (image, recorded step) in it: step as the slider numbers it (1..steps),
+    returned 0-based."""
     if not has_playback(run):
         raise gr.Error("No run to play back yet: generate an image first (Generate tab).")
     pb = run.playback
     checked = Checked()
     sample = checked.number(sample, "image", 0, pb.num_samples - 1, integer=True, default=0)
-    step = checked.number(step, "step", 0, len(pb.records) - 1, integer=True, default=0)
-    return pb, sample, step
+    step = checked.number(step, "step", 1, len(pb.records), integer=True, default=1)
+    return pb, sample, step - 1
 
 
 @answers_clearly
 def scrub(run, sample, step):
-    """Reads a recorded frame; never runs the model."""
+    """Reads a recorded frame; never runs the model. The plot's marker follows the step."""
     if not has_playback(run):
-        return gr.skip(), "No run yet: generate an image first."
+        return gr.skip(), "No run yet: generate an image first.", gr.skip()
     pb, sample, step = playback_position(run, sample, step)
-    return pb.frame(step, sample), step_caption(pb, step, sample)
+    return pb.frame(step, sample), step_caption(pb, step, sample), playback_figure(pb, sample, step)
 
 
 @answers_clearly
 def pick_sample(ctx: Context, run, sample, step):
     if not has_playback(run):
         return gr.skip(), gr.skip(), gr.skip()
-    pb, sample, step = playback_position(run, sample, step)
     run.playback_with_cosines(ctx.models.need_encoder())
-    frame, caption = scrub(run, sample, step)
-    return frame, caption, playback_figure(pb, sample)
+    return scrub(run, sample, step)
 
 
 @answers_clearly
-def play(run, sample, step):
-    """Step the slider through the recorded steps; each new value redraws through scrub."""
+def play(run, sample, step, fps=PLAY_FPS):
+    """Step the slider through the recorded steps from where it stands (from the start when at the end), fps frames
+    a second; each new value redraws through scrub. Pause cancels it."""
     pb, sample, step = playback_position(run, sample, step)
+    fps = Checked().number(fps, "speed", *PLAY_FPS_RANGE, default=PLAY_FPS)
     start = 0 if step >= len(pb.records) - 1 else step
     for k in range(start, len(pb.records)):
-        yield k
-        time.sleep(PLAY_FRAME_S)
+        yield k + 1
+        time.sleep(1 / fps)
 
 
 @answers_clearly
 def gif(ctx: Context, run, sample):
-    pb, sample, _ = playback_position(run, sample, 0)
-    return str(export_gif(pb, sample, ctx.outputs.path(".gif")))
+    pb, sample, _ = playback_position(run, sample, 1)
+    return str(export_gif(pb, sample, ctx.outputs.path(".gif", gif_name(run, sample))))
+
+
+def gif_name(run, sample: int) -> str:
+    """The GIF's download name: what it shows, e.g. playback_a-deep-red-rose-flower_w2_seed7."""
+    params = run.params[sample] if sample < len(getattr(run, "params", [])) else {}
+    return "playback_" + file_name(params.get("prompt", "run"), params.get("w"), params.get("seed"))
 
 
 @dataclass
 class PlaybackTab:
     sample: gr.Dropdown
     play: gr.Button
+    pause: gr.Button
+    fps: gr.Slider
     gif: gr.Button
     step: gr.Slider
     caption: gr.Markdown
@@ -99,33 +117,41 @@ def build(ctx: Context) -> PlaybackTab:
     with gr.Tab("Denoising playback", id="playback"):
         gr.Markdown("Generate first; every step of the last run is recorded. Scrubbing shows recorded "
                     "frames, nothing is recomputed.")
-        with gr.Row():
+        with gr.Row(equal_height=False):
             sample = gr.Dropdown(choices=[], label="image", type="value", allow_custom_value=True,
-                                 elem_id="pb-sample")
-            play_button = gr.Button("Play", elem_id="pb-play")
-            gif_button = gr.Button("Export GIF")
-        step = gr.Slider(0, 1, value=0, step=1, label="recorded step (left: noise, right: image)",
+                                 elem_id="pb-sample", scale=3)
+            play_button = gr.Button("Play", elem_id="pb-play", scale=1, min_width=80)
+            pause_button = gr.Button("Pause", elem_id="pb-pause", scale=1, min_width=80)
+            fps = gr.Slider(*PLAY_FPS_RANGE, value=PLAY_FPS, step=1, label="speed (steps a second)", scale=2,
+                            elem_id="pb-fps")
+            gif_button = gr.Button("Export GIF", scale=1, min_width=100)
+        step = gr.Slider(1, 2, value=1, step=1, label="recorded step (1: pure noise; the last: the image)",
                          elem_id="pb-step")
-        caption = gr.Markdown(elem_id="pb-caption")
-        frame = gr.Image(label="x_t | guided x0 | conditional x0 | unconditional x0", type="pil",
-                         format="png", elem_id="pb-frame", elem_classes=["pixelated"])
-        plot = gr.Plot(label="when does the image commit to the prompt?")
-        file = gr.File(label="GIF")
-    return PlaybackTab(sample, play_button, gif_button, step, caption, frame, plot, file)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=400):
+                caption = gr.Markdown(elem_id="pb-caption")
+                frame = gr.Image(label="x_t | guided x0 | conditional x0 | unconditional x0", type="pil",
+                                 format="png", elem_id="pb-frame", elem_classes=["pixelated"])
+                file = gr.File(label="GIF", elem_id="pb-gif", height=90)
+            with gr.Column(scale=6, min_width=400):
+                plot = gr.Plot(show_label=False, elem_id="pb-plot")   # the figure has its own titles: no label
+    return PlaybackTab(sample, play_button, pause_button, fps, gif_button, step, caption, frame, plot, file)
 
 
 def show_call(ctx: Context, tab: PlaybackTab, last_run: gr.State) -> Call:
-    """What follows every new run: this tab shows it."""
-    return Call(bind(show_playback, ctx), last_run, [tab.sample, tab.step, tab.frame, tab.caption, tab.plot],
-                ctx.model_group)
+    """What follows every new run: this tab shows it (and drops the previous run's GIF)."""
+    return Call(bind(show_playback, ctx), last_run,
+                [tab.sample, tab.step, tab.frame, tab.caption, tab.plot, tab.file], ctx.model_group)
 
 
 def wire(ctx: Context, tab: PlaybackTab, shared: Shared) -> None:
     position = [shared.last_run, tab.sample, tab.step]
     quiet = {"show_progress": "hidden", **PRIVATE}
-    Call(scrub, position, [tab.frame, tab.caption]).on(tab.step.change, **quiet)
-    Call(bind(pick_sample, ctx), position, [tab.frame, tab.caption, tab.plot]).on(tab.sample.input, **quiet)
-    Call(play, position, tab.step).on(tab.play.click, **quiet)
+    shown = [tab.frame, tab.caption, tab.plot]
+    Call(scrub, position, shown).on(tab.step.change, **quiet)
+    Call(bind(pick_sample, ctx), position, shown).on(tab.sample.input, **quiet)
+    playing = Call(play, [*position, tab.fps], tab.step).on(tab.play.click, **quiet)
+    tab.pause.click(None, None, None, cancels=[playing])
     Call(bind(gif, ctx), [shared.last_run, tab.sample], tab.file).on(tab.gif.click, api_name="playback_gif")
 
 

@@ -13,11 +13,12 @@ from ...pipeline import REFERENCE_PROMPTS
 from ...similarity import cosine_matrix, nearest, softmax_over_candidates
 from ..context import Context
 from ..errors import answers_clearly
-from ..figures import similarity_figure
+from ..figures import similarity_figure, thumbnail
 from ..inputs import Checked, uploads_and_generated
 from ..limits import MAX_SIMILARITY_TEXTS, NEAREST_CAPTIONS, PREVIEW_SCALE
 from ..session import LastRun
-from ..wiring import Call, Shared, bind
+from ..page import scroll_to
+from ..wiring import PRIVATE, Call, Shared, bind
 
 TAKES = (tour.Similarity,)
 SOFTMAX_OVER = ("texts", "images")
@@ -48,7 +49,9 @@ def similarity(ctx: Context, texts_text, files, include_generated, softmax_over,
             for rank, nb in enumerate(neighbours)]
     result = {"texts": texts, "images": names, "cosine": cosines.tolist(), "softmax": probs.tolist(),
               "softmax_over": softmax_over, "logit_scale": encoder.logit_scale, "notes": checked.notes}
-    return similarity_figure(texts, names, cosines.numpy(), probs.numpy(), softmax_over), result, rows
+    figure = similarity_figure(texts, names, cosines.numpy(), probs.numpy(), softmax_over,
+                               [thumbnail(im) for im in images])
+    return figure, result, rows
 
 
 @answers_clearly
@@ -59,6 +62,12 @@ def rank_last_run(run):
     order = np.argsort(run.scores)[::-1]
     return [(to_pil(run.frames[i], PREVIEW_SCALE), f"#{r + 1} CLIP score {run.scores[i]:.1f}: {run.labels[i]}")
             for r, i in enumerate(order)]
+
+
+@answers_clearly
+def rank_new_run(run):
+    """After every new run: its ranking replaces the previous run's, so "best first" always shows the current run."""
+    return rank_last_run(run) if isinstance(run, LastRun) else gr.skip()
 
 
 @dataclass
@@ -78,7 +87,8 @@ class SimilarityTab:
 def build(ctx: Context) -> SimilarityTab:
     with gr.Tab("Similarity", id="similarity"):
         with gr.Row():
-            texts = gr.Textbox(label="Texts (one per line)", lines=4, value="\n".join(REFERENCE_PROMPTS))
+            texts = gr.Textbox(label="Texts (one per line; Ctrl+Enter compares)", lines=4,
+                               value="\n".join(REFERENCE_PROMPTS), elem_id="similarity-texts")
             with gr.Column():
                 files = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath")
                 generated = gr.Checkbox(True, label="include my generated images")
@@ -90,7 +100,8 @@ def build(ctx: Context) -> SimilarityTab:
                                      label="nearest captions of each image", interactive=False)
         matrices = gr.JSON(label="matrices", open=False)
         rank = gr.Button("Rank my last run by CLIP score")
-        ranked = gr.Gallery(label="best first", columns=8, height="auto", elem_classes=["pixelated"])
+        ranked = gr.Gallery(label="best first", columns=8, height="auto", elem_classes=["pixelated"],
+                            elem_id="ranked")
     return SimilarityTab(texts, files, generated, over, go, plot, nearest_table, matrices, rank, ranked)
 
 
@@ -99,8 +110,14 @@ def run_call(ctx: Context, tab: SimilarityTab, shared: Shared) -> Call:
                 [tab.plot, tab.json, tab.nearest], ctx.model_group)
 
 
+def rank_call(tab: SimilarityTab, last_run: gr.State) -> Call:
+    """What follows every new run here: the ranking shows that run."""
+    return Call(rank_new_run, last_run, tab.ranked)
+
+
 def wire(ctx: Context, tab: SimilarityTab, shared: Shared) -> None:
-    run_call(ctx, tab, shared).on(tab.go.click, api_name="similarity")
+    run_call(ctx, tab, shared).on(tab.go.click, api_name="similarity", show_progress_on=[tab.plot])
+    tab.go.click(None, js=scroll_to("#similarity-plot"), **PRIVATE)
     Call(rank_last_run, shared.last_run, tab.ranked).on(tab.rank.click, api_name="rank")
 
 

@@ -13,8 +13,9 @@ from ..controls import SamplingControls, negative_box
 from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked
 from ..limits import MAX_SWEEP_PROMPTS
-from ..runs import sample, save_results
-from ..wiring import Call, Shared, bind
+from ..page import scroll_to
+from ..runs import refused, sample, save_results, stopped
+from ..wiring import PRIVATE, Call, Shared, bind
 
 TAKES = (tour.Sweep,)
 
@@ -60,19 +61,21 @@ class SweepTab:
 
 def build(ctx: Context) -> SweepTab:
     with gr.Tab("Guidance sweep", id="sweep"):
-        with gr.Row():
-            prompts = gr.Textbox(label="Prompts (columns)", lines=3, value="\n".join(REFERENCE_PROMPTS))
-            with gr.Column():
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=380):      # what you ask; the grid beside it
+                prompts = gr.Textbox(label="Prompts (columns; Ctrl+Enter runs the sweep)", lines=3,
+                                     value="\n".join(REFERENCE_PROMPTS), elem_id="sweep-prompts")
+                with gr.Row():
+                    go = gr.Button("Run sweep", variant="primary", elem_id="sweep")
+                    stop = gr.Button("Stop", variant="stop", elem_id="sweep-stop")
                 ws = gr.Textbox(label="w values (rows)", value=", ".join(f"{x:g}" for x in REFERENCE_WS),
                                 elem_id="sweep-ws")
                 sampling = SamplingControls.build(with_w=False, seed_label="seed (one for every cell)")
                 negative = negative_box(elem_id="sweep-negative")
-        with gr.Row():
-            go = gr.Button("Run sweep", variant="primary", elem_id="sweep")
-            stop = gr.Button("Stop", variant="stop")
-        status = gr.Markdown()
-        grid = gr.Image(label="w (rows) x prompt (columns), same seed", type="pil", format="png",
-                        elem_id="sweep-grid")
+            with gr.Column(scale=6, min_width=400):
+                status = gr.Markdown(elem_id="sweep-status")
+                grid = gr.Image(label="w (rows) x prompt (columns), same seed", type="pil", format="png",
+                                elem_id="sweep-grid")
         gallery = gr.Gallery(label="Cells as PNGs", columns=7, height="auto", format="png",
                              elem_classes=["pixelated"])
     return SweepTab(prompts, ws, sampling, go, stop, status, grid, gallery, negative)
@@ -85,8 +88,10 @@ def run_call(ctx: Context, tab: SweepTab) -> Call:
 
 
 def wire(ctx: Context, tab: SweepTab, shared: Shared) -> None:
-    event = run_call(ctx, tab).on(tab.go.click, api_name="sweep")
-    tab.stop.click(None, None, None, cancels=[event])
+    event = run_call(ctx, tab).on(tab.go.click, api_name="sweep", show_progress_on=[tab.status, tab.grid])
+    tab.go.click(None, js=scroll_to("#sweep-grid"), **PRIVATE)
+    Call(refused, tab.status, tab.status).on(event.failure, show_progress="hidden", **PRIVATE)
+    Call(stopped, tab.status, tab.status).on(tab.stop.click, cancels=[event], show_progress="hidden", **PRIVATE)
 
 
 def tour_fill(tab: SweepTab, then: tour.Sweep) -> dict:

@@ -1,6 +1,10 @@
 """The Tour tab: the lesson's experiments (clipdiff.tour) as buttons. A button fills the controls of the tabs its
 run uses, switches to the run's tab, then runs those tabs' own handlers, the Generate step first: a loop over the
-tabs, which each say what a tour setting puts into their controls (tour_fill) and what then runs (tour_steps)."""
+tabs, which each say what a tour setting puts into their controls (tour_fill) and what then runs (tour_steps).
+
+The experiment's explanation goes with the attendee: a note above the tabs shows it on the tab the button lands on,
+with a way back to the tour. Before a button overwrites the attendee's own prompts and settings, they are kept, and
+"Restore my settings" puts them back."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +14,7 @@ import gradio as gr
 
 from ... import tour
 from ..context import LIGHT_GROUP, Context
+from ..page import scroll_to
 from ..wiring import PRIVATE, Call, Shared
 
 TOUR_INTRO = """## New here? Start with the tour
@@ -19,7 +24,19 @@ changing settings from there. Every run takes a few seconds on a laptop with the
 
 @dataclass
 class TourTab:
-    buttons: list[tuple[gr.Button, tour.Run]]
+    buttons: list[tuple[gr.Button, tour.Experiment, tour.Run]]
+
+
+@dataclass
+class TourNote:
+    """Above the tabs, shown by a tour button: what the experiment is about, the way back, the attendee's settings."""
+    box: gr.Row
+    text: gr.Markdown
+    experiment: gr.Textbox          # hidden: the experiment's id, for the way back to its place in the tour
+    back: gr.Button
+    restore: gr.Button
+    hide: gr.Button
+    saved: gr.State                 # {index into the settable controls: the attendee's value}, until restored
 
 
 def build() -> TourTab:
@@ -34,8 +51,43 @@ def build() -> TourTab:
                     for i, run in enumerate(experiment.runs):
                         button = gr.Button(run.label, size="sm", variant="primary" if i == 0 else "secondary",
                                            elem_id=f"tour-{experiment.id}-{i}")
-                        buttons.append((button, run))
+                        buttons.append((button, experiment, run))
     return TourTab(buttons)
+
+
+def build_note() -> TourNote:
+    with gr.Row(visible=False, elem_id="tour-note", equal_height=False) as box:
+        with gr.Column(scale=5):
+            text = gr.Markdown(elem_id="tour-note-text")
+        with gr.Column(scale=1, min_width=200):
+            back = gr.Button("Back to the tour", size="sm", elem_id="tour-back")
+            restore = gr.Button("Restore my settings", size="sm", elem_id="tour-restore")
+            hide = gr.Button("Hide this note", size="sm", elem_id="tour-hide")
+    experiment = gr.Textbox(visible=False)
+    return TourNote(box, text, experiment, back, restore, hide, gr.State(None))
+
+
+def note_text(experiment: tour.Experiment, run: tour.Run) -> str:
+    button = f' ("{run.label}")' if len(experiment.runs) > 1 else ""
+    return f"**Tour: {experiment.title}**{button}. {experiment.explanation}"
+
+
+def kept(saved, keys: list[int], current: list) -> dict:
+    """The attendee's values of the controls a button is about to set, added to what is kept already: a second tour
+    button keeps the attendee's values, not the first button's."""
+    saved = dict(saved) if isinstance(saved, dict) else {}
+    for key, value in zip(keys, current):
+        saved.setdefault(key, value)
+    return saved
+
+
+def restore(saved, count: int) -> list:
+    """The kept values back into their controls (the rest stay), and nothing kept any more."""
+    if not isinstance(saved, dict) or not saved:
+        gr.Info("Nothing to restore: no tour button has changed your settings since you last restored them.")
+        return [gr.skip()] * count + [None]
+    gr.Info("Your prompts and settings are back.")
+    return [saved.get(k, gr.skip()) for k in range(count)] + [None]
 
 
 def plan(ctx: Context, run: tour.Run, shared: Shared, tabs: dict[ModuleType, object]) -> tuple[dict, list[Call]]:
@@ -50,17 +102,46 @@ def plan(ctx: Context, run: tour.Run, shared: Shared, tabs: dict[ModuleType, obj
     return values, calls
 
 
-def setter(tab_switcher: gr.Tabs, tab_id: str, values: dict):
-    """A handler that puts the values into their controls and switches to the run's tab."""
-    def set_up_run() -> dict:
-        return {tab_switcher: gr.Tabs(selected=tab_id), **values}
+def setter(tab_switcher: gr.Tabs, note: TourNote, experiment: tour.Experiment, run: tour.Run, values: dict,
+           keys: list[int]):
+    """A handler that keeps the attendee's values of these controls, puts the run's values in, switches to the run's
+    tab and shows the experiment's note there."""
+    def set_up_run(saved, *current) -> dict:
+        return {tab_switcher: gr.Tabs(selected=run.tab), **values, note.box: gr.Row(visible=True),
+                note.text: note_text(experiment, run), note.experiment: experiment.id,
+                note.saved: kept(saved, keys, list(current))}
     return set_up_run
 
 
-def wire(ctx: Context, page: TourTab, shared: Shared, tabs: dict[ModuleType, object]) -> None:
-    for button, run in page.buttons:
-        values, calls = plan(ctx, run, shared, tabs)
-        event = button.click(setter(shared.tabs, run.tab, values), None, [shared.tabs, *values], **PRIVATE,
+# where each kind of run shows its result: the page scrolls there, under the note, once the button has landed
+RESULTS = {tour.Generate: "#gallery", tour.Playback: "#pb-frame", tour.Sweep: "#sweep-grid",
+           tour.Similarity: "#similarity-plot", tour.Map: "#map-plot", tour.Interpolate: "#ip-strip",
+           tour.Mix: "#mix-strip", tour.Vary: "#va-gallery", tour.PromptEdit: "#pe-strip", tour.Words: "#wi-strip"}
+
+
+def back_to_tour():
+    """The Tour tab, at the experiment (BACK_TO_EXPERIMENT scrolls there), whose text replaces the note."""
+    return gr.Tabs(selected="tour"), gr.Row(visible=False)
+
+
+BACK_TO_EXPERIMENT = """(id) => { setTimeout(() => document.getElementById('tour-' + id)
+  ?.scrollIntoView({behavior: 'smooth', block: 'center'}), 300); }"""
+
+
+def wire(ctx: Context, page: TourTab, shared: Shared, tabs: dict[ModuleType, object], note: TourNote) -> None:
+    plans = [(button, experiment, run, *plan(ctx, run, shared, tabs)) for button, experiment, run in page.buttons]
+    settable = list({id(c): c for *_, values, _ in plans for c in values}.values())
+    index = {id(c): k for k, c in enumerate(settable)}
+    for button, experiment, run, values, calls in plans:
+        keys = [index[id(c)] for c in values]
+        event = button.click(setter(shared.tabs, note, experiment, run, values, keys), [note.saved, *values],
+                             [shared.tabs, *values, note.box, note.text, note.experiment, note.saved], **PRIVATE,
                              **LIGHT_GROUP)
+        event.success(None, js=scroll_to(RESULTS[type(run.then or run.generate)]), **PRIVATE)
         for call in calls:
             event = call.on(event.success, **PRIVATE)
+    note.restore.click(lambda saved: restore(saved, len(settable)), note.saved, [*settable, note.saved], **PRIVATE,
+                       **LIGHT_GROUP)
+    note.back.click(back_to_tour, None, [shared.tabs, note.box], **PRIVATE, **LIGHT_GROUP).then(
+        None, note.experiment, None, js=BACK_TO_EXPERIMENT, **PRIVATE)
+    note.hide.click(lambda: gr.Row(visible=False), None, note.box, **PRIVATE, **LIGHT_GROUP)

@@ -1,0 +1,92 @@
+"""The page's own CSS and JavaScript: what Gradio's components do not do by themselves. Kept here, as text, so the
+tabs stay plain Python; serve() hands them to launch().
+
+- Ctrl+Enter (Cmd+Enter) in a text box clicks its tab's main button: the first primary button after the box.
+- A plotly figure drawn while its tab was hidden gets plotly's default 700 px width; a ResizeObserver redraws it to
+  its container's width when the tab is shown.
+- Figures that carry thumbnails (layout.meta.thumbnails: label -> picture) show the hovered image's thumbnail
+  beside the pointer: plotly's own hover labels take text only.
+"""
+from __future__ import annotations
+
+CSS = """
+.pixelated img, .pixelated canvas, img.pixelated { image-rendering: pixelated; }
+/* results: whole images at a whole multiple of 32 px, caption under the picture, never cropped */
+.results .grid-wrap.fixed-height { min-height: 0 !important; }
+.results .grid-container { grid-template-columns: repeat(auto-fill, minmax(136px, 1fr)) !important;
+  padding-top: 30px !important; }
+.results .thumbnail-item { aspect-ratio: auto !important; height: auto !important; }
+.results .thumbnail-item img { object-fit: contain !important; width: 128px; height: 128px; margin: auto; }
+.results .thumbnail-item .caption-label { position: static !important; max-width: none !important;
+  white-space: normal !important; font-size: 11px; line-height: 1.25; }
+#clipdiff-thumb { position: fixed; z-index: 1000; pointer-events: none; width: 128px; height: 128px;
+  image-rendering: pixelated; border: 2px solid #333; background: white; display: none; }
+/* the tour's note stays in view while the attendee scrolls to the result it explains (Gradio's container clips
+   overflow with overflow: hidden, which would make it the note's scroll box: clip does the same without that) */
+.gradio-container { overflow: clip !important; }
+#tour-note { border: 2px solid var(--color-accent); border-radius: 8px; padding: 4px 12px; position: sticky;
+  top: 0; z-index: 50; background: var(--background-fill-primary); max-height: 40vh; overflow-y: auto; }
+.compare-runs { display: flex; gap: 12px; align-items: flex-start; overflow-x: auto; }
+.compare-run { flex: 1 1 0; min-width: 220px; border: 1px solid var(--border-color-primary); border-radius: 8px;
+  padding: 8px; }
+.compare-run img { image-rendering: pixelated; width: 96px; height: 96px; margin: 2px; display: inline-block; }
+.compare-run dl { display: grid; grid-template-columns: auto 1fr; gap: 0 8px; font-size: 13px; margin: 4px 0; }
+.compare-run dt { font-weight: 600; }
+"""
+
+def scroll_to(selector: str) -> str:
+    """JavaScript for an event's js=: bring the element (a tab's result) into view, below the tour's note when that
+    is shown, unless it is in view already. It waits for the element: a tab's contents appear once it is shown."""
+    return """() => { const go = (tries) => { const el = document.querySelector('%s');
+    if (!el || el.offsetParent === null) { if (tries > 0) setTimeout(() => go(tries - 1), 100); return; }
+    const note = document.getElementById('tour-note');
+    const top = note && note.offsetParent !== null ? Math.max(0, note.getBoundingClientRect().bottom) : 0;
+    const r = el.getBoundingClientRect();
+    if (r.top >= top && r.top < window.innerHeight - 200) return;
+    window.scrollBy({top: r.top - top - 8, behavior: 'instant'}); }; go(30); }""" % selector
+
+
+SHOW_RESULTS = scroll_to("#results")
+
+
+JS = """() => {
+  document.addEventListener('keydown', (e) => {
+    if (e.key !== 'Enter' || !(e.ctrlKey || e.metaKey)) return;
+    const box = e.target.closest && e.target.closest('textarea, input[type=text]');
+    const panel = box && box.closest('[role=tabpanel]');
+    if (!panel) return;
+    const buttons = [...panel.querySelectorAll('button.primary')].filter(b => b.offsetParent !== null);
+    const next = buttons.find(b => box.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING);
+    const target = next || buttons[0];
+    if (target) { e.preventDefault(); box.dispatchEvent(new Event('input', {bubbles: true})); target.click(); }
+  });
+
+  const tip = document.createElement('img');
+  tip.id = 'clipdiff-thumb';
+  document.body.appendChild(tip);
+  const hide = () => { tip.style.display = 'none'; };
+  const show = (gd, ev) => {
+    const thumbs = gd.layout && gd.layout.meta && gd.layout.meta.thumbnails;
+    const pt = ev.points && ev.points[0];
+    const src = thumbs && pt && (thumbs[pt.customdata] || thumbs[pt.x]);
+    if (!src) return hide();
+    tip.src = src;
+    const x = ev.event.clientX, y = ev.event.clientY;
+    tip.style.left = (x + 150 > window.innerWidth ? x - 146 : x + 16) + 'px';
+    tip.style.top = Math.max(4, y - 140) + 'px';
+    tip.style.display = 'block';
+  };
+  const seen = new WeakSet();
+  const watch = () => document.querySelectorAll('.js-plotly-plot').forEach((gd) => {
+    if (seen.has(gd) || !gd.on) return;
+    seen.add(gd);
+    let width = gd.clientWidth;
+    new ResizeObserver(() => {
+      const w = gd.clientWidth;
+      if (w > 0 && w !== width && window.Plotly) { width = w; window.Plotly.Plots.resize(gd); }
+    }).observe(gd);
+    gd.on('plotly_hover', (ev) => show(gd, ev));
+    gd.on('plotly_unhover', hide);
+  });
+  new MutationObserver(watch).observe(document.body, {childList: true, subtree: true});
+}"""

@@ -1,0 +1,118 @@
+"""An attendee's laptop (issue 16): the real app in Chromium at 1280 x 800, against tiny random models. After Generate
+the result is in view; a one-step run plays back; Stop says the run stopped; a tour button keeps its explanation in
+view and gives the attendee's settings back; pinned runs sit side by side; Similarity shows which image is which."""
+from __future__ import annotations
+
+from clipdiff.testing.browser import error_marks, in_view, set_number, wait_for_text
+
+STATUS_HAS = "([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)"
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+    page.get_by_role("tab", name=name, exact=True, selected=True).wait_for()
+
+
+def generate(page, prompt: str | None = None, steps: int | None = None, keyboard: bool = False) -> None:
+    open_tab(page, "Generate")
+    if prompt is not None:
+        page.fill("#prompts textarea", prompt)
+    if steps is not None:
+        set_number(page, "steps", steps)
+    before = page.inner_text("#status")
+    if keyboard:
+        page.focus("#prompts textarea")
+        page.keyboard.press("Control+Enter")
+    else:
+        page.click("#generate")
+    page.wait_for_function(f"([s, before]) => ({STATUS_HAS})([s, 'Done']) && "
+                           "document.querySelector(s).innerText !== before", arg=["#status", before])
+
+
+def test_after_generate_the_newest_result_is_in_view_whole(live_app, laptop, tmp_path):
+    laptop.goto(live_app.url)
+    generate(laptop)
+    assert in_view(laptop, "#status") and in_view(laptop, "#gallery img"), "no scrolling to see the result"
+    sizes = laptop.locator("#gallery img").evaluate_all("imgs => imgs.map(i => [i.clientWidth, i.clientHeight])")
+    assert len(sizes) == 2 and all(w == h >= 96 for w, h in sizes), f"whole square images, not cropped: {sizes}"
+    assert error_marks(laptop) == 0
+    laptop.screenshot(path=str(tmp_path / "generate.png"))
+
+
+def test_a_one_step_run_plays_back_as_one_frame_with_no_error(live_app, laptop):
+    laptop.goto(live_app.url)
+    generate(laptop, steps=1)
+    open_tab(laptop, "Denoising playback")
+    wait_for_text(laptop, "#pb-caption", "Recorded step 1 of 1")
+    laptop.locator("#pb-frame img").wait_for()
+    assert error_marks(laptop) == 0 and laptop.locator(".toast-body.error").count() == 0
+
+
+def test_after_stop_the_page_says_the_run_stopped(live_app, laptop):
+    laptop.goto(live_app.url)
+    open_tab(laptop, "Generate")
+    set_number(laptop, "steps", 400)
+    laptop.click("#generate")
+    wait_for_text(laptop, "#status", "Sampling: step")
+    laptop.click("#stop")
+    wait_for_text(laptop, "#status", "Stopped at step")
+    wait_for_text(laptop, "#gallery", "UNFINISHED")
+    assert "of 400" in laptop.inner_text("#status") and error_marks(laptop) == 0
+
+
+def test_an_empty_prompt_is_refused_without_leaving_error_marks(live_app, laptop):
+    laptop.goto(live_app.url)
+    open_tab(laptop, "Generate")
+    laptop.fill("#prompts textarea", "")
+    laptop.click("#generate")
+    wait_for_text(laptop, "#status", "Nothing ran")
+    assert error_marks(laptop) == 0
+
+
+def test_a_tour_button_lands_with_its_explanation_in_view_and_gives_settings_back(live_app, laptop):
+    laptop.goto(live_app.url)
+    open_tab(laptop, "Guidance sweep")
+    laptop.fill("#sweep-prompts textarea", "my own prompt")
+    open_tab(laptop, "Tour")
+    laptop.click("#tour-guidance-0")
+    laptop.get_by_role("tab", name="Guidance sweep", selected=True).wait_for()
+    wait_for_text(laptop, "#tour-note", "What guidance does")
+    wait_for_text(laptop, "#sweep-status", "Done")
+    assert in_view(laptop, "#tour-note"), "the explanation stays on screen"
+    assert laptop.locator("#sweep-grid img").bounding_box()["y"] < laptop.viewport_size["height"], "and the result"
+    laptop.click("#tour-restore")
+    laptop.wait_for_function("() => document.querySelector('#sweep-prompts textarea').value === 'my own prompt'")
+    laptop.click("#tour-back")
+    laptop.get_by_role("tab", name="Tour", selected=True).wait_for()
+    laptop.wait_for_function("() => { const r = document.getElementById('tour-guidance').getBoundingClientRect();"
+                             " return r.top >= 0 && r.bottom <= window.innerHeight; }")
+
+
+def test_two_pinned_runs_show_side_by_side_and_play_back(live_app, laptop):
+    laptop.goto(live_app.url)
+    generate(laptop, "A deep red rose flower")
+    generate(laptop, "A white daisy", keyboard=True)          # Ctrl+Enter in the prompt box runs Generate
+    open_tab(laptop, "Compare runs")
+    boxes = laptop.locator("#runs input[type=checkbox]")
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    laptop.wait_for_function("() => document.querySelectorAll('.compare-run').length === 2")
+    first, second = (laptop.locator(".compare-run").nth(k).bounding_box() for k in (0, 1))
+    assert abs(first["y"] - second["y"]) < 2 and first["x"] + first["width"] <= second["x"], "side by side"
+    assert second["x"] + second["width"] <= laptop.viewport_size["width"]
+    assert laptop.locator(".compare-run img").count() == 4
+    laptop.click("#compare-open")
+    laptop.get_by_role("tab", name="Denoising playback", selected=True).wait_for()
+    wait_for_text(laptop, "#pb-caption", "Recorded step")
+
+
+def test_similarity_shows_each_image_s_thumbnail(live_app, laptop):
+    laptop.goto(live_app.url)
+    generate(laptop)
+    open_tab(laptop, "Similarity")
+    laptop.get_by_role("button", name="Compare", exact=True).click()
+    laptop.wait_for_function("() => document.querySelectorAll('#similarity-plot svg image').length >= 4")
+    cell = laptop.locator("#similarity-plot .nsewdrag").first.bounding_box()
+    laptop.mouse.move(cell["x"] + cell["width"] * 0.25, cell["y"] + cell["height"] * 0.5)
+    laptop.wait_for_function("() => getComputedStyle(document.getElementById('clipdiff-thumb')).display === 'block'")
+    assert laptop.get_attribute("#clipdiff-thumb", "src").startswith("data:image/png;base64,")

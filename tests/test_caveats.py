@@ -1,0 +1,36 @@
+"""When a CLIP score says little: the settings that make it unreliable are named, and every score comes with what
+pure noise scores against the same prompt."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clipdiff.caveats import MAX_TRUSTED_W, MIN_STEPS, caveat, noise_scores
+from clipdiff.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W
+
+
+def test_few_steps_and_extreme_guidance_are_named_and_the_defaults_are_not():
+    assert caveat(DEFAULT_STEPS, DEFAULT_SAMPLER, DEFAULT_W) is None
+    assert caveat(1, "ddpm", 2.0).startswith("1 ddpm step leaves the image unfinished (about 50 are needed)")
+    assert caveat(MIN_STEPS["ddim"] - 1, "ddim", 2.0).startswith("9 ddim steps")
+    assert caveat(MIN_STEPS["ddim"], "ddim", 2.0) is None
+    assert caveat(12, "dpmsolver-karras", MAX_TRUSTED_W + 1).startswith("w = 5 is far past the guidance")
+    assert caveat(12, "dpmsolver-karras", -2.0) is None, "pushed away from the prompt: a low score is the point"
+
+
+def test_the_noise_baseline_is_the_same_noise_every_time(tiny_pipeline):
+    conditions = tiny_pipeline.encoder.encode_text(["a red rose", "a daisy"])
+    a = noise_scores(tiny_pipeline.encoder, conditions, 16)
+    assert a.shape == (2,) and torch.equal(a, noise_scores(tiny_pipeline.encoder, conditions, 16))
+    assert ((0 <= a) & (a <= 100)).all()
+
+
+def test_a_one_step_run_says_its_scores_are_unreliable(ctx):
+    pytest.importorskip("gradio")
+    from clipdiff.app.tabs import generate
+
+    gallery, status, *_ = list(generate.generate(ctx, "A deep red rose flower", 2.0, 1, "ddpm", 0, 1))[-1]
+    assert gallery[0][1].endswith(") UNRELIABLE") and "(noise " in gallery[0][1]
+    assert "**These CLIP scores say little:** 1 ddpm step leaves the image unfinished" in status
+    gallery, status, *_ = list(generate.generate(ctx, "A deep red rose flower", 2.0, 6, "dpmsolver-karras", 0, 1))[-1]
+    assert "UNRELIABLE" not in gallery[0][1] and "what pure noise scores against the same prompt" in status

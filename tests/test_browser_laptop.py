@@ -93,6 +93,8 @@ def test_two_pinned_runs_show_side_by_side_and_play_back(live_app, laptop):
     generate(laptop, "A deep red rose flower")
     generate(laptop, "A white daisy", keyboard=True)          # Ctrl+Enter in the prompt box runs Generate
     open_tab(laptop, "Compare runs")
+    # the list grows after the status says Done (the run is listed once it has played back): wait for both
+    laptop.wait_for_function("() => document.querySelectorAll('#runs input[type=checkbox]').length === 2")
     boxes = laptop.locator("#runs input[type=checkbox]")
     boxes.nth(0).check()
     boxes.nth(1).check()

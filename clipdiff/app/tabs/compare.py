@@ -41,7 +41,10 @@ def record_run(run, history):
 def pin_runs(history, numbers):
     history = history if isinstance(history, History) else History()
     history.pin(numbers)
-    return (history, *view(history))
+    runs, shown, pick = view(history)
+    if sorted(e.number for e in history.pinned) == sorted(numbers or []):
+        runs = gr.skip()    # the ticks stand as clicked: sending them back would undo a tick made meanwhile
+    return history, runs, shown, pick
 
 
 @answers_clearly

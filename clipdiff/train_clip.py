@@ -36,11 +36,12 @@ def clip_defaults() -> dict:
         out="runs/clip",
         export=str(DEFAULT_CLIP_DIR),
         init_from=None,            # an exported CLIP folder to start from (same architecture)
-        image_size=64, vision_tower="vit",
+        # a convolutional tower learns more per image than a small ViT here (benchmarks/recipes.md)
+        image_size=64, vision_tower="resnet",
         patch_size=8, vision_width=192, vision_layers=4,          # --vision-tower vit
         resnet_width=32, resnet_layers=[1, 1, 1, 1],              # --vision-tower resnet (open_clip ModifiedResNet)
         text_width=192, text_layers=3, context_length=77, embed_dim=256,
-        batch_size=256, lr=1e-3, weight_decay=0.1, warmup_steps=50, max_steps=600, temperature=0.07,
+        batch_size=256, lr=5e-4, weight_decay=0.1, warmup_steps=50, max_steps=2000, temperature=0.07,
         species_caption_prob=0.25, crop_scale_min=0.7, flip_prob=0.5,
         precision="fp32", device="auto",
         max_seconds=0.0,           # > 0: a time-boxed run; the cosine schedule ends when the time does

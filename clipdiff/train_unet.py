@@ -51,7 +51,7 @@ def unet_defaults() -> dict:
         null_mode=unet.null_mode, cond_drop_prob=unet.cond_drop_prob, cond_source=diffusion.cond_source,
         text_prob=0.5, embedding_norm=diffusion.embedding_norm,
         num_train_timesteps=schedule.num_train_timesteps, beta_start=schedule.beta_start, beta_end=schedule.beta_end,
-        batch_size=64, lr=1e-3, warmup_steps=200, max_steps=4000, ema_decay=0.999,
+        batch_size=64, lr=1e-3, warmup_steps=200, max_steps=8000, ema_decay=0.999,
         loss_weighting="min-snr", snr_gamma=5.0, flip_prob=0.5, precision="fp32",
         max_seconds=0.0,                # > 0: a time-boxed run; the cosine schedule ends when the time does
         init_from=None,                 # an exported diffusion checkpoint to start from (same architecture)

@@ -4,7 +4,8 @@
     python -m clipdiff room --url http://127.0.0.1:8080/ --backend ray --replicas 4 --users 100 ...   # an app you run
 
 Each of --users attendees is one gradio_client session: it asks /generate for 4 images (the app's default sampler
-and steps), waits for them, thinks for an exponentially distributed time with mean --think-s, and repeats until
+and steps), waits for them, thinks for an exponentially distributed time with mean --think-s (also before its first
+request, so arrivals are spread from the start), and repeats until
 --duration is over (requests still running then are waited for and counted). Without --url the command starts
 `python app.py --backend ... --replicas ...` on a free 127.0.0.1 port, measures, and stops it.
 
@@ -91,6 +92,12 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
+def think(rng: random.Random, think_s: float, doors: Doors) -> None:
+    """An exponentially distributed pause with mean think_s (0: none), cut short when the room closes."""
+    pause = rng.expovariate(1 / think_s) if think_s > 0 else 0.0
+    time.sleep(max(0.0, min(pause, doors.closes_at - time.monotonic())))
+
+
 def attend(url: str, index: int, think_s: float, doors: Doors, requests_cap: int | None, steps: int, sampler: str,
            seed: int, out: Attendee) -> None:
     """One attendee: generate, think, repeat while the room is open (or until requests_cap requests are made)."""
@@ -107,6 +114,9 @@ def attend(url: str, index: int, think_s: float, doors: Doors, requests_cap: int
         return
     try:
         made = 0
+        # Each attendee thinks first too: arrivals from the start rather than a stampede at the opening, whose
+        # queue of `users` requests only the first seconds would see; the figures are the room's steady state.
+        think(rng, think_s, doors)
         while doors.is_open() and (requests_cap is None or made < requests_cap):
             made += 1
             args = [rng.choice(PROMPTS), 2.0, steps, sampler, rng.randrange(2**31 - 1), IMAGES_PER_REQUEST]
@@ -119,8 +129,7 @@ def attend(url: str, index: int, think_s: float, doors: Doors, requests_cap: int
                 out.images += len(gallery)
             except Exception as e:   # noqa: BLE001 (every failure is counted and one example kept)
                 out.errors.append(f"{type(e).__name__}: {str(e)[:200]}")
-            pause = rng.expovariate(1 / think_s) if think_s > 0 else 0.0
-            time.sleep(max(0.0, min(pause, doors.closes_at - time.monotonic())))
+            think(rng, think_s, doors)
     finally:
         client.close()
 

@@ -130,6 +130,11 @@ def species_table(now: dict, before: dict) -> str:
     return "\n".join(lines)
 
 
+def stages(training: dict) -> str:
+    """A model trained in several runs (e.g. a first stage on a lent GPU, then fine-tuned here) lists them."""
+    return "".join(f"\n  - {stage}" for stage in training.get("stages", []))
+
+
 def write_model_card() -> Path:
     """checkpoints/README.md from what the runs and evaluations recorded: data, settings, images seen, wall time,
     the held-out figures (beside the previous model's, kept in benchmarks/previous/), the recipe comparison."""
@@ -143,7 +148,7 @@ def write_model_card() -> Path:
     text = f"""# Model card: the embedded default models
 
 Both models were trained by clipdiff's own code (`python -m clipdiff train-default` runs every stage with these
-settings as its defaults) on the CPU, from `../shared/data`: Oxford-102 flowers (64x64, 10 captions per image,
+settings as its defaults) from `../shared/data`: Oxford-102 flowers (64x64, 10 captions per image,
 Reed et al. 2016) and flowers5 (5 species in class folders, captioned with species-name templates). No dataset
 image is shipped.
 
@@ -155,7 +160,7 @@ open_clip architecture (loadable as `local-dir:checkpoints/clip`), weights in fl
 - image tower: {clip_tower(arch["vision_cfg"])}
 - text tower: width {arch["text_cfg"]["width"]}, {arch["text_cfg"]["layers"]} layers, context {arch["text_cfg"]["context_length"]} tokens (the CLIP BPE vocabulary)
 - embedding: {arch["embed_dim"]}-d; open_clip's contrastive loss, initial temperature {a.get("temperature", 0.07)}
-- {clip_card["steps"]} steps of batch {clip_card["batch_size"]} ({clip_card.get("images_seen", clip_card["steps"] * clip_card["batch_size"]):,} image-caption pairs seen), AdamW lr {a.get("lr")}, cosine; random square crops ({a.get("crop_scale_min")}..1 of the side) and flips, no colour jitter; {clip_card["train_seconds"] / 60:.0f} min on 2 CPU cores
+- {clip_card["steps"]} steps of batch {clip_card["batch_size"]} ({clip_card.get("images_seen", clip_card["steps"] * clip_card["batch_size"]):,} image-caption pairs seen), AdamW lr {a.get("lr")}, cosine; random square crops ({a.get("crop_scale_min")}..1 of the side) and flips, no colour jitter; {clip_card["train_seconds"] / 60:.0f} min on {clip_card.get("hardware", "2 CPU cores")}{stages(clip_card)}
 
 Held-out evaluation (`python -m clipdiff eval-clip`):
 
@@ -168,7 +173,7 @@ embedding and as a one-token cross-attention context).
 - noise schedule: T = {unet_cfg["schedule"]["num_train_timesteps"]}, {unet_cfg["schedule"]["beta_schedule"]} betas {unet_cfg["schedule"]["beta_start"]}..{unet_cfg["schedule"]["beta_end"]}
 - conditions: {unet_cfg["cond_source"]} embeddings, normalisation `{unet_cfg["embedding_norm"]}`; context dropout {u["cond_drop_prob"]} ({u["null_mode"]} null)
 - loss: noise-prediction MSE, {tr.get("loss_weighting", "mse")} weighting (gamma {tr.get("snr_gamma", "-")}); flips {tr.get("flip_prob", 0.5)}
-- {tr.get("steps")} steps of batch {tr.get("batch_size")} ({tr.get("images_seen", 0):,} images seen), lr {tr.get("lr")}, EMA {tr.get("ema_decay")} (the EMA weights ship); {tr.get("train_seconds", 0) / 60:.0f} min on 2 CPU cores
+- {tr.get("steps")} steps of batch {tr.get("batch_size")} ({tr.get("images_seen", 0):,} images seen), lr {tr.get("lr")}, EMA {tr.get("ema_decay")} (the EMA weights ship); {tr.get("train_seconds", 0) / 60:.0f} min on {tr.get("hardware", "2 CPU cores")}{stages(tr)}
 
 Generated images measured by an independent yardstick (a species classifier of our own, `clipdiff.yardstick`;
 `python -m clipdiff eval-gen --species 8`), at the app's default sampler:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from clipdiff import train_clip, train_unet
-from clipdiff.training import add_defaults_to_parser
+from clipdiff.training import train_clip, train_unet
+from clipdiff.training.common import add_defaults_to_parser
 
 BUDGET_CPU_MINUTES = 25
 

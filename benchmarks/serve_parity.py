@@ -26,7 +26,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clipdiff.serving.room import start_app, stop_app  # noqa: E402
+from clipdiff.commands.room import start_app, stop_app  # noqa: E402
 
 PROMPTS = "A deep red rose flower\nAn orange sunflower with a big brown center"
 MAX_LEVELS = 1

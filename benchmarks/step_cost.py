@@ -25,9 +25,9 @@ from open_clip.loss import ClipLoss
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from clipdiff import train_clip, train_unet  # noqa: E402
+from clipdiff.training import train_clip, train_unet  # noqa: E402
 from clipdiff.diffusion import DiffusionConfig  # noqa: E402
-from clipdiff.training import autocast  # noqa: E402
+from clipdiff.training.common import autocast  # noqa: E402
 from clipdiff.unet import ConditionalUNet, UNetConfig  # noqa: E402
 from recipes import CLIP_RECIPES, UNET_RECIPES, recipe_args  # noqa: E402
 

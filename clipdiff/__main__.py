@@ -6,17 +6,22 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
-    "sample": ("clipdiff.cli_sample", "generate images: prompts x guidance weights -> PNGs, grid.png, manifest.json"),
-    "embed": ("clipdiff.cli_embed", "precompute CLIP embeddings of a training set (optionally as CSV)"),
-    "train-clip": ("clipdiff.train_clip", "train the embedded flowers CLIP"),
-    "train-unet": ("clipdiff.train_unet", "train the diffusion U-Net on precomputed embeddings"),
-    "train-yardstick": ("clipdiff.yardstick", "train the species classifier behind eval-gen's independent yardstick"),
-    "train-default": ("clipdiff.train_default", "rebuild the shipped models end to end"),
-    "eval-clip": ("clipdiff.cli_eval:main_clip", "the CLIP on held-out images: caption->image recall, zero-shot"),
-    "eval-gen": ("clipdiff.cli_eval:main_gen", "generations per w: CLIP score, FD and CMMD in CLIP space, diversity"),
-    "vocabulary": ("clipdiff.vocabulary", "count the training captions' words: what the token view marks as unknown"),
-    "bench": ("clipdiff.bench", "speed on this machine against the targets and the reference procedure"),
-    "room": ("clipdiff.serving.room", "a simulated workshop room against a live app: images/s, p50, p95, errors"),
+    "sample": ("clipdiff.commands.cli_sample",
+               "generate images: prompts x guidance weights -> PNGs, grid.png, manifest.json"),
+    "embed": ("clipdiff.commands.cli_embed", "precompute CLIP embeddings of a training set (optionally as CSV)"),
+    "train-clip": ("clipdiff.training.train_clip", "train the embedded flowers CLIP"),
+    "train-unet": ("clipdiff.training.train_unet", "train the diffusion U-Net on precomputed embeddings"),
+    "train-yardstick": ("clipdiff.training.yardstick",
+                        "train the species classifier behind eval-gen's independent yardstick"),
+    "train-default": ("clipdiff.training.train_default", "rebuild the shipped models end to end"),
+    "eval-clip": ("clipdiff.commands.cli_eval:main_clip",
+                  "the CLIP on held-out images: caption->image recall, zero-shot"),
+    "eval-gen": ("clipdiff.commands.cli_eval:main_gen",
+                 "generations per w: CLIP score, FD and CMMD in CLIP space, diversity"),
+    "vocabulary": ("clipdiff.commands.cli_vocabulary",
+                   "count the training captions' words: what the token view marks as unknown"),
+    "bench": ("clipdiff.commands.bench", "speed on this machine against the targets and the reference procedure"),
+    "room": ("clipdiff.commands.room", "a simulated workshop room against a live app: images/s, p50, p95, errors"),
 }
 
 

@@ -29,6 +29,8 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from . import data as data_mod
+from .checkpoints import describe_path
 from .data import species_captions
 from .sampling import from_uint8
 from .pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, Job, images_per_prompt
@@ -259,3 +261,16 @@ def evaluate_clip(encoder, ds, heldout_idx, ks=(1, 5, 10), zero_shot_ks=(1, 5)) 
                    "candidate_species": len(candidates),
                    "heldout_species": len({int(ds.labels[i]) for i in held})},
     }
+
+
+def clip_report(encoder, data: str | None = None, n_heldout: int = 1000, seed: int = 0,
+                image_size: int = 64) -> dict:
+    """eval-clip's report: the figures of evaluate_clip on the images train-clip held out, and what they were."""
+    ds = data_mod.load_training_data(data, image_size)
+    _, held = data_mod.heldout_split(ds.splits, n_heldout, seed)
+    n_test = sum(s == "test" for s in ds.splits)
+    pool = f"the official 'test' split ({n_test} images)" if n_test else f"all {len(ds)} images (no 'test' split)"
+    split = (f"{len(held)} images drawn with seed {seed} from {pool}, as train-clip holds them out "
+             f"(clipdiff.data.heldout_split); every other image trained the CLIP")
+    return {"command": "eval-clip", "clip": encoder.identity, "data": describe_path(data or data_mod.default_data_root()),
+            "split": split, **evaluate_clip(encoder, ds, held)}

@@ -12,7 +12,6 @@ word pattern), over the texts the models were trained on: every Oxford-102 capti
 """
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -149,23 +148,3 @@ def chips(tok, text: str, max_tokens: int) -> list[Chip]:
         else:
             out += [Chip(s + (" " if p.endswith("</w>") else ""), word, 1) for s, p in zip(shown, pieces)]
     return out
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="clipdiff vocabulary", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=None, help="shared data folder, captions.jsonl or image folder tree "
-                                                     "(default: ../shared/data)")
-    parser.add_argument("--out", default=str(DEFAULT_VOCABULARY))
-    args = parser.parse_args(argv)
-    source = "Oxford-102 captions and species-name captions of the training data (clipdiff.data)"
-    vocabulary = Vocabulary.count(training_texts(args.data), source)
-    path = vocabulary.save(args.out)
-    rare = sum(1 for n in vocabulary.counts.values() if n < RARE_BELOW)
-    print(f"{vocabulary.texts:,} texts, {len(vocabulary.counts):,} words ({rare:,} seen fewer than {RARE_BELOW} "
-          f"times) -> {path} ({path.stat().st_size / 1024:.0f} kB)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import Image
 
-from clipdiff.bench import KEYS, main
+from clipdiff.commands.bench import KEYS, main
 
 pytest.importorskip("gradio_client")
 
@@ -48,7 +48,8 @@ def test_bench_skipped_parts_are_null(tmp_path, tiny_clip_dir, tiny_unet_dir):
 
 def test_the_core_figures_time_the_apps_own_streaming_loop(tiny_pipeline, monkeypatch):
     """generate_once drives sampling.stream, the loop the app's handlers stream from, not a copy of it."""
-    from clipdiff import bench, sampling
+    from clipdiff import sampling
+    from clipdiff.commands import bench
     from clipdiff.pipeline import images_per_prompt
 
     calls = []

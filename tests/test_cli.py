@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipdiff import cli_sample
+from clipdiff.commands import cli_sample
 from clipdiff.images import read_params
 
 PROMPTS = ["A deep red rose flower", "A round white daisy with a yellow center"]

@@ -190,7 +190,7 @@ def small_run():
 
 
 def train_step(model, ema, optimizer) -> None:
-    from clipdiff.training import ema_update
+    from clipdiff.training.common import ema_update
 
     x = torch.randn(2, 3, 16, 16)
     loss = (model(x, torch.tensor([3, 7]), torch.randn(2, 32)) - x).pow(2).mean()
@@ -205,7 +205,7 @@ def test_a_crash_or_full_disk_mid_save_leaves_the_previous_step_whole(tmp_path, 
     """The n-th file write of save_run fails half way (ENOSPC): the previous step loads, every file of it,
     and training resumes from it; no temporary files are left behind."""
     import clipdiff.checkpoints as checkpoints
-    from clipdiff.training import RunState, load_run, save_run
+    from clipdiff.training.common import RunState, load_run, save_run
 
     model, ema, optimizer = small_run()
     train_step(model, ema, optimizer)
@@ -252,8 +252,8 @@ def test_a_crash_or_full_disk_mid_save_leaves_the_previous_step_whole(tmp_path, 
 
 
 def test_a_crash_while_moving_a_complete_step_into_place_is_finished_on_load(tmp_path, monkeypatch):
-    from clipdiff import training
-    from clipdiff.training import RunState, load_run, save_run
+    from clipdiff.training import common
+    from clipdiff.training.common import RunState, load_run, save_run
 
     model, ema, optimizer = small_run()
     save_run(tmp_path, RunState(1, 1.0), model, optimizer, ema)
@@ -268,7 +268,7 @@ def test_a_crash_while_moving_a_complete_step_into_place_is_finished_on_load(tmp
             moved["n"] += 1
         return real_replace(src, dst)
 
-    monkeypatch.setattr(training.os, "replace", crash_after_two)
+    monkeypatch.setattr(common.os, "replace", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         save_run(tmp_path, RunState(2, 2.0), model, optimizer, ema)
     monkeypatch.undo()
@@ -276,7 +276,7 @@ def test_a_crash_while_moving_a_complete_step_into_place_is_finished_on_load(tmp
     assert load_run(tmp_path, fresh, fresh_optimizer, fresh_ema).step == 2
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
     assert all(torch.equal(a, b) for a, b in zip(fresh_ema.state_dict().values(), ema.state_dict().values()))
-    assert not (tmp_path / training.PENDING_DIR).exists()
+    assert not (tmp_path / common.PENDING_DIR).exists()
 
 
 def test_an_unexpected_failure_answers_in_one_sentence_and_keeps_server_paths_private(client, server_errors,

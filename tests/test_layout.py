@@ -1,6 +1,6 @@
-"""The house rules (issue 13), checked on the source: imports run one way (core <- app; testing may use both; the
-core never imports the app or gradio), no test imports another test module, no benchmark imports the tests, and
-every function and module stays short enough to read."""
+"""The house rules (issue 13), checked on the source: one folder per concern with imports running one way (see
+MAY_IMPORT), every command in clipdiff/commands or clipdiff/training, no test imports another test module, no
+benchmark imports the tests, and every function and module stays short enough to read."""
 from __future__ import annotations
 
 import ast
@@ -36,9 +36,31 @@ def python_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
 
 
+# The folders of clipdiff/, one concern each; the modules directly in clipdiff/ are the core.
+FOLDERS = ("app", "commands", "serving", "testing", "training")
+# Which layers a layer's modules may import besides its own: commands -> training -> core, app -> serving -> core.
+MAY_IMPORT = {
+    "core": set(),                                            # never the app, a command, training, serving or testing
+    "serving": {"core"},                                      # the model tier the app samples through
+    "training": {"core"},                                     # never a command or the app
+    "app": {"core", "serving"},                               # never training, a command or the testing helpers
+    "commands": {"core", "training"},                         # eval-gen's yardstick is training's
+    "testing": {"core", "serving", "training", "app"},        # tiny models (train_clip's export), the live app
+}
+EXCEPTIONS = {("commands/bench.py", "testing")}              # bench times a live app, started the way the tests do
+
+
 def layer(path: Path) -> str:
     parts = path.relative_to(PACKAGE).parts
-    return parts[0] if parts[0] in ("app", "testing") else "core"
+    return parts[0] if parts[0] in FOLDERS else "core"
+
+
+def layer_of_module(name: str) -> str | None:
+    """The layer of an imported module name (None: not clipdiff's)."""
+    parts = name.split(".")
+    if parts[0] != "clipdiff":
+        return None
+    return parts[1] if len(parts) > 1 and parts[1] in FOLDERS else "core"
 
 
 def reaches(modules: set[str], prefix: str) -> bool:
@@ -48,13 +70,27 @@ def reaches(modules: set[str], prefix: str) -> bool:
 @pytest.mark.parametrize("path", python_files(PACKAGE), ids=lambda p: str(p.relative_to(ROOT)))
 def test_imports_run_one_way(path):
     modules = imported_modules(path)
-    if layer(path) == "core":
-        assert not reaches(modules, "clipdiff.app"), "the core never imports the app"
-        assert not reaches(modules, "gradio"), "the core never imports gradio"
-    if layer(path) == "app":
-        assert not reaches(modules, "clipdiff.testing"), "the app never imports the testing helpers"
+    own = layer(path)
+    allowed = MAY_IMPORT[own] | {own} | {to for where, to in EXCEPTIONS if PACKAGE / where == path}
+    wrong = sorted(m for m in modules if layer_of_module(m) not in (None, *allowed))
+    assert wrong == [], f"{own} may import {sorted(MAY_IMPORT[own])} (and itself), not {wrong}"
+    if own in ("core", "serving", "training", "commands"):
+        assert not reaches(modules, "gradio"), "only the app (and the testing helpers) import gradio"
     if path == PACKAGE / "app" / "limits.py":
         assert not reaches(modules, "gradio") and not reaches(modules, "clipdiff.app.context"), "gradio-free"
+
+
+def test_every_command_is_a_main_in_commands_or_training():
+    """python -m clipdiff COMMAND runs a function of a module in clipdiff/commands or clipdiff/training."""
+    from clipdiff.__main__ import COMMANDS
+
+    for name, (target, _) in COMMANDS.items():
+        module, _, function = target.partition(":")
+        assert layer_of_module(module) in ("commands", "training"), f"{name}: {module} is not a command's module"
+        source = ROOT.joinpath(*module.split(".")).with_suffix(".py")
+        defined = {node.name for node in ast.parse(source.read_text(encoding="utf-8")).body
+                   if isinstance(node, ast.FunctionDef)}
+        assert (function or "main") in defined, f"{name}: {module} has no {function or 'main'}()"
 
 
 @pytest.mark.parametrize("path", python_files(ROOT / "tests") + python_files(ROOT / "benchmarks"),

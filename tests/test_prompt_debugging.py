@@ -257,7 +257,7 @@ def test_clipdiff_sample_negative_and_prompt_editing(tmp_path, tiny_clip_dir, ti
 
     from PIL import Image
 
-    from clipdiff import cli_sample
+    from clipdiff.commands import cli_sample
     from clipdiff.images import read_params
 
     def sample(out, *extra):

@@ -12,12 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clipdiff import cli_embed, train_clip, train_unet
+from clipdiff.commands import cli_embed
 from clipdiff.checkpoints import CheckpointError, describe_path
 from clipdiff.diffusion import load_diffusion
 from clipdiff.embed import EmbeddingTable
 from clipdiff.encoders import ClipEncoder
-from clipdiff.training import MetricLog, StopRequest, random_resized_crop_flip, schedule_position
+from clipdiff.training import train_clip, train_unet
+from clipdiff.training.common import MetricLog, StopRequest, random_resized_crop_flip, schedule_position
 
 from clipdiff.testing import make_image_folder
 

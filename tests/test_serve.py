@@ -365,7 +365,7 @@ def test_a_session_with_a_run_in_flight_is_told_to_wait_others_are_not(gated_app
 
 # -- the room measurement ----------------------------------------------------------------------------------------
 def test_room_measures_a_live_app_and_writes_its_report(tiny_clip_dir, tiny_unet_dir, tmp_path):
-    from clipdiff.serving import room
+    from clipdiff.commands import room
     from clipdiff.app.context import Models
 
     assert room.percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5 and room.percentile([], 95) is None
@@ -595,7 +595,7 @@ def test_haproxy_keeps_sessions_on_their_front_and_both_fronts_share_one_deploym
     import ray
     from gradio_client import Client
 
-    from clipdiff.serving.room import run_room
+    from clipdiff.commands.room import run_room
 
     haproxy = shutil.which("haproxy")
     if haproxy is None:

@@ -12,12 +12,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from clipdiff import cli_embed, train_clip, train_unet
+from clipdiff.commands import cli_embed
 from clipdiff.diffusion import load_diffusion
 from clipdiff.embed import EmbeddingTable
 from clipdiff.encoders import ClipEncoder
 from clipdiff.pipeline import ClipDiffusionPipeline, Job
-from clipdiff.training import LossLog, add_defaults_to_parser, batch_indices, lr_factor
+from clipdiff.training import train_clip, train_unet
+from clipdiff.training.common import LossLog, add_defaults_to_parser, batch_indices, lr_factor
 from clipdiff.testing import make_image_folder
 
 CLIP_ARGS = ["--image-size", "32", "--patch-size", "8", "--vision-width", "64", "--vision-layers", "1",

@@ -10,7 +10,7 @@ from PIL import Image
 
 from clipdiff import data as data_mod
 from clipdiff.__main__ import main as clipdiff_main
-from clipdiff.yardstick import SpeciesJudge, Yardstick, augment, blur, kid
+from clipdiff.training.yardstick import SpeciesJudge, Yardstick, augment, blur, kid
 
 # Species told apart by texture as much as by colour, so that a blur (colour kept, shape lost) shows.
 PATTERNS = {

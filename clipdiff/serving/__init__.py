@@ -5,7 +5,7 @@
     backend.py      what the app runs a job list through: `local` (in process) or `ray` (a Serve deployment)
     ray_sampler.py  the Ray Serve `Sampler` deployment and its client, RaySamplerBackend (imports Ray)
     fairness.py     one generation in flight per browser session
-    room.py         `python -m clipdiff room`: simulated attendees against a live app
 
-Nothing here imports Gradio, and only ray_sampler.py imports Ray (the plain app does not need it).
+The room simulator that measures all this is a command (clipdiff/commands/room.py). Nothing here imports
+Gradio, and only ray_sampler.py imports Ray (the plain app does not need it).
 """

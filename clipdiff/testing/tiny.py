@@ -24,7 +24,7 @@ SQUARE_COLOURS = {"rose": (200, 30, 40), "daisy": (240, 230, 230), "sunflower": 
 def make_tiny_clip(folder: Path, seed: int = 0) -> Path:
     import open_clip
 
-    from ..train_clip import export_clip
+    from ..training.train_clip import export_clip
 
     torch.manual_seed(seed)
     model = open_clip.CLIP(**TINY_CLIP_CONFIG, output_dict=True)

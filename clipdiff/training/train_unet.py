@@ -1,7 +1,7 @@
 """Train the diffusion U-Net on precomputed CLIP embeddings, with context dropout and EMA weights.
 
     python -m clipdiff train-unet --embeddings runs/embeddings --out runs/unet --export checkpoints/unet
-    accelerate launch -m clipdiff.train_unet ...        # the same script on several GPUs
+    accelerate launch -m clipdiff.training.train_unet ...   # the same script on several GPUs
 
 The loop runs under Hugging Face Accelerate: one CPU here, any number of GPUs with `accelerate launch`
 (each process takes its slice of every global batch). Stopped runs resume from --out with the same
@@ -19,20 +19,20 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from . import data as data_mod
-from .checkpoints import DEFAULT_UNET_DIR, CheckpointError, describe_path, read_json
-from .diffusion import DiffusionConfig, condition, load_diffusion, save_diffusion
-from .embed import EmbeddingTable
-from .encoders import ClipEncoder
-from .images import labelled_grid, resized_unit
-from .pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, sweep
-from .sampling import to_uint8
-from .schedulers import NoiseSchedule, make_scheduler
-from .training import (LossLog, MetricLog, RunState, StopRequest, Timer, add_defaults_to_parser, autocast, batch_indices,
+from .. import data as data_mod
+from ..checkpoints import DEFAULT_UNET_DIR, CheckpointError, describe_path, read_json
+from ..diffusion import DiffusionConfig, condition, load_diffusion, save_diffusion
+from ..embed import EmbeddingTable
+from ..encoders import ClipEncoder
+from ..images import labelled_grid, resized_unit
+from ..pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, sweep
+from ..sampling import to_uint8
+from ..schedulers import NoiseSchedule, make_scheduler
+from .common import (LossLog, MetricLog, RunState, StopRequest, Timer, add_defaults_to_parser, autocast, batch_indices,
                        ema_update, fast_float32, load_run, lr_factor, out_of_time, save_run, schedule_position, set_lr,
                        step_generator)
 from .yardstick import YARDSTICK_KEYS
-from .unet import ConditionalUNet, UNetConfig
+from ..unet import ConditionalUNet, UNetConfig
 
 
 def unet_defaults() -> dict:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import data as data_mod
-from .embed import export_csv, precompute
-from .encoders import ClipEncoder
+from .. import data as data_mod
+from ..embed import export_csv, precompute
+from ..encoders import ClipEncoder
 
 
 def main(argv=None):

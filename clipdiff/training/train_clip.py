@@ -18,14 +18,14 @@ import torch
 from open_clip.loss import ClipLoss
 from tqdm.auto import tqdm
 
-from . import data as data_mod
-from .checkpoints import (DEFAULT_CLIP_DIR, atomic_save_json, atomic_save_safetensors, describe_path,
+from .. import data as data_mod
+from ..checkpoints import (DEFAULT_CLIP_DIR, atomic_save_json, atomic_save_safetensors, describe_path,
                           load_state_dict_checked, read_safetensors)
-from .devices import resolve_device
-from .encoders import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, ClipEncoder, normalize_pixels
-from .evaluate import evaluate_clip
-from .sampling import from_uint8
-from .training import (LossLog, MetricLog, RunState, StopRequest, Timer, add_defaults_to_parser, autocast, batch_indices,
+from ..devices import resolve_device
+from ..encoders import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, ClipEncoder, normalize_pixels
+from ..evaluate import evaluate_clip
+from ..sampling import from_uint8
+from .common import (LossLog, MetricLog, RunState, StopRequest, Timer, add_defaults_to_parser, autocast, batch_indices,
                        fast_float32, load_run, lr_factor, out_of_time, random_resized_crop_flip, save_run, schedule_position,
                        set_lr, step_generator)
 

@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR
-from .pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, images_per_prompt, sweep
-from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, STEPS_RANGE, stream, to_uint8
-from .schedulers import SAMPLERS
+from ..checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR
+from ..pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, images_per_prompt, sweep
+from ..sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, STEPS_RANGE, stream, to_uint8
+from ..schedulers import SAMPLERS
 
 # The four prompts of `generate_4_s`: the reference's three and one more, one image each.
 GENERATE_PROMPTS = (*REFERENCE_PROMPTS, "A bright yellow daffodil")
@@ -48,7 +48,7 @@ MAP_PROMPTS = ("A pink lotus flower on a pond", "A purple iris with yellow marki
 REFERENCE_STEPS = 400           # the reference samples every one of its T=400 steps
 REFERENCE_SAMPLER = "ddpm"
 SEED = 0
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUEST_TIMEOUT_S = 600
 
 KEYS = ("unet_forward_ms_b8", "generate_4_s", "first_preview_s", "sampler_overhead_ratio", "reference_s",
@@ -210,7 +210,7 @@ def bench_core(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler: str
 
 
 def grid_image(frames: np.ndarray, prompts, ws) -> Image.Image:
-    from .images import labelled_grid
+    from ..images import labelled_grid
 
     return labelled_grid(frames, rows=len(ws), cols=len(prompts), row_labels=[f"w = {w:g}" for w in ws],
                          col_labels=list(prompts))
@@ -264,7 +264,7 @@ def bench_reference(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler
 def bench_playback(pipe: ClipDiffusionPipeline, records: list, plan: Plan) -> dict:
     """One recorded frame as the slider shows it: PlaybackRun.frame (what the playback tab's scrub calls), then
     PNG-encoded, as Gradio sends it to the browser."""
-    from .playback import make_playback
+    from ..playback import make_playback
 
     labels = [f"{p} (seed {SEED})" for p in GENERATE_PROMPTS]
     t0 = time.perf_counter()
@@ -284,7 +284,7 @@ def bench_playback(pipe: ClipDiffusionPipeline, records: list, plan: Plan) -> di
 
 def bench_atlas(pipe: ClipDiffusionPipeline, atlas_dir: Path, plan: Plan) -> dict:
     """Atlas.load, and one new prompt placed as the map handler does: encode it, then Atlas.place."""
-    from .atlas import Atlas
+    from ..atlas import Atlas
 
     load_times = repeat(lambda: Atlas.load(atlas_dir), plan.atlas_trials, 1)
     atlas = Atlas.load(atlas_dir)
@@ -326,7 +326,7 @@ def generate_request(client, seed: int, steps: int, sampler: str) -> tuple[float
 def bench_app(args, plan: Plan, log_dir: Path) -> dict:
     from gradio_client import Client
 
-    from .testing.live import AppProcess
+    from ..testing.live import AppProcess
 
     ready = []
     for start in range(plan.app_starts):

@@ -12,9 +12,9 @@ import json
 import shutil
 from pathlib import Path
 
-from . import data as data_mod
+from .. import data as data_mod
 from . import train_clip, train_unet
-from .checkpoints import (CHECKPOINTS_DIR, DEFAULT_ATLAS_DIR, DEFAULT_CLIP_DIR, DEFAULT_UNET_DIR, PROJECT_ROOT,
+from ..checkpoints import (CHECKPOINTS_DIR, DEFAULT_ATLAS_DIR, DEFAULT_CLIP_DIR, DEFAULT_UNET_DIR, PROJECT_ROOT,
                           atomic_save_json)
 
 ASSETS_DIR = PROJECT_ROOT / "assets"
@@ -39,19 +39,19 @@ def main(argv=None):
     train_clip.train(clip_args)
 
     print("== 2/5 CLIP evaluation on the held-out images")
-    from .cli_eval import clip_report
-    from .encoders import ClipEncoder
+    from ..evaluate import clip_report
+    from ..encoders import ClipEncoder
     encoder = ClipEncoder.load("default", device=args.device)
     atomic_save_json(clip_report(encoder, args.data), DEFAULT_CLIP_DIR / "eval.json")
 
     print("== 3/5 embeddings of the training images")
-    from .embed import EmbeddingTable, precompute
+    from ..embed import EmbeddingTable, precompute
     embeddings = runs / "embeddings"
     if not (embeddings / "index.json").is_file() or _older(embeddings / "index.json", DEFAULT_CLIP_DIR / "open_clip_model.safetensors"):
         precompute(encoder, data_mod.load_training_data(args.data, 64), embeddings)
 
     print("== 4/5 embedding atlas")
-    from .atlas import build_atlas
+    from ..atlas import build_atlas
     if not (DEFAULT_ATLAS_DIR / "atlas.safetensors").is_file() or _older(DEFAULT_ATLAS_DIR / "atlas.safetensors", embeddings / "index.json"):
         build_atlas(EmbeddingTable.load(embeddings), DEFAULT_ATLAS_DIR)
 
@@ -125,8 +125,8 @@ def species_table(now: dict, before: dict) -> str:
               for label, r in entries]
     c = species["classifier"]
     lines.append(f"\n{species['species']} species prompts x {species['n_per_species']} images, {now.get('steps')} "
-                 f"{now.get('sampler')} steps; the classifier (clipdiff.yardstick, {c['image_size']} px, held-out "
-                 f"top-1 {c['heldout_accuracy']:.3f}) was trained by the project on the real training images.")
+                 f"{now.get('sampler')} steps; the classifier (clipdiff.training.yardstick, {c['image_size']} px, "
+                 f"held-out top-1 {c['heldout_accuracy']:.3f}) was trained by the project on the real training images.")
     return "\n".join(lines)
 
 
@@ -175,7 +175,7 @@ embedding and as a one-token cross-attention context).
 - loss: noise-prediction MSE, {tr.get("loss_weighting", "mse")} weighting (gamma {tr.get("snr_gamma", "-")}); flips {tr.get("flip_prob", 0.5)}
 - {tr.get("steps")} steps of batch {tr.get("batch_size")} ({tr.get("images_seen", 0):,} images seen), lr {tr.get("lr")}, EMA {tr.get("ema_decay")} (the EMA weights ship); {tr.get("train_seconds", 0) / 60:.0f} min on {tr.get("hardware", "2 CPU cores")}{stages(tr)}
 
-Generated images measured by an independent yardstick (a species classifier of our own, `clipdiff.yardstick`;
+Generated images measured by an independent yardstick (a species classifier of our own, `clipdiff.training.yardstick`;
 `python -m clipdiff eval-gen --species 8`), at the app's default sampler:
 
 {species_table(_read(ASSETS_DIR / "eval_gen.json"), _read(previous / "eval_gen.json"))}

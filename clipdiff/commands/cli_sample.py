@@ -11,12 +11,12 @@ import argparse
 import json
 from pathlib import Path
 
-from .checkpoints import DEFAULT_UNET_DIR
-from .images import labelled_grid, save_png, to_pil
-from .pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, sweep, with_prompt_edit
-from .prompts import PromptSyntaxError
-from .sampling import SEED_RANGE, STEPS_RANGE, W_RANGE, Sampling, to_uint8
-from .schedulers import SAMPLERS
+from ..checkpoints import DEFAULT_UNET_DIR
+from ..images import labelled_grid, save_png, to_pil
+from ..pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, sweep, with_prompt_edit
+from ..prompts import PromptSyntaxError
+from ..sampling import SEED_RANGE, STEPS_RANGE, W_RANGE, Sampling, to_uint8
+from ..schedulers import SAMPLERS
 
 
 def main(argv=None):

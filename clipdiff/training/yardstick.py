@@ -36,15 +36,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import data as data_mod
-from .checkpoints import (CheckpointError, atomic_save_json, atomic_save_safetensors, describe_path,
+from .. import data as data_mod
+from ..checkpoints import (CheckpointError, atomic_save_json, atomic_save_safetensors, describe_path,
                           load_state_dict_checked, read_json, read_safetensors)
-from .devices import resolve_device
-from .evaluate import frechet_distance
-from .images import resized_unit
-from .pipeline import images_per_prompt
-from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS
-from .training import add_defaults_to_parser, fast_float32, batch_indices, lr_factor, set_lr, step_generator
+from ..devices import resolve_device
+from ..evaluate import frechet_distance
+from ..images import resized_unit
+from ..pipeline import images_per_prompt
+from ..sampling import DEFAULT_SAMPLER, DEFAULT_STEPS
+from .common import add_defaults_to_parser, fast_float32, batch_indices, lr_factor, set_lr, step_generator
 
 DEFAULT_DIR = Path("runs/yardstick")
 YARDSTICK_KEYS = ("fd", "kid", "accuracy", "top5")

@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data as data_mod
-from .checkpoints import DEFAULT_UNET_DIR, describe_path
-from .diffusion import load_diffusion
-from .encoders import ClipEncoder
-from .sampling import DEFAULT_W, from_uint8
-from .evaluate import FID_NOTE, MAX_REAL, RealReference, best_w, evaluate_clip, guidance_curve
-from .pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline,
+from .. import data as data_mod
+from ..checkpoints import DEFAULT_UNET_DIR
+from ..diffusion import load_diffusion
+from ..encoders import ClipEncoder
+from ..sampling import DEFAULT_W, from_uint8
+from ..evaluate import FID_NOTE, MAX_REAL, RealReference, best_w, clip_report, guidance_curve
+from ..pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline,
                        model_id_of)
-from .schedulers import SAMPLERS
+from ..schedulers import SAMPLERS
 
 
 def _write_json(report: dict, path: Path) -> None:
@@ -46,19 +46,6 @@ def _finite_or_none(x):
 
 
 # -- eval-clip -----------------------------------------------------------------------------------------------
-def clip_report(encoder: ClipEncoder, data: str | None = None, n_heldout: int = 1000, seed: int = 0,
-                image_size: int = 64) -> dict:
-    """eval-clip's report: the figures of evaluate_clip on the images train-clip held out, and what they were."""
-    ds = data_mod.load_training_data(data, image_size)
-    _, held = data_mod.heldout_split(ds.splits, n_heldout, seed)
-    n_test = sum(s == "test" for s in ds.splits)
-    pool = f"the official 'test' split ({n_test} images)" if n_test else f"all {len(ds)} images (no 'test' split)"
-    split = (f"{len(held)} images drawn with seed {seed} from {pool}, as train-clip holds them out "
-             f"(clipdiff.data.heldout_split); every other image trained the CLIP")
-    return {"command": "eval-clip", "clip": encoder.identity, "data": describe_path(data or data_mod.default_data_root()),
-            "split": split, **evaluate_clip(encoder, ds, held)}
-
-
 def main_clip(argv=None):
     parser = argparse.ArgumentParser(
         prog="clipdiff eval-clip", description="Caption->image recall@1/5/10 and zero-shot species top-1/5 of a "
@@ -104,7 +91,7 @@ def real_embeddings(spec: str, encoder: ClipEncoder, image_size: int, max_real: 
         return None, "none (--real none)"
     if spec == "atlas":
         try:
-            from .atlas import Atlas
+            from ..atlas import Atlas
 
             atlas = Atlas.load()
         except Exception as e:  # not written yet, not built, or unreadable: all mean "no atlas"
@@ -181,7 +168,7 @@ SPECIES_METRICS = {
 
 
 def species_judge(args, image_size: int):
-    from .yardstick import SpeciesJudge, ensure
+    from ..training.yardstick import SpeciesJudge, ensure
 
     yardstick = ensure(args.yardstick, args.data, args.device)
     ds = data_mod.load_training_data(args.data, 64)
@@ -222,7 +209,7 @@ def main_gen(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--species", type=int, default=4, help="the independent yardstick: images per species "
                         "prompt ('a photo of a {species}, a type of flower.'), measured by a species classifier "
-                        "of our own (clipdiff.yardstick); 0 leaves it out")
+                        "of our own (clipdiff.training.yardstick); 0 leaves it out")
     parser.add_argument("--species-w", action="append", type=float, help="w of the species prompts; repeat for "
                         "several (default: 2, the app's default)")
     parser.add_argument("--yardstick", default=None, help="the species classifier's folder (default runs/yardstick; "

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoints import (atomic_save_json, atomic_save_safetensors, atomic_torch_save, load_training_state,
+from ..checkpoints import (atomic_save_json, atomic_save_safetensors, atomic_torch_save, load_training_state,
                           read_json, read_safetensors)
 
 

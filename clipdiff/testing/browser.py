@@ -52,7 +52,8 @@ def in_view(page, selector: str) -> bool:
 
 
 def set_number(page, label: str, value) -> None:
-    """Type a value into a slider's number box (by the slider's label) and commit it."""
-    box = page.locator(f"input[aria-label='number input for {label}']")
+    """Type a value into a slider's number box (by the slider's label) and commit it: the shown one, where tabs
+    visited before have sliders of the same name."""
+    box = page.locator(f"input[aria-label='number input for {label}']:visible")
     box.fill(str(value))
     box.press("Enter")

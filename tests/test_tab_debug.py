@@ -46,13 +46,15 @@ def test_generate_with_a_negative_prompt_carries_it_in_the_png_and_loads_it_back
 
 def test_the_playback_names_the_negative_panel_and_draws_the_cosine_to_it(ctx):
     *_, run = last(generate.generate(ctx, f"{ROSE}\n{DAISY}", 2.0, 3, "ddim", 7, 1, "red"))
-    _, _, frame, _, figure, _ = playback.show_playback(ctx, run)
+    _, _, frame, caption, figure, _ = playback.show_playback(ctx, run)
+    assert caption.endswith("x_t | x0 (guided) | x0 (conditional) | negative x0"), "the panels' names follow the run"
     names = [trace.name for trace in figure.data]
     assert "cosine to the negative prompt" in names and "eps negative" in names
     cosines = run.playback.extra_cosines["negative prompt"]
     assert cosines.shape == (3, 2) and np.isfinite(cosines).all()
     plain = last(generate.generate(ctx, ROSE, 2.0, 3, "ddim", 7, 1))[-1]
-    _, _, _, _, figure, _ = playback.show_playback(ctx, plain)
+    _, _, _, caption, figure, _ = playback.show_playback(ctx, plain)
+    assert caption.endswith("| x0 (unconditional)")
     assert not any("negative" in (trace.name or "") for trace in figure.data), "nothing new without a negative"
     assert plain.playback.panels(0)[3] == "x0 (unconditional)"
 

@@ -25,10 +25,15 @@ def playback_figure(run: PlaybackRun, sample: int, step: int | None = None) -> g
             fig.add_trace(go.Scatter(x=t, y=run.cosines[:, i], mode="lines+markers", name=label,
                                      line={"width": 3 if i == sample else 1}, opacity=1 if i == sample else 0.35,
                                      legendgroup="cos"), row=1, col=1)
+    one = len(t) == 1              # a one-step run: a line needs two points, so its one point gets a marker
     for name, series in run.noise_norms(sample).items():
-        fig.add_trace(go.Scatter(x=t, y=series, mode="lines", name=f"eps {name}", legendgroup="eps"), row=2, col=1)
+        fig.add_trace(go.Scatter(x=t, y=series, mode="lines+markers" if one else "lines", name=f"eps {name}",
+                                 legendgroup="eps"), row=2, col=1)
     add_prompt_debugging(fig, run, sample)
     fig.update_xaxes(autorange="reversed", title_text="timestep t (sampling runs left to right)", row=2, col=1)
+    if one:   # plotly's autorange around one point is +-1.5 (400 .. 398.5): show the whole way down to t = 0
+        pad = 0.05 * (t[0] + 1)
+        fig.update_xaxes(autorange=False, range=[t[0] + pad, -pad])
     if step is not None and 0 <= step < len(t):
         fig.add_vline(x=t[step], line={"color": "black", "width": 1, "dash": "dot"}, row="all", col=1)
     fig.update_layout(height=560, margin={"l": 40, "r": 10, "t": 50, "b": 40},

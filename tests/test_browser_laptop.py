@@ -115,6 +115,14 @@ def test_similarity_shows_each_image_s_thumbnail(live_app, laptop):
     laptop.get_by_role("button", name="Compare", exact=True).click()
     laptop.wait_for_function("() => document.querySelectorAll('#similarity-plot svg image').length >= 4")
     cell = laptop.locator("#similarity-plot .nsewdrag").first.bounding_box()
-    laptop.mouse.move(cell["x"] + cell["width"] * 0.25, cell["y"] + cell["height"] * 0.5)
-    laptop.wait_for_function("() => getComputedStyle(document.getElementById('clipdiff-thumb')).display === 'block'")
-    assert laptop.get_attribute("#clipdiff-thumb", "src").startswith("data:image/png;base64,")
+    for height in (0.5, 0.05):      # the middle, and the top row: near the plot's top edge
+        laptop.mouse.move(cell["x"] + cell["width"] * 0.25, cell["y"] + cell["height"] * height)
+        laptop.wait_for_function("() => getComputedStyle(document.getElementById('clipdiff-thumb')).display "
+                                 "=== 'block' && document.querySelector('#similarity-plot .hoverlayer .hovertext')")
+        laptop.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        assert laptop.get_attribute("#clipdiff-thumb", "src").startswith("data:image/png;base64,")
+        thumb = laptop.locator("#clipdiff-thumb").bounding_box()
+        label = laptop.locator("#similarity-plot .hoverlayer .hovertext").first.bounding_box()
+        apart = (thumb["x"] + thumb["width"] <= label["x"] or label["x"] + label["width"] <= thumb["x"]
+                 or thumb["y"] + thumb["height"] <= label["y"] or label["y"] + label["height"] <= thumb["y"])
+        assert apart, f"the thumbnail {thumb} covers plotly's hover text {label}"

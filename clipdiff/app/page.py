@@ -65,16 +65,36 @@ JS = """() => {
   tip.id = 'clipdiff-thumb';
   document.body.appendChild(tip);
   const hide = () => { tip.style.display = 'none'; };
+  // The thumbnail never covers plotly's hover label nor the pointer: above the two of them, or below where the
+  // window's top (or the plot's, near the top edge) leaves no room, or beside them where neither fits.
+  const place = (gd, x, y) => {
+    const size = 132, gap = 8;
+    let left = x, right = x, top = y, bottom = y;
+    gd.querySelectorAll('.hoverlayer .hovertext').forEach((label) => {
+      const r = label.getBoundingClientRect();
+      left = Math.min(left, r.left); right = Math.max(right, r.right);
+      top = Math.min(top, r.top); bottom = Math.max(bottom, r.bottom);
+    });
+    const clampX = (v) => Math.max(4, Math.min(v, window.innerWidth - size - 4));
+    let tx = clampX(x - size / 2), ty;
+    if (top - gap - size >= 4) ty = top - gap - size;
+    else if (bottom + gap + size <= window.innerHeight - 4) ty = bottom + gap;
+    else {
+      ty = Math.max(4, Math.min(y - size / 2, window.innerHeight - size - 4));
+      tx = right + gap + size <= window.innerWidth - 4 ? right + gap : Math.max(4, left - gap - size);
+    }
+    tip.style.left = tx + 'px';
+    tip.style.top = ty + 'px';
+  };
   const show = (gd, ev) => {
     const thumbs = gd.layout && gd.layout.meta && gd.layout.meta.thumbnails;
     const pt = ev.points && ev.points[0];
     const src = thumbs && pt && (thumbs[pt.customdata] || thumbs[pt.x]);
     if (!src) return hide();
     tip.src = src;
-    const x = ev.event.clientX, y = ev.event.clientY;
-    tip.style.left = (x + 150 > window.innerWidth ? x - 146 : x + 16) + 'px';
-    tip.style.top = Math.max(4, y - 140) + 'px';
     tip.style.display = 'block';
+    place(gd, ev.event.clientX, ev.event.clientY);
+    requestAnimationFrame(() => place(gd, ev.event.clientX, ev.event.clientY));   // once plotly's label is drawn
   };
   const seen = new WeakSet();
   const watch = () => document.querySelectorAll('.js-plotly-plot').forEach((gd) => {

@@ -18,7 +18,15 @@ CSS = """
 .results .thumbnail-item { aspect-ratio: auto !important; height: auto !important; }
 .results .thumbnail-item img { object-fit: contain !important; width: 128px; height: 128px; margin: auto; }
 .results .thumbnail-item .caption-label { position: static !important; max-width: none !important;
-  white-space: normal !important; font-size: 11px; line-height: 1.25; }
+  white-space: normal !important; font-size: 11px; line-height: 1.25; opacity: 1 !important;
+  color: var(--body-text-color) !important; }
+/* a lone item (a preview while sampling or after Stop: one picture of every image) at its own size, at least the
+   results' 128 px, at most the column's width */
+.results .grid-container:has(> .thumbnail-item:only-child) { grid-template-columns: minmax(136px, max-content)
+  !important; }
+.results .thumbnail-item:only-child img { width: auto; height: auto; min-width: 128px; max-width: 100%; }
+/* the playback's GIF box only once there is a GIF (or one is being made) */
+#pb-gif:not(:has(.file-preview)):not(:has(.generating)):not(:has(.pending)) { display: none !important; }
 #clipdiff-thumb { position: fixed; z-index: 1000; pointer-events: none; width: 128px; height: 128px;
   image-rendering: pixelated; border: 2px solid #333; background: white; display: none; }
 /* the tour's note stays in view while the attendee scrolls to the result it explains (Gradio's container clips

@@ -118,7 +118,7 @@ def build(ctx: Context) -> PlaybackTab:
     with gr.Tab("Denoising playback", id="playback"):
         gr.Markdown("Generate first; every step of the last run is recorded. Scrubbing shows recorded "
                     "frames, nothing is recomputed.")
-        with gr.Row(equal_height=False):
+        with gr.Row(equal_height=False, elem_id="pb-controls"):      # where a tour's landing puts the page
             sample = gr.Dropdown(choices=[], label="image", type="value", allow_custom_value=True,
                                  elem_id="pb-sample", scale=3)
             play_button = gr.Button("Play", elem_id="pb-play", scale=1, min_width=80)

@@ -10,7 +10,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from ..caveats import caveat, noise_scores
+from ..caveats import caveat, noise_note, noise_scores
 from ..images import labelled_grid, save_png, to_pil
 from ..pipeline import ClipDiffusionPipeline, Job
 from ..sampling import Frames, Sampling, from_uint8, stream
@@ -83,7 +83,7 @@ def save_results(ctx: Context, pipe: ClipDiffusionPipeline, images: np.ndarray, 
         p["clip_score"] = round(score, 2)
         path = save_png(to_pil(image), ctx.outputs.path(".png", file_name(job.text, job.w, job.seed)), p)
         unreliable = " UNRELIABLE" if caveat(s.steps, s.sampler, job.w) else ""
-        gallery.append((str(path), f"{caption(job, score)} (noise {baseline:.0f}){unreliable}"))
+        gallery.append((str(path), f"{caption(job, score)} ({noise_note(baseline)}){unreliable}"))
         params.append(p)
     return gallery, params, scores
 

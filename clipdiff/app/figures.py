@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 from ..atlas import Atlas
 from ..images import to_pil
 from ..playback import PlaybackRun
+from .inputs import shorten
 
 
 def playback_figure(run: PlaybackRun, sample: int, step: int | None = None) -> go.Figure:
@@ -76,7 +77,7 @@ def similarity_figure(texts: list[str], images: list[str], cosines, probs, softm
     the pointer on hover (clipdiff/app/page.py), so every column says which picture it is."""
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=(
         "raw cosine", f"softmax over {softmax_over} (x logit scale)"))
-    short = [t if len(t) <= 40 else t[:37] + "..." for t in texts]
+    short = [shorten(t, 40) for t in texts]
     for col, (z, scale) in enumerate(((cosines, "RdBu"), (probs, "Viridis")), start=1):
         fig.add_trace(go.Heatmap(z=z, x=images, y=short, colorscale=scale, texttemplate="%{z:.2f}",
                                  showscale=False, zmid=0 if col == 1 else None,
@@ -132,7 +133,7 @@ def map_figure(atlas: Atlas, method: str, show_texts: bool, live: list[dict]) ->
         if points:
             fig.add_trace(go.Scatter(
                 x=[p["x"] for p, _ in points], y=[p["y"] for p, _ in points], mode="markers+text",
-                name=f"your {modality}s", text=[p.get("short", p["label"][:24]) for p, _ in points],
+                name=f"your {modality}s", text=[p.get("short", shorten(p["label"], 24)) for p, _ in points],
                 textposition=[side for _, side in points], customdata=[p["label"] for p, _ in points],
                 hovertext=[p["label"] for p, _ in points], hoverinfo="text", textfont={"size": 11},
                 marker={"size": 14, "symbol": symbol, "color": "black" if modality == "text" else "crimson",

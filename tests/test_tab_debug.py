@@ -153,6 +153,19 @@ def test_word_importance_shades_each_word_and_returns_json_for_api_clients(ctx):
     assert strip.size[0] >= 4 * 80 and seed == 4 and "| word dropped |" in status
 
 
+def test_a_strips_column_labels_stay_over_their_own_column():
+    from clipdiff.images import labelled_grid
+
+    frames = np.zeros((3, 8, 8, 3), dtype=np.uint8)
+    long = ["without chrysanthemum-like", "without " + "very " * 12 + "petals", "x"]
+    strip = np.asarray(labelled_grid(frames, rows=1, cols=3, col_labels=long, cell=80))
+    label = strip[:44]
+    for k in (0, 1):     # nothing of a label past its own cell: the gap to the next column stays white
+        right = 4 + k * 84 + 80
+        assert (label[:, right:right + 3] == 255).all(), f"label {k} runs into the next column"
+    assert (label[:, 4:4 + 80] < 128).any(axis=(0, 2)).sum() > 20, "the label is still drawn"
+
+
 def test_word_importance_caps_the_words_and_refuses_what_it_cannot_read(ctx):
     prompt = " ".join(f"w{k}" for k in range(MAX_ABLATED_WORDS + 5))
     words, _, figures, status, _ = last(debug.word_importance(ctx, prompt, 1, 2.0, 1, "ddim"))

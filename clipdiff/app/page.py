@@ -22,9 +22,10 @@ CSS = """
   color: var(--body-text-color) !important; }
 /* a lone item (a preview while sampling or after Stop: one picture of every image) at its own size, at least the
    results' 128 px, at most the column's width */
-.results .grid-container:has(> .thumbnail-item:only-child) { grid-template-columns: minmax(136px, max-content)
+.results .grid-container:has(> :only-child > .thumbnail-item) { grid-template-columns: minmax(136px, max-content)
   !important; }
-.results .thumbnail-item:only-child img { width: auto; height: auto; min-width: 128px; max-width: 100%; }
+.results .grid-container > :only-child > .thumbnail-item img { width: auto; height: auto; min-width: 128px;
+  max-width: 100%; }
 /* the playback's GIF box only once there is a GIF (or one is being made) */
 #pb-gif:not(:has(.file-preview)):not(:has(.generating)):not(:has(.pending)) { display: none !important; }
 #clipdiff-thumb { position: fixed; z-index: 1000; pointer-events: none; width: 128px; height: 128px;

@@ -46,6 +46,11 @@ def test_a_one_step_run_plays_back_as_one_frame_with_no_error(live_app, laptop):
     wait_for_text(laptop, "#pb-caption", "Recorded step 1 of 1")
     laptop.locator("#pb-frame img").wait_for()
     assert error_marks(laptop) == 0 and laptop.locator(".toast-body.error").count() == 0
+    assert laptop.locator("#pb-frame label:visible, #pb-frame button:visible").count() == 0, "no badge or toolbar over the titles"
+    assert not laptop.locator("#pb-gif").is_visible(), "no empty GIF box before there is a GIF"
+    laptop.get_by_role("button", name="Export GIF").click()
+    laptop.locator("#pb-gif .file-preview").wait_for()
+    assert laptop.locator("#pb-gif").bounding_box()["height"] < 150, "the GIF's box is compact"
 
 
 def test_after_stop_the_page_says_the_run_stopped(live_app, laptop):

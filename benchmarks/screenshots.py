@@ -193,6 +193,10 @@ def tour_playback(page, url):
     open_app(page, url)
     tour_button(page, "playback-0", "#pb-frame")
     wait_for_text(page, "#pb-caption", f"Recorded step {tour.PLAYBACK_STEPS} of {tour.PLAYBACK_STEPS}")
+    note = page.locator("#tour-note").bounding_box()
+    for control in ("#pb-sample", "#pb-play", "#pb-pause", "#pb-fps", "#pb-frame img"):
+        expect(page.locator(control).bounding_box()["y"] >= note["y"] + note["height"] and in_view(page, control),
+               f"{control} is under the tour's note or out of view")
 
 
 @shot("tour-variations", "the tour's variations experiment: four variations of a rose from its CLIP image embedding")

@@ -45,3 +45,12 @@ def noise_scores(encoder, conditions: torch.Tensor, size: int, n: int = NOISE_SA
     noise = torch.randn(n, 3, size, size, generator=generator).clamp(-1, 1)
     noise_emb = encoder.encode_image(noise)
     return (100 * (unit(conditions) @ unit(noise_emb).T).clamp_min(0)).mean(1)
+
+
+def noise_note(baseline: float) -> str:
+    """The noise baseline as a caption says it. A CLIP score is 100 * max(cosine, 0) (clipdiff.similarity), so a
+    baseline of 0 means every noise picture's cosine to the prompt was negative, and under 1 that they were about
+    0 or below: "noise <= 0", "noise < 1", not a bare 0 that reads like something went wrong."""
+    if baseline <= 0:
+        return "noise <= 0"
+    return "noise < 1" if baseline < 0.5 else f"noise {baseline:.0f}"

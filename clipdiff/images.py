@@ -80,7 +80,18 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """The text, cut to `width` pixels with "..." where it is wider."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, max_lines: int = 3) -> list[str]:
+    """The text in lines of at most `width` pixels, so that a column's label never runs into the next one: a word
+    wider than that is cut with "...", and so is the last line when more would not fit."""
     lines, line = [], ""
     for word in text.split():
         trial = f"{line} {word}".strip()
@@ -90,7 +101,9 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, max_lines: int
             lines.append(line)
             line = word
     lines.append(line)
-    return lines[:max_lines]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines - 1] + [lines[max_lines - 1] + " " + " ".join(lines[max_lines:]) + " ..."]
+    return [_fit(draw, line, font, width) for line in lines]
 
 
 def labelled_grid(frames: np.ndarray, rows: int, cols: int, row_labels: list[str] | None = None,
@@ -106,7 +119,7 @@ def labelled_grid(frames: np.ndarray, rows: int, cols: int, row_labels: list[str
         im = Image.fromarray(frame).resize((cell, cell), Image.Resampling.NEAREST)
         canvas.paste(im, (left + pad + c * (cell + pad), top + pad + r * (cell + pad)))
     for c, label in enumerate(col_labels or []):
-        for i, line in enumerate(_wrap(draw, label, font, cell)):
+        for i, line in enumerate(_wrap(draw, label, font, cell - 2)):    # glyphs overhang their advance a little
             draw.text((left + pad + c * (cell + pad), 2 + i * 14), line, fill="black", font=font)
     for r, label in enumerate(row_labels or []):
         draw.text((4, top + pad + r * (cell + pad) + cell // 2 - 7), label, fill="black", font=font)

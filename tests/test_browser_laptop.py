@@ -46,6 +46,11 @@ def test_a_one_step_run_plays_back_as_one_frame_with_no_error(live_app, laptop):
     wait_for_text(laptop, "#pb-caption", "Recorded step 1 of 1")
     laptop.locator("#pb-frame img").wait_for()
     assert error_marks(laptop) == 0 and laptop.locator(".toast-body.error").count() == 0
+    assert laptop.locator("#pb-frame label:visible, #pb-frame button:visible").count() == 0, "no badge or toolbar over the titles"
+    assert not laptop.locator("#pb-gif").is_visible(), "no empty GIF box before there is a GIF"
+    laptop.get_by_role("button", name="Export GIF").click()
+    laptop.locator("#pb-gif .file-preview").wait_for()
+    assert laptop.locator("#pb-gif").bounding_box()["height"] < 150, "the GIF's box is compact"
 
 
 def test_after_stop_the_page_says_the_run_stopped(live_app, laptop):
@@ -115,6 +120,14 @@ def test_similarity_shows_each_image_s_thumbnail(live_app, laptop):
     laptop.get_by_role("button", name="Compare", exact=True).click()
     laptop.wait_for_function("() => document.querySelectorAll('#similarity-plot svg image').length >= 4")
     cell = laptop.locator("#similarity-plot .nsewdrag").first.bounding_box()
-    laptop.mouse.move(cell["x"] + cell["width"] * 0.25, cell["y"] + cell["height"] * 0.5)
-    laptop.wait_for_function("() => getComputedStyle(document.getElementById('clipdiff-thumb')).display === 'block'")
-    assert laptop.get_attribute("#clipdiff-thumb", "src").startswith("data:image/png;base64,")
+    for height in (0.5, 0.05):      # the middle, and the top row: near the plot's top edge
+        laptop.mouse.move(cell["x"] + cell["width"] * 0.25, cell["y"] + cell["height"] * height)
+        laptop.wait_for_function("() => getComputedStyle(document.getElementById('clipdiff-thumb')).display "
+                                 "=== 'block' && document.querySelector('#similarity-plot .hoverlayer .hovertext')")
+        laptop.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        assert laptop.get_attribute("#clipdiff-thumb", "src").startswith("data:image/png;base64,")
+        thumb = laptop.locator("#clipdiff-thumb").bounding_box()
+        label = laptop.locator("#similarity-plot .hoverlayer .hovertext").first.bounding_box()
+        apart = (thumb["x"] + thumb["width"] <= label["x"] or label["x"] + label["width"] <= thumb["x"]
+                 or thumb["y"] + thumb["height"] <= label["y"] or label["y"] + label["height"] <= thumb["y"])
+        assert apart, f"the thumbnail {thumb} covers plotly's hover text {label}"

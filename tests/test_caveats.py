@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clipdiff.caveats import MAX_TRUSTED_W, MIN_STEPS, caveat, noise_scores
+from clipdiff.caveats import MAX_TRUSTED_W, MIN_STEPS, caveat, noise_note, noise_scores
 from clipdiff.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W
 
 
@@ -23,6 +23,11 @@ def test_the_noise_baseline_is_the_same_noise_every_time(tiny_pipeline):
     a = noise_scores(tiny_pipeline.encoder, conditions, 16)
     assert a.shape == (2,) and torch.equal(a, noise_scores(tiny_pipeline.encoder, conditions, 16))
     assert ((0 <= a) & (a <= 100)).all()
+
+
+def test_a_baseline_of_0_says_noise_scores_0_or_below():
+    """A CLIP score clamps negative cosines to 0, so a 0 is "0 or below", never a bare 0 that reads like a bug."""
+    assert [noise_note(b) for b in (0.0, 0.3, 0.6, 11.4)] == ["noise <= 0", "noise < 1", "noise 1", "noise 11"]
 
 
 def test_a_one_step_run_says_its_scores_are_unreliable(ctx):

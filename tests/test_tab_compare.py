@@ -27,11 +27,11 @@ def test_every_run_is_listed_newest_first_and_pinned_runs_show_side_by_side(ctx)
 
     history, runs, shown, pick = tab.pin_runs(history, [1, 2])
     assert runs == gr.skip() and shown.count('class="compare-run"') == 2, "the ticks stand as clicked"
-    assert shown.index("compare-run-1") < shown.index("compare-run-2"), "in the order they were made"
+    assert shown.index("compare-run-2") < shown.index("compare-run-1"), "newest first, as the list"
     assert shown.count("<img src=\"data:image/png;base64,") == 4, "each run's two images"
     assert "&lt;b&gt;white&lt;/b&gt;" in shown and "<b>white</b>" not in shown, "prompts are escaped"
     assert "<dt>w</dt><dd>0.5</dd>" in shown and "<dt>seed</dt><dd>9 (+1 per image)</dd>" in shown
-    assert [n for _, n in pick["choices"]] == [1, 2] and pick["value"] == 2
+    assert [n for _, n in pick["choices"]] == [2, 1] and pick["value"] == 2
 
     opened, switch = tab.open_run(history, 1)
     assert opened is first and switch.selected == "playback"

@@ -46,13 +46,15 @@ def test_generate_with_a_negative_prompt_carries_it_in_the_png_and_loads_it_back
 
 def test_the_playback_names_the_negative_panel_and_draws_the_cosine_to_it(ctx):
     *_, run = last(generate.generate(ctx, f"{ROSE}\n{DAISY}", 2.0, 3, "ddim", 7, 1, "red"))
-    _, _, frame, _, figure, _ = playback.show_playback(ctx, run)
+    _, _, frame, caption, figure, _ = playback.show_playback(ctx, run)
+    assert caption.endswith("x_t | x0 (guided) | x0 (conditional) | negative x0"), "the panels' names follow the run"
     names = [trace.name for trace in figure.data]
     assert "cosine to the negative prompt" in names and "eps negative" in names
     cosines = run.playback.extra_cosines["negative prompt"]
     assert cosines.shape == (3, 2) and np.isfinite(cosines).all()
     plain = last(generate.generate(ctx, ROSE, 2.0, 3, "ddim", 7, 1))[-1]
-    _, _, _, _, figure, _ = playback.show_playback(ctx, plain)
+    _, _, _, caption, figure, _ = playback.show_playback(ctx, plain)
+    assert caption.endswith("| x0 (unconditional)")
     assert not any("negative" in (trace.name or "") for trace in figure.data), "nothing new without a negative"
     assert plain.playback.panels(0)[3] == "x0 (unconditional)"
 
@@ -149,6 +151,19 @@ def test_word_importance_shades_each_word_and_returns_json_for_api_clients(ctx):
     assert len(figures["clip_score"]) == 3 and len(figures["images"]) == 4
     assert figures["images"][0].startswith("data:image/png;base64,")
     assert strip.size[0] >= 4 * 80 and seed == 4 and "| word dropped |" in status
+
+
+def test_a_strips_column_labels_stay_over_their_own_column():
+    from clipdiff.images import labelled_grid
+
+    frames = np.zeros((3, 8, 8, 3), dtype=np.uint8)
+    long = ["without chrysanthemum-like", "without " + "very " * 12 + "petals", "x"]
+    strip = np.asarray(labelled_grid(frames, rows=1, cols=3, col_labels=long, cell=80))
+    label = strip[:44]
+    for k in (0, 1):     # nothing of a label past its own cell: the gap to the next column stays white
+        right = 4 + k * 84 + 80
+        assert (label[:, right:right + 3] == 255).all(), f"label {k} runs into the next column"
+    assert (label[:, 4:4 + 80] < 128).any(axis=(0, 2)).sum() > 20, "the label is still drawn"
 
 
 def test_word_importance_caps_the_words_and_refuses_what_it_cannot_read(ctx):

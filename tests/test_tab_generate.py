@@ -35,6 +35,8 @@ def test_generate_streams_previews_then_pngs_that_carry_their_parameters(ctx):
     gallery, status, seed, run = updates[-1]
     assert status.startswith("Done: 4 image(s), seed 7, 4 ddim steps in ") and seed == 7
     params = [read_params(path) for path, _ in gallery]
+    size = Image.open(gallery[0][0]).height
+    assert preview[0][0].shape[:2] == (4 * size, 4 * 4 * size + 3 * 2), "4 images at 4x each: readable when shown"
     assert [(p["prompt"], p["seed"]) for p in params] == [(PROMPTS[0], 7), (PROMPTS[0], 8), (PROMPTS[1], 7),
                                                           (PROMPTS[1], 8)]
     assert all(p["w"] == 2.0 and p["steps"] == 4 and p["sampler"] == "ddim" for p in params)

@@ -9,7 +9,7 @@ gr = pytest.importorskip("gradio")
 from clipdiff import tour  # noqa: E402
 from clipdiff.app.tabs import generate  # noqa: E402
 from clipdiff.app.tabs import interpolate as tab  # noqa: E402
-from clipdiff.images import read_params  # noqa: E402
+from clipdiff.images import read_params, save_png  # noqa: E402
 from clipdiff.sampling import Sampling  # noqa: E402
 from clipdiff.testing import awkward_uploads  # noqa: E402
 
@@ -54,14 +54,20 @@ def test_variations_follow_an_uploaded_images_embedding(ctx, tmp_path):
     assert status == "Done: 3 variation(s)." and seed == 5 and seen.tobytes() == seen_first.tobytes()
     params = [read_params(path) for path, _ in gallery]
     assert [p["seed"] for p in params] == [5, 6, 7] and {p["conditioned_on"] for p in params} == {"embedding"}
+    assert gallery[0][1].startswith("variation of an uploaded image | w 1 | seed 5 |")
     with pytest.raises(gr.Error, match="image: expected an uploaded image file"):
         list(tab.vary(ctx, None, 3, 1.0, 5, 2, "ddim"))
 
 
-def test_the_tours_variations_start_from_the_generate_steps_first_image(ctx):
+def test_the_tours_variations_start_from_the_generate_steps_first_image(ctx, tmp_path):
     *_, run = list(generate.generate(ctx, ROSE, 2.0, 1, "ddim", 3, 2))[-1]
     path = tab.first_generated_image(ctx, run)
     assert read_params(path) == run.params[0]
+    assert tab.variation_of(path) == f"variation of a generated image ({ROSE!r}, seed 3)", "where it came from"
+    gallery, *_ = list(tab.vary(ctx, path, 1, 1.0, 5, 1, "ddim"))[-1]
+    assert gallery[0][1].startswith(f"variation of a generated image ({ROSE!r}, seed 3) | w 1 | seed 5 |")
+    long = save_png(Image.new("RGB", (32, 32)), tmp_path / "long.png", {"prompt": "a " + "very " * 12 + "long rose"})
+    assert tab.variation_of(str(long)) == "variation of a generated image ('a very very very very very ve...')"
     with pytest.raises(gr.Error, match="Generate an image first"):
         tab.first_generated_image(ctx, None)
 

@@ -31,6 +31,10 @@ def test_prompts_uploads_and_the_last_run_are_placed_on_the_atlas(ctx, tmp_path)
     assert list(mine.customdata) == [p["label"] for p in points[2:]], "the whole label on hover"
     assert set(figure.layout.meta["thumbnails"]) == set(mine.customdata), "and the picture"
     assert "thumbnail" not in points[2], "the JSON stays plain"
+    long = "a deep red rose flower with many petals"
+    figure, _ = tab.embed_map(ctx, "pca", long, None, False, False, None)
+    assert list(figure.data[-1].text) == ["a deep red rose flowe..."] and list(figure.data[-1].hovertext) == [long], \
+        "a cut label says so; the hover keeps the whole of it"
     _, quiet = tab.embed_map(ctx, "pca", "", None, False, False, run)
     assert quiet["points"] == []
 

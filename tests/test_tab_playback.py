@@ -33,6 +33,7 @@ def test_after_a_run_the_tab_shows_its_last_step_and_the_cosines(ctx, run):
     assert run.playback.cosines.shape == (STEPS, 2), "computed once the run is shown"
     assert [trace.name for trace in figure.data][:2] == [f"{PROMPTS[0]} (seed 5)", f"{PROMPTS[1]} (seed 5)"]
     assert [shape.x0 for shape in figure.layout.shapes] == [run.playback.timesteps[-1]] * 2, "the step, marked"
+    assert {trace.mode for trace in figure.data if trace.name.startswith("eps ")} == {"lines"}
     assert gif is None, "the previous run's GIF goes"
     assert tab.show_playback(ctx, None) == (gr.skip(),) * 6
 
@@ -43,6 +44,11 @@ def test_a_one_step_run_plays_back_as_one_frame(ctx):
     gr.Slider(step["minimum"], step["maximum"])       # a valid slider: Gradio refuses minimum == maximum
     assert step["visible"] is False and step["value"] == 1, "nothing to scrub: no slider"
     assert caption.startswith("Recorded step 1 of 1 (a one-step run: its only frame)")
+    eps = [trace for trace in figure.data if trace.name.startswith("eps ")]
+    assert eps and all("markers" in trace.mode for trace in eps), "one point makes no line: it gets a marker"
+    t = one.playback.timesteps[0]
+    for axis in (figure.layout.xaxis, figure.layout.xaxis2):
+        assert axis.range[0] > t and axis.range[1] < 0, "the whole way from above t down to 0, sampling left to right"
     assert tab.scrub(one, 0, 1)[0].tobytes() == frame.tobytes()
     assert list(tab.play(one, 0, 1, 30)) == [1]
 

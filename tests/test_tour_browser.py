@@ -40,6 +40,11 @@ def test_every_tour_button_lands_on_a_rendered_result(live_app, page, tmp_path):
         page.wait_for_function(f"({BUSY_JS})() === 0")        # the whole chain is over before the next click
         page.wait_for_function(f"sel => [...document.querySelectorAll(sel + ' :is({RENDERED})')]"
                                ".some(e => e.getBoundingClientRect().width > 0)", arg=selector)  # shown, not hidden
+        if run.tab == "playback":    # the landing leaves the image picker, Play, Pause and speed below the note
+            note = page.locator("#tour-note").bounding_box()
+            for control in ("#pb-sample", "#pb-play", "#pb-pause", "#pb-fps", "#pb-frame img"):
+                box = page.locator(control).bounding_box()
+                assert box["y"] >= note["y"] + note["height"] and box["y"] + box["height"] <= page.viewport_size["height"], control
         errors += [f"{name}: {t}" for t in page.locator(".toast-body.error").all_inner_texts()]
     page.screenshot(path=str(tmp_path / "last.png"), full_page=True)
     assert errors == []

@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 from ..atlas import Atlas
 from ..images import to_pil
 from ..playback import PlaybackRun
+from .inputs import shorten
 
 
 def playback_figure(run: PlaybackRun, sample: int, step: int | None = None) -> go.Figure:
@@ -25,10 +26,15 @@ def playback_figure(run: PlaybackRun, sample: int, step: int | None = None) -> g
             fig.add_trace(go.Scatter(x=t, y=run.cosines[:, i], mode="lines+markers", name=label,
                                      line={"width": 3 if i == sample else 1}, opacity=1 if i == sample else 0.35,
                                      legendgroup="cos"), row=1, col=1)
+    one = len(t) == 1              # a one-step run: a line needs two points, so its one point gets a marker
     for name, series in run.noise_norms(sample).items():
-        fig.add_trace(go.Scatter(x=t, y=series, mode="lines", name=f"eps {name}", legendgroup="eps"), row=2, col=1)
+        fig.add_trace(go.Scatter(x=t, y=series, mode="lines+markers" if one else "lines", name=f"eps {name}",
+                                 legendgroup="eps"), row=2, col=1)
     add_prompt_debugging(fig, run, sample)
     fig.update_xaxes(autorange="reversed", title_text="timestep t (sampling runs left to right)", row=2, col=1)
+    if one:   # plotly's autorange around one point is +-1.5 (400 .. 398.5): show the whole way down to t = 0
+        pad = 0.05 * (t[0] + 1)
+        fig.update_xaxes(autorange=False, range=[t[0] + pad, -pad])
     if step is not None and 0 <= step < len(t):
         fig.add_vline(x=t[step], line={"color": "black", "width": 1, "dash": "dot"}, row="all", col=1)
     fig.update_layout(height=560, margin={"l": 40, "r": 10, "t": 50, "b": 40},
@@ -71,7 +77,7 @@ def similarity_figure(texts: list[str], images: list[str], cosines, probs, softm
     the pointer on hover (clipdiff/app/page.py), so every column says which picture it is."""
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=(
         "raw cosine", f"softmax over {softmax_over} (x logit scale)"))
-    short = [t if len(t) <= 40 else t[:37] + "..." for t in texts]
+    short = [shorten(t, 40) for t in texts]
     for col, (z, scale) in enumerate(((cosines, "RdBu"), (probs, "Viridis")), start=1):
         fig.add_trace(go.Heatmap(z=z, x=images, y=short, colorscale=scale, texttemplate="%{z:.2f}",
                                  showscale=False, zmid=0 if col == 1 else None,
@@ -127,7 +133,7 @@ def map_figure(atlas: Atlas, method: str, show_texts: bool, live: list[dict]) ->
         if points:
             fig.add_trace(go.Scatter(
                 x=[p["x"] for p, _ in points], y=[p["y"] for p, _ in points], mode="markers+text",
-                name=f"your {modality}s", text=[p.get("short", p["label"][:24]) for p, _ in points],
+                name=f"your {modality}s", text=[p.get("short", shorten(p["label"], 24)) for p, _ in points],
                 textposition=[side for _, side in points], customdata=[p["label"] for p, _ in points],
                 hovertext=[p["label"] for p, _ in points], hoverinfo="text", textfont={"size": 11},
                 marker={"size": 14, "symbol": symbol, "color": "black" if modality == "text" else "crimson",

@@ -18,7 +18,16 @@ CSS = """
 .results .thumbnail-item { aspect-ratio: auto !important; height: auto !important; }
 .results .thumbnail-item img { object-fit: contain !important; width: 128px; height: 128px; margin: auto; }
 .results .thumbnail-item .caption-label { position: static !important; max-width: none !important;
-  white-space: normal !important; font-size: 11px; line-height: 1.25; }
+  white-space: normal !important; font-size: 11px; line-height: 1.25; opacity: 1 !important;
+  color: var(--body-text-color) !important; }
+/* a lone item (a preview while sampling or after Stop: one picture of every image) at its own size, at least the
+   results' 128 px, at most the column's width */
+.results .grid-container:has(> :only-child > .thumbnail-item) { grid-template-columns: minmax(136px, max-content)
+  !important; }
+.results .grid-container > :only-child > .thumbnail-item img { width: auto; height: auto; min-width: 128px;
+  max-width: 100%; }
+/* the playback's GIF box only once there is a GIF (or one is being made) */
+#pb-gif:not(:has(.file-preview)):not(:has(.generating)):not(:has(.pending)) { display: none !important; }
 #clipdiff-thumb { position: fixed; z-index: 1000; pointer-events: none; width: 128px; height: 128px;
   image-rendering: pixelated; border: 2px solid #333; background: white; display: none; }
 /* the tour's note stays in view while the attendee scrolls to the result it explains (Gradio's container clips
@@ -65,16 +74,36 @@ JS = """() => {
   tip.id = 'clipdiff-thumb';
   document.body.appendChild(tip);
   const hide = () => { tip.style.display = 'none'; };
+  // The thumbnail never covers plotly's hover label nor the pointer: above the two of them, or below where the
+  // window's top (or the plot's, near the top edge) leaves no room, or beside them where neither fits.
+  const place = (gd, x, y) => {
+    const size = 132, gap = 8;
+    let left = x, right = x, top = y, bottom = y;
+    gd.querySelectorAll('.hoverlayer .hovertext').forEach((label) => {
+      const r = label.getBoundingClientRect();
+      left = Math.min(left, r.left); right = Math.max(right, r.right);
+      top = Math.min(top, r.top); bottom = Math.max(bottom, r.bottom);
+    });
+    const clampX = (v) => Math.max(4, Math.min(v, window.innerWidth - size - 4));
+    let tx = clampX(x - size / 2), ty;
+    if (top - gap - size >= 4) ty = top - gap - size;
+    else if (bottom + gap + size <= window.innerHeight - 4) ty = bottom + gap;
+    else {
+      ty = Math.max(4, Math.min(y - size / 2, window.innerHeight - size - 4));
+      tx = right + gap + size <= window.innerWidth - 4 ? right + gap : Math.max(4, left - gap - size);
+    }
+    tip.style.left = tx + 'px';
+    tip.style.top = ty + 'px';
+  };
   const show = (gd, ev) => {
     const thumbs = gd.layout && gd.layout.meta && gd.layout.meta.thumbnails;
     const pt = ev.points && ev.points[0];
     const src = thumbs && pt && (thumbs[pt.customdata] || thumbs[pt.x]);
     if (!src) return hide();
     tip.src = src;
-    const x = ev.event.clientX, y = ev.event.clientY;
-    tip.style.left = (x + 150 > window.innerWidth ? x - 146 : x + 16) + 'px';
-    tip.style.top = Math.max(4, y - 140) + 'px';
     tip.style.display = 'block';
+    place(gd, ev.event.clientX, ev.event.clientY);
+    requestAnimationFrame(() => place(gd, ev.event.clientX, ev.event.clientY));   // once plotly's label is drawn
   };
   const seen = new WeakSet();
   const watch = () => document.querySelectorAll('.js-plotly-plot').forEach((gd) => {

@@ -10,13 +10,13 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from ..caveats import caveat, noise_scores
+from ..caveats import caveat, noise_note, noise_scores
 from ..images import labelled_grid, save_png, to_pil
 from ..pipeline import ClipDiffusionPipeline, Job
 from ..sampling import Frames, Sampling, from_uint8, stream
 from ..similarity import clip_score
 from .context import Context
-from .limits import STREAM_SCALE
+from .limits import PREVIEW_SCALE, STREAM_SCALE
 
 
 def sample(ctx: Context, pipe: ClipDiffusionPipeline, jobs: list[Job], s: Sampling,
@@ -50,8 +50,11 @@ def preview_grid(frames: np.ndarray, cols: int | None = None, scale: int = STREA
 
 
 def preview_gallery(frames: Frames) -> list:
-    """The gallery while sampling: one picture holding every image's current x0 (row-major, as the final PNGs)."""
-    return [(preview_grid(frames.images),
+    """The gallery while sampling: one picture holding every image's current x0 (row-major, as the final PNGs),
+    shown at its own size (CSS in page.py): up to 4 images at the results' 128 px each, more at half that, so a
+    preview stays one small file."""
+    scale = PREVIEW_SCALE if len(frames.images) <= 4 else STREAM_SCALE
+    return [(preview_grid(frames.images, scale=scale),
              f"step {frames.step} of {frames.total}: the {len(frames.images)} image(s) as they look now")]
 
 
@@ -80,7 +83,7 @@ def save_results(ctx: Context, pipe: ClipDiffusionPipeline, images: np.ndarray, 
         p["clip_score"] = round(score, 2)
         path = save_png(to_pil(image), ctx.outputs.path(".png", file_name(job.text, job.w, job.seed)), p)
         unreliable = " UNRELIABLE" if caveat(s.steps, s.sampler, job.w) else ""
-        gallery.append((str(path), f"{caption(job, score)} (noise {baseline:.0f}){unreliable}"))
+        gallery.append((str(path), f"{caption(job, score)} ({noise_note(baseline)}){unreliable}"))
         params.append(p)
     return gallery, params, scores
 

@@ -22,10 +22,10 @@ def view(history: History) -> tuple[dict, str, dict]:
     """The list (pinned ones ticked), the pinned runs side by side, and the runs that can be played back."""
     newest_first = history.entries[::-1]
     runs = gr.update(choices=[(e.label, e.number) for e in newest_first], value=[e.number for e in history.pinned])
-    pinned = history.pinned
+    pinned = history.pinned[::-1]     # newest first, as the list: the newest on the left
     shown = side_by_side(pinned) if pinned else NOTHING_PINNED
     playable = [(e.label, e.number) for e in pinned if e.run.playback.records]
-    pick = gr.update(choices=playable, value=playable[-1][1] if playable else None)
+    pick = gr.update(choices=playable, value=playable[0][1] if playable else None)
     return runs, shown, pick
 
 
@@ -71,7 +71,7 @@ class CompareTab:
 def build(ctx: Context) -> CompareTab:
     with gr.Tab("Compare runs", id="compare"):
         gr.Markdown(HINT)
-        runs = gr.CheckboxGroup(choices=[], label="runs in this session, newest first (tick to pin)", elem_id="runs")
+        runs = gr.CheckboxGroup(choices=[], label="runs in this session, newest first (tick to pin; shown below newest first too)", elem_id="runs")
         shown = gr.HTML(NOTHING_PINNED, elem_id="compare")
         with gr.Row(equal_height=True):
             pick = gr.Dropdown(choices=[], label="a pinned run", scale=4, elem_id="compare-pick")

@@ -188,8 +188,9 @@ def build(ctx: Context) -> DebugTab:
             words_stop = gr.Button("Stop", variant="stop")
         words = gr.HighlightedText(label="the prompt, each word shaded by its effect on the embedding",
                                    show_legend=False, elem_id="wi-words")
-        words_strip = gr.Image(label="all words, then without each word (same seed)", type="pil", format="png",
-                               elem_id="wi-strip")
+        # the strip names its columns itself: no label badge or toolbar over the first and last of them
+        words_strip = gr.Image(label="all words, then without each word (same seed)", show_label=False, buttons=[],
+                               type="pil", format="png", interactive=False, elem_id="wi-strip")
         words_status = gr.Markdown(elem_id="wi-status")
         with gr.Accordion("as JSON (for API clients)", open=False):
             words_json = gr.JSON(label="words, text_cosine, clip_score, images")

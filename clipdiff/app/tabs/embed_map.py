@@ -12,7 +12,7 @@ from ...pipeline import REFERENCE_PROMPTS
 from ..context import Context
 from ..errors import answers_clearly
 from ..figures import map_figure, thumbnail
-from ..inputs import Checked, uploads_and_generated
+from ..inputs import Checked, shorten, uploads_and_generated
 from ..limits import MAX_PROMPTS
 from ..page import scroll_to
 from ..wiring import PRIVATE, Call, Shared, bind
@@ -38,7 +38,8 @@ def embed_map(ctx: Context, method, prompts_text, files, include_generated, show
                      for label, (x, y) in zip(labels, xy)]
     pictures = dict(zip(names, images))
     for p in live:     # on the map: a short text, the whole label and the picture on hover
-        short = p["label"].split(":")[0].replace("generated", "gen") if p["modality"] == "image" else p["label"][:24]
+        short = p["label"].split(":")[0].replace("generated", "gen") if p["modality"] == "image" else \
+            shorten(p["label"], 24)
         shown.append({**p, "short": short, **({"thumbnail": thumbnail(pictures[p["label"]])}
                                                if p["modality"] == "image" else {})})
     figure = map_figure(atlas, method, checked.flag(show_texts, "show texts"), shown)

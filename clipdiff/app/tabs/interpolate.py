@@ -5,17 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import gradio as gr
+from PIL import Image
 
 from ... import tour
 from ...encoders import pil_to_tensor01
-from ...images import save_png, to_pil
+from ...images import read_params, save_png, to_pil
 from ...interpolate import mix, slerp_path
 from ...pipeline import REFERENCE_PROMPTS, Job
 from ...sampling import to_uint8
 from ..context import Context
 from ..controls import SamplingControls, negative_box
 from ..errors import answers_clearly, one_per_session
-from ..inputs import Checked, open_upload, shorten
+from ..inputs import Checked, open_upload, shorten, upload_path
 from ..limits import (INTERPOLATION_POINTS, INTERPOLATION_POINTS_DEFAULT, MAX_IMAGES_PER_PROMPT, MIX_WEIGHT_DEFAULT,
                       PREVIEW_SCALE, VARIATIONS_DEFAULT)
 from ..page import scroll_to
@@ -82,8 +83,7 @@ def vary(ctx: Context, file, count, w, seed, steps, sampler, negative_prompt="")
     emb = pipe.encoder.encode_image([image])[0]
     seen = to_pil(to_uint8(pil_to_tensor01([image], pipe.encoder.image_size) * 2 - 1)[0], PREVIEW_SCALE)
     negative = checked.negative(negative_prompt)
-    jobs = [Job("variation of an uploaded image", s.w, s.seed + k, embedding=emb, negative=negative)
-            for k in range(n)]
+    jobs = [Job(variation_of(file), s.w, s.seed + k, embedding=emb, negative=negative) for k in range(n)]
     s = checked.budget(s, len(jobs))
     seen_sent = False
     for frames in sample(ctx, pipe, jobs, s):
@@ -94,6 +94,20 @@ def vary(ctx: Context, file, count, w, seed, steps, sampler, negative_prompt="")
         else:
             gallery, _, _ = save_results(ctx, pipe, frames.images, jobs, s)
             yield gallery, seen, checked.status(f"Done: {n} variation(s)."), s.seed
+
+
+def variation_of(file) -> str:
+    """What the variations' captions say they vary: a clipdiff PNG (the tour's: the last Generate run's first image)
+    by its prompt and seed, short enough for the caption's w and seed to follow; any other picture as uploaded."""
+    params = {}
+    if upload_path(file) is not None:
+        with Image.open(upload_path(file)) as im:       # open_upload has checked that it is a picture
+            params = read_params(im) or {}
+    prompt = params.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return "variation of an uploaded image"
+    seed = f", seed {params['seed']}" if isinstance(params.get("seed"), int) else ""
+    return f"variation of a generated image ({shorten(prompt.strip(), 32)!r}{seed})"
 
 
 @answers_clearly
@@ -165,8 +179,8 @@ def build(ctx: Context) -> InterpolateTab:
             vary_button = gr.Button("Vary", variant="primary")
             vary_stop = gr.Button("Stop", variant="stop")
         vary_status = gr.Markdown()
-        gallery = gr.Gallery(label="variations", columns=4, height="auto", format="png", elem_id="va-gallery",
-                             elem_classes=["pixelated"])
+        gallery = gr.Gallery(label="variations", columns=4, height="auto", object_fit="contain", format="png",
+                             elem_id="va-gallery", elem_classes=["pixelated", "results"])   # sized as Generate's
     return InterpolateTab(a, b, points, sampling, go, stop, status, strip_image, weight, mix_button, mix_status,
                           mix_strip, file, seen, count, vary_sampling, vary_button, vary_stop, vary_status, gallery,
                           negative, vary_negative)

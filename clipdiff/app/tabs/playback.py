@@ -43,7 +43,8 @@ def step_caption(pb: PlaybackRun, step: int, sample: int) -> str:
     """step: 0-based; the caption, like the slider, counts from 1."""
     cos = f", cosine to the prompt {pb.cosines[step, sample]:.3f}" if pb.cosines is not None else ""
     only = " (a one-step run: its only frame)" if len(pb.records) == 1 else ""
-    return f"Recorded step {step + 1} of {len(pb.records)}{only}: timestep t = {pb.records[step].timestep}{cos}"
+    return (f"Recorded step {step + 1} of {len(pb.records)}{only}: timestep t = {pb.records[step].timestep}{cos}"
+            f"  \nPanels, left to right: {' | '.join(pb.panels(sample))}")
 
 
 def playback_position(run, sample, step) -> tuple[PlaybackRun, int, int]:
@@ -117,7 +118,7 @@ def build(ctx: Context) -> PlaybackTab:
     with gr.Tab("Denoising playback", id="playback"):
         gr.Markdown("Generate first; every step of the last run is recorded. Scrubbing shows recorded "
                     "frames, nothing is recomputed.")
-        with gr.Row(equal_height=False):
+        with gr.Row(equal_height=False, elem_id="pb-controls"):      # where a tour's landing puts the page
             sample = gr.Dropdown(choices=[], label="image", type="value", allow_custom_value=True,
                                  elem_id="pb-sample", scale=3)
             play_button = gr.Button("Play", elem_id="pb-play", scale=1, min_width=80)
@@ -130,8 +131,10 @@ def build(ctx: Context) -> PlaybackTab:
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=400):
                 caption = gr.Markdown(elem_id="pb-caption")
-                frame = gr.Image(label="x_t | guided x0 | conditional x0 | unconditional x0", type="pil",
-                                 format="png", elem_id="pb-frame", elem_classes=["pixelated"])
+                # the picture names its own panels (and the caption above lists them, negative x0 included): no
+                # label badge or toolbar over those titles
+                frame = gr.Image(label="recorded frame", show_label=False, buttons=[], type="pil", format="png",
+                                 interactive=False, elem_id="pb-frame", elem_classes=["pixelated"])
                 file = gr.File(label="GIF", elem_id="pb-gif", height=90)
             with gr.Column(scale=6, min_width=400):
                 plot = gr.Plot(show_label=False, elem_id="pb-plot")   # the figure has its own titles: no label

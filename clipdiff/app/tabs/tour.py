@@ -113,8 +113,9 @@ def setter(tab_switcher: gr.Tabs, note: TourNote, experiment: tour.Experiment, r
     return set_up_run
 
 
-# where each kind of run shows its result: the page scrolls there, under the note, once the button has landed
-RESULTS = {tour.Generate: "#gallery", tour.Playback: "#pb-frame", tour.Sweep: "#sweep-grid",
+# where each kind of run shows its result: the page scrolls there, under the note, once the button has landed (the
+# playback: its controls, the picture under them)
+RESULTS = {tour.Generate: "#gallery", tour.Playback: "#pb-controls", tour.Sweep: "#sweep-grid",
            tour.Similarity: "#similarity-plot", tour.Map: "#map-plot", tour.Interpolate: "#ip-strip",
            tour.Mix: "#mix-strip", tour.Vary: "#va-gallery", tour.PromptEdit: "#pe-strip", tour.Words: "#wi-strip"}
 

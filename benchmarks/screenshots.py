@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from clipdiff import tour  # noqa: E402
-from clipdiff.testing.browser import LAPTOP, chromium_page, error_marks, in_view, set_number, wait_for_text  # noqa: E402
+from clipdiff.testing.browser import (LAPTOP, chromium_page, error_marks, in_view, open_tab, pin_runs,  # noqa: E402
+                                     set_number, wait_for_text)
 from clipdiff.testing.live import app_in_this_process  # noqa: E402
 
 SHOT_TIMEOUT_MS = 300_000          # one wait of one shot: a busy 2-core machine samples slowly
@@ -68,11 +69,6 @@ def open_app(page, url: str) -> None:
     page.goto(url)
     page.get_by_role("tab", name="Tour", selected=True).wait_for()
     page.wait_for_function(BUSY_JS)
-
-
-def open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name, exact=True).click()
-    page.get_by_role("tab", name=name, exact=True, selected=True).wait_for()
 
 
 def images_loaded(page, selector: str) -> None:
@@ -263,12 +259,7 @@ def compare_tab(page, url):
     open_app(page, url)
     generate(page, "A deep red rose flower")
     generate(page, "A round white daisy with a yellow center")
-    open_tab(page, "Compare runs")
-    page.wait_for_function("() => document.querySelectorAll('#runs input[type=checkbox]').length === 2")
-    boxes = page.locator("#runs input[type=checkbox]")
-    boxes.nth(0).check()
-    boxes.nth(1).check()
-    page.wait_for_function("() => document.querySelectorAll('.compare-run').length === 2")
+    pin_runs(page, 2)
     images_loaded(page, ".compare-run img")
     settled(page)
     top_at(page, "#runs")

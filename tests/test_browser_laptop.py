@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from clipdiff.testing.browser import error_marks, in_view, set_number, wait_for_text
+from clipdiff.testing.browser import error_marks, in_view, open_tab, pin_runs, set_number, wait_for_text
 
 STATUS_HAS = "([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)"
-
-
-def open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name, exact=True).click()
-    page.get_by_role("tab", name=name, exact=True, selected=True).wait_for()
 
 
 def generate(page, prompt: str | None = None, steps: int | None = None, keyboard: bool = False) -> None:
@@ -101,13 +96,7 @@ def test_two_pinned_runs_show_side_by_side_and_play_back(live_app, laptop):
     laptop.goto(live_app.url)
     generate(laptop, "A deep red rose flower")
     generate(laptop, "A white daisy", keyboard=True)          # Ctrl+Enter in the prompt box runs Generate
-    open_tab(laptop, "Compare runs")
-    # the list grows after the status says Done (the run is listed once it has played back): wait for both
-    laptop.wait_for_function("() => document.querySelectorAll('#runs input[type=checkbox]').length === 2")
-    boxes = laptop.locator("#runs input[type=checkbox]")
-    boxes.nth(0).check()
-    boxes.nth(1).check()
-    laptop.wait_for_function("() => document.querySelectorAll('.compare-run').length === 2")
+    pin_runs(laptop, 2)
     first, second = (laptop.locator(".compare-run").nth(k).bounding_box() for k in (0, 1))
     assert abs(first["y"] - second["y"]) < 2 and first["x"] + first["width"] <= second["x"], "side by side"
     assert second["x"] + second["width"] <= laptop.viewport_size["width"]

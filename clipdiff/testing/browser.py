@@ -57,3 +57,20 @@ def set_number(page, label: str, value) -> None:
     box = page.locator(f"input[aria-label='number input for {label}']:visible")
     box.fill(str(value))
     box.press("Enter")
+
+
+def open_tab(page, name: str) -> None:
+    """Click a tab by its name and wait until it is the selected one."""
+    page.get_by_role("tab", name=name, exact=True).click()
+    page.get_by_role("tab", name=name, exact=True, selected=True).wait_for()
+
+
+def pin_runs(page, count: int) -> None:
+    """In the Compare runs tab: wait until `count` runs are listed (a run is listed once its follow-ups are done,
+    after its status says Done), tick the first `count`, and wait until they are shown side by side."""
+    open_tab(page, "Compare runs")
+    page.wait_for_function("(n) => document.querySelectorAll('#runs input[type=checkbox]').length === n", arg=count)
+    boxes = page.locator("#runs input[type=checkbox]")
+    for k in range(count):
+        boxes.nth(k).check()
+    page.wait_for_function("(n) => document.querySelectorAll('.compare-run').length === n", arg=count)

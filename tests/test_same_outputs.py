@@ -6,7 +6,12 @@ the same pictures, numbers, texts and endpoint signatures. The pins were recorde
 and must not be rewritten to make a change pass: a difference here is a change of behaviour for API clients.
 Pictures are compared within two levels per channel and numbers within their printed precision, so another CPU's
 floating-point rounding does not count as a change. What an old client cannot notice is not a change: a new endpoint,
-or a new input after a pinned endpoint's inputs that has a default (positional calls still mean what they meant)."""
+or a new input after a pinned endpoint's inputs that has a default (positional calls still mean what they meant).
+
+Re-recorded once, for issue 16's deliberate changes and nothing else: image names say prompt and seed
+("generated 1: A deep red rose flower (seed 7)") in the map, the heatmap and the nearest-neighbour table; the heatmap
+and the map carry thumbnails (layout images, customdata); captions and statuses flag CLIP scores within the noise
+floor; the streamed preview is drawn at twice the size. Labels, endpoint names and inputs did not change."""
 from __future__ import annotations
 
 import base64

@@ -70,7 +70,7 @@ def build(ctx: Context) -> MapTab:
             texts = gr.Checkbox(True, label="show atlas texts")
             generated = gr.Checkbox(True, label="place my generated images")
         with gr.Row():
-            prompts = gr.Textbox(label="Prompts to place (one per line; Ctrl+Enter draws)", lines=3,
+            prompts = gr.Textbox(label="Prompts to place (one per line)", info="Ctrl+Enter draws the map", lines=3,
                                  value="\n".join(REFERENCE_PROMPTS), elem_id="map-prompts")
             files = gr.File(label="Images to place", file_count="multiple", file_types=["image"], type="filepath")
         go = gr.Button("Draw map", variant="primary")

@@ -253,9 +253,10 @@ def build(ctx: Context) -> GenerateTab:
     with gr.Tab("Generate", id="generate"):
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=400):
-                prompts = gr.Textbox(label="Prompts (one per line; Ctrl+Enter generates)", lines=3,
+                prompts = gr.Textbox(label="Prompts (one per line)", lines=3,
                                      max_length=MAX_TEXT_CHARS, value=REFERENCE_PROMPTS[2], elem_id="prompts",
-                                     info="[from:to:when] switches prompts part way, e.g. [a daisy:a sunflower:0.5]")
+                                     info="Ctrl+Enter generates; [from:to:when] switches prompts part way, e.g. "
+                                          "[a daisy:a sunflower:0.5]")
                 negative = negative_box(elem_id="negative")
                 with gr.Row():
                     go = gr.Button("Generate", variant="primary", elem_id="generate")

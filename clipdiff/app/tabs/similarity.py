@@ -87,7 +87,7 @@ class SimilarityTab:
 def build(ctx: Context) -> SimilarityTab:
     with gr.Tab("Similarity", id="similarity"):
         with gr.Row():
-            texts = gr.Textbox(label="Texts (one per line; Ctrl+Enter compares)", lines=4,
+            texts = gr.Textbox(label="Texts (one per line)", info="Ctrl+Enter compares", lines=4,
                                value="\n".join(REFERENCE_PROMPTS), elem_id="similarity-texts")
             with gr.Column():
                 files = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath")

@@ -63,7 +63,7 @@ def build(ctx: Context) -> SweepTab:
     with gr.Tab("Guidance sweep", id="sweep"):
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=380):      # what you ask; the grid beside it
-                prompts = gr.Textbox(label="Prompts (columns; Ctrl+Enter runs the sweep)", lines=3,
+                prompts = gr.Textbox(label="Prompts (columns)", info="Ctrl+Enter runs the sweep", lines=3,
                                      value="\n".join(REFERENCE_PROMPTS), elem_id="sweep-prompts")
                 with gr.Row():
                     go = gr.Button("Run sweep", variant="primary", elem_id="sweep")

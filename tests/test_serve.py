@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -310,6 +311,40 @@ def test_in_flight_lets_exactly_one_of_many_simultaneous_clicks_through():
     for t in threads:
         t.join()
     assert sorted(results) == ["ran"] + ["refused"] * 7
+
+
+def test_waiting_until_a_session_is_free_ends_when_its_run_closes():
+    guard, answers = InFlight(), []
+    assert guard.wait_until_free("a", timeout=0) and guard.wait_until_free(None, timeout=0), "nothing running"
+    run = guard.stream("a", iter([1, 2]))
+    next(run)
+    assert not guard.wait_until_free("a", timeout=0), "a run in flight: not free"
+    waiter = threading.Thread(target=lambda: answers.append(guard.wait_until_free("a", timeout=60)))
+    waiter.start()
+    run.close()                                     # Stop: Gradio closes the run's generator
+    waiter.join()
+    assert answers == [True]
+
+
+def test_stops_answer_comes_after_the_cancelled_run_has_closed():
+    """Stop's handler and Gradio's cancel run side by side: the handler must answer only once the run is closed,
+    or a preview the run yielded just before Stop lands after "Stopped at step k" (issue 16)."""
+    from clipdiff.app.errors import after_run_closes
+
+    ctx, seen = SimpleNamespace(in_flight=InFlight()), []
+    handler = after_run_closes(lambda status: seen.append(ctx.in_flight.running("s")) or f"stopped after {status}")
+    run = ctx.in_flight.stream("s", iter([1, 2]))
+    next(run)
+    answer = []
+    stop = threading.Thread(target=lambda: answer.append(handler(ctx, "step 1", request=SimpleNamespace(
+        session_hash="s"))))
+    stop.start()
+    stop.join(timeout=0.2)
+    assert stop.is_alive() and not seen, "still waiting while the run is in flight"
+    run.close()
+    stop.join()
+    assert seen == [False] and answer == ["stopped after step 1"]
+    assert handler(ctx, "step 2") == "stopped after step 2", "a direct call (no request) does not wait"
 
 
 class GatedBackend(LocalBackend):

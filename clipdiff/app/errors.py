@@ -73,3 +73,30 @@ def one_per_session(fn):
     guarded.__signature__ = with_request
     guarded.__annotations__ = {**fn.__annotations__, "request": gr.Request}
     return guarded
+
+
+# A cancelled run closes within one sampler step (its generator is closed once the step in progress returns);
+# longer than any step here, short enough that a stuck run cannot hold Stop's answer for long.
+STOP_WAIT_S = 5.0
+
+
+def after_run_closes(fn):
+    """Stop's handler fn(...) as fn(ctx, ..., request): it answers once the session's cancelled run has closed
+    (ctx.in_flight frees the session), so no preview that run yielded just before Stop can land after the answer
+    and put "Sampling: step k of n" back. Stop's click and its cancel run side by side in Gradio; this orders them.
+    A direct call (no request) does not wait."""
+    signature = inspect.signature(fn)
+    with_ctx_request = signature.replace(parameters=[
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD), *signature.parameters.values(),
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)])
+
+    @functools.wraps(fn)
+    def waiting(*args, **kwargs):
+        bound = with_ctx_request.bind(*args, **kwargs)
+        request = bound.arguments.pop("request", None)
+        ctx = bound.args[0]
+        ctx.in_flight.wait_until_free(getattr(request, "session_hash", None), STOP_WAIT_S)
+        return fn(*bound.args[1:], **bound.kwargs)
+    waiting.__signature__ = with_ctx_request
+    waiting.__annotations__ = {**fn.__annotations__, "request": gr.Request}
+    return waiting

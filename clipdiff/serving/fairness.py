@@ -28,7 +28,7 @@ class InFlight:
     """Which sessions have a generation running. Thread-safe: Gradio runs handlers in worker threads."""
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._running: set[str] = set()
 
     def acquire(self, session: str) -> None:
@@ -40,6 +40,14 @@ class InFlight:
     def release(self, session: str) -> None:
         with self._lock:
             self._running.discard(session)
+            self._lock.notify_all()
+
+    def wait_until_free(self, session: str | None, timeout: float) -> bool:
+        """Block until session has no generation in flight (or timeout seconds pass); True when it has none."""
+        if session is None:
+            return True
+        with self._lock:
+            return self._lock.wait_for(lambda: session not in self._running, timeout)
 
     def running(self, session: str) -> bool:
         with self._lock:

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clipdiff.images import _font, labelled_grid  # noqa: E402
+from clipdiff.images import label_font, labelled_grid  # noqa: E402
 from clipdiff.pipeline import REFERENCE_PROMPTS, ClipDiffusionPipeline, images_per_prompt  # noqa: E402
 from clipdiff.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, to_uint8  # noqa: E402
 
@@ -46,7 +46,7 @@ def main(argv=None) -> None:
         titled = Image.new("RGB", (grid.width, grid.height + 24), "white")
         titled.paste(grid, (0, 24))
         ImageDraw.Draw(titled).text((8, 4), f"{label}: w = {args.w:g}, {DEFAULT_STEPS} {DEFAULT_SAMPLER} steps",
-                                    fill="black", font=_font(14))
+                                    fill="black", font=label_font(14))
         panels.append(np.asarray(titled))
     height = max(p.shape[0] for p in panels)
     row = np.concatenate([np.pad(p, ((0, height - p.shape[0]), (0, 16), (0, 0)), constant_values=255)

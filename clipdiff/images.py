@@ -73,7 +73,8 @@ def read_params(image: Image.Image | str | Path) -> dict | None:
     return params if isinstance(params, dict) else None
 
 
-def _font(size: int):
+def label_font(size: int):
+    """Pillow's own font at size px, for the labels drawn on grids and strips."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has one bitmap size
@@ -109,7 +110,7 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, max_lines: int
 def labelled_grid(frames: np.ndarray, rows: int, cols: int, row_labels: list[str] | None = None,
                   col_labels: list[str] | None = None, cell: int = 96, pad: int = 4) -> Image.Image:
     """frames (rows * cols, H, W, 3) in row-major order -> one picture with row and column labels."""
-    font = _font(12)
+    font = label_font(12)
     left = 64 if row_labels else 0
     top = 44 if col_labels else 0
     canvas = Image.new("RGB", (left + cols * (cell + pad) + pad, top + rows * (cell + pad) + pad), "white")

@@ -227,6 +227,9 @@ def test_lr_factor_warms_up_then_decays_to_the_floor():
     assert lr_factor(100, 4, 100) == pytest.approx(0.1) and lr_factor(500, 4, 100) == pytest.approx(0.1)
     factors = [lr_factor(s, 4, 100) for s in range(4, 101)]
     assert all(a >= b for a, b in zip(factors, factors[1:]))
+    # a time-boxed run (its schedule position runs ahead of its steps) still warms up, then decays by position
+    assert lr_factor(0, 4, 100, position=90) == 0.25 and lr_factor(3, 4, 100, position=95) == 1.0
+    assert lr_factor(5, 4, 100, position=100) == pytest.approx(0.1)
 
 
 def test_every_default_is_a_flag():

@@ -72,11 +72,14 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     return order[k * batch_size:(k + 1) * batch_size]
 
 
-def lr_factor(step: int, warmup: int, total: int, floor: float = 0.1) -> float:
-    """Linear warm-up, then cosine decay to floor x the base rate."""
+def lr_factor(step: int, warmup: int, total: int, floor: float = 0.1, position: int | None = None) -> float:
+    """Linear warm-up over the first `warmup` steps, then cosine decay to floor x the base rate. The decay follows
+    position (default: the step; a time-boxed run's place in its schedule, `schedule_position`), the warm-up always
+    the step: a time-boxed run with a large --max-steps would otherwise skip its warm-up."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    position = step if position is None else max(position, step)
+    progress = min((position - warmup) / max(total - warmup, 1), 1.0)
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

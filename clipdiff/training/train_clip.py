@@ -153,7 +153,7 @@ def train(args) -> Path:
         texts = tokenizer(pick_captions(ds, idx, args.species_caption_prob, gen),
                           context_length=args.context_length).to(device)
         position = schedule_position(step, timer.seconds, args.max_steps, args.max_seconds)
-        lr = args.lr * lr_factor(position, args.warmup_steps, args.max_steps)
+        lr = args.lr * lr_factor(step, args.warmup_steps, args.max_steps, position=position)
         set_lr(optimizer, lr)
         with autocast(device, args.precision):
             outputs = model(images, texts)

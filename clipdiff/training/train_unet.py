@@ -200,7 +200,7 @@ def train(args) -> Path:
         noise = torch.randn(x0.shape, generator=gen)
         x_t = noise_scheduler.add_noise(x0, noise, t)
         position = schedule_position(step, timer.seconds, args.max_steps, args.max_seconds)
-        lr = args.lr * lr_factor(position, args.warmup_steps, args.max_steps)
+        lr = args.lr * lr_factor(step, args.warmup_steps, args.max_steps, position=position)
         set_lr(optimizer, lr)
         t, noise = t.to(dev), noise.to(dev)
         with autocast(dev, args.precision):

@@ -64,6 +64,17 @@ def test_after_stop_the_page_says_the_run_stopped(live_app, laptop):
     assert "of 400" in laptop.inner_text("#status") and error_marks(laptop) == 0
 
 
+def test_stop_in_the_sweep_says_where_it_stopped(live_app, laptop):
+    laptop.goto(live_app.url)
+    open_tab(laptop, "Guidance sweep")
+    set_number(laptop, "steps", 400)
+    laptop.click("#sweep")
+    wait_for_text(laptop, "#sweep-status", ": step")
+    laptop.click("#sweep-stop")
+    wait_for_text(laptop, "#sweep-status", "Stopped at step")
+    assert error_marks(laptop) == 0
+
+
 def test_an_empty_prompt_is_refused_without_leaving_error_marks(live_app, laptop):
     laptop.goto(live_app.url)
     open_tab(laptop, "Generate")

@@ -111,11 +111,11 @@ def plot(entries: list[dict], png: Path, long_runs: dict[str, Path]) -> None:
             if e["kind"] == kind:
                 ax.plot([r["images_seen"] for r in e["curve"]], [r[key] for r in e["curve"]], marker="o", ms=3,
                         lw=1, label=e["recipe"])
-        for label, path in long_runs.items():
+        for i, (label, path) in enumerate(long_runs.items()):    # long runs in black, told apart by their dashes
             curve = rows(Path(path))
             if curve and key in curve[0] and label.startswith(kind):
                 ax.plot([r["images_seen"] for r in curve], [r[key] for r in curve], color="black", lw=2.2,
-                        marker="s", ms=4, label=label)
+                        ls=("-", "--", ":")[i % 3], marker="s", ms=4, label=label)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("images seen")
         ax.grid(alpha=0.3)

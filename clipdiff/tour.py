@@ -172,19 +172,19 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "cosine", "Cosine similarity: prompts against pictures",
         "CLIP turns a prompt and a picture into 256 numbers each, and the cosine of the angle between the two "
         "vectors says how well they match. Even right pairs stay far from 1, because texts and images sit in "
-        "different regions of the sphere: over the atlas, a photo and its species prompt score 0.63 on average "
-        "(wrong pairs 0.06) with our CLIP, and only about 0.3 with OpenAI's big ones. What counts is the ranking: "
+        "different regions of the sphere: over the atlas, a photo and its species prompt score 0.58 on average "
+        "(wrong pairs 0.03) with our CLIP, and only about 0.3 with OpenAI's big ones. What counts is the ranking: "
         "the softmax over candidates (scaled by the learned temperature) turns small differences into confident "
-        "choices, and our small CLIP puts the right one of 102 species first for 54% of held-out photos.",
+        "choices, and our small CLIP puts the right one of 102 species first for 67% of held-out photos.",
         (run(generate=Generate(REFERENCE_PROMPTS), then=Similarity(REFERENCE_PROMPTS + ("A purple elephant",))),)),
     Experiment(
         "shared-space", "One space for texts and images",
         "The map shows 12,506 flower photos and about 1,600 texts (species prompts and captions) as our CLIP embeds "
-        "them, squeezed to 2-D. In the raw view images and texts form separate islands although they share one "
-        "space: that is the *modality gap*, and your prompts (stars) land among the texts, not among the photos "
-        "they describe. Centring subtracts each modality's mean direction, the constant part of the gap: with a big "
-        "CLIP that folds the islands together, but with our small, briefly trained one the texts stay an island of "
-        "their own, so the gap here is more than an offset (try *pca* for a linear view).",
+        "them, squeezed to 2-D. They share one space but not one region: the texts gather in clumps of their own "
+        "among the photos (the *modality gap*), and your prompts (stars) land among the texts rather than on the "
+        "photos they describe. The five flowers5 species stand apart as tight islands, each with its species "
+        "prompt inside. Centring subtracts each modality's mean direction, the constant part of the gap: watch how "
+        "far the texts and your stars move (try *pca* for a linear view).",
         (run("Raw view: the gap", then=Map("umap")), run("Centred view", then=Map("umap-centered")))),
     Experiment(
         "guidance", "What guidance does: the w sweep",

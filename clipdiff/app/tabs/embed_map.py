@@ -65,8 +65,8 @@ def build(ctx: Context) -> MapTab:
             gr.Markdown(f"**The embedding map needs an atlas.** {ctx.models.missing('embedding atlas')}")
         with gr.Row():
             method = gr.Radio(methods, value=methods[0], label="view",
-                              info="umap-centered subtracts each modality's mean: the modality gap closes; pca is a "
-                                   "linear view")
+                              info="umap-centered subtracts each modality's mean, the constant part of the modality "
+                                   "gap; pca is a linear view")
             texts = gr.Checkbox(True, label="show atlas texts")
             generated = gr.Checkbox(True, label="place my generated images")
         with gr.Row():

@@ -302,7 +302,8 @@ def map_tab(page, url):
     page.wait_for_function("() => (document.querySelector('#map-plot')?.textContent || '').includes('your images')")
     settled(page)
     top_at(page, "#map-plot")
-    image = page.locator("#map-plot .scatterlayer .trace:last-child .point").first    # the run's first image
+    # the hover targets (the one SVG trace) follow the placed points: the three prompts, then the run's images
+    image = page.locator("#map-plot .scatterlayer .trace .point").nth(3)
     box = image.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_function("() => getComputedStyle(document.getElementById('clipdiff-thumb')).display === 'block'")

@@ -130,8 +130,15 @@ def test_similarity_shows_each_image_s_thumbnail(live_app, laptop):
                                  "=== 'block' && document.querySelector('#similarity-plot .hoverlayer .hovertext')")
         laptop.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
         assert laptop.get_attribute("#clipdiff-thumb", "src").startswith("data:image/png;base64,")
-        thumb = laptop.locator("#clipdiff-thumb").bounding_box()
-        label = laptop.locator("#similarity-plot .hoverlayer .hovertext").first.bounding_box()
+        # both boxes read in one frame: plotly redraws its hover text on every mouse event, so a box read apart
+        # from the other may belong to an element already replaced
+        thumb, label = laptop.wait_for_function("""() => {
+            const t = document.getElementById('clipdiff-thumb');
+            const l = document.querySelector('#similarity-plot .hoverlayer .hovertext');
+            if (!l || getComputedStyle(t).display !== 'block') return null;
+            const box = e => { const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; };
+            return [box(t), box(l)];
+        }""").json_value()
         apart = (thumb["x"] + thumb["width"] <= label["x"] or label["x"] + label["width"] <= thumb["x"]
                  or thumb["y"] + thumb["height"] <= label["y"] or label["y"] + label["height"] <= thumb["y"])
         assert apart, f"the thumbnail {thumb} covers plotly's hover text {label}"

@@ -11,7 +11,9 @@ or a new input after a pinned endpoint's inputs that has a default (positional c
 Re-recorded once, for issue 16's deliberate changes and nothing else: image names say prompt and seed
 ("generated 1: A deep red rose flower (seed 7)") in the map, the heatmap and the nearest-neighbour table; the heatmap
 and the map carry thumbnails (layout images, customdata); captions and statuses flag CLIP scores within the noise
-floor; the streamed preview is drawn at twice the size. Labels, endpoint names and inputs did not change."""
+floor; the streamed preview is drawn at twice the size. Labels, endpoint names and inputs did not change.
+Then once more for one figure: the map's plot gained a first trace of hover targets and draws your points in WebGL
+(a run's image inside a dense island was hidden and could not be hovered)."""
 from __future__ import annotations
 
 import base64

@@ -24,9 +24,10 @@ def test_prompts_uploads_and_the_last_run_are_placed_on_the_atlas(ctx, tmp_path)
         ("generated 1: A white daisy (seed 1)", "image"), ("generated 2: A white daisy (seed 2)", "image")]
     assert all(math.isfinite(p["x"]) and math.isfinite(p["y"]) for p in points)
     assert result["method"] == "umap-centered" and result["notes"] == []
-    assert [t.name for t in figure.data] == ["dataset images", "texts (species, captions)", "your texts",
-                                             "your images"]
-    mine = figure.data[3]
+    assert [t.name for t in figure.data] == ["hover targets", "dataset images", "texts (species, captions)",
+                                             "your texts", "your images"]
+    assert list(figure.data[0].customdata) == [p["label"] for p in points], "every live point can be hovered"
+    mine = figure.data[4]
     assert list(mine.text) == ["upload 1", "gen 1", "gen 2"], "short texts on the map"
     assert list(mine.customdata) == [p["label"] for p in points[2:]], "the whole label on hover"
     assert set(figure.layout.meta["thumbnails"]) == set(mine.customdata), "and the picture"

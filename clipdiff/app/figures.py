@@ -118,6 +118,15 @@ def map_figure(atlas: Atlas, method: str, show_texts: bool, live: list[dict]) ->
     xy = coords["images"]
     species = [atlas.class_names[i] for i in atlas.labels]
     fig = go.Figure()
+    # Hover targets for the live points, first and point-sized: plotly's hover prefers the smallest marker under the
+    # pointer and, between equals, the earlier trace, so without them a run's image placed inside a dense island of
+    # dataset points would show a dataset label instead of its own.
+    if live:
+        fig.add_trace(go.Scatter(x=[p["x"] for p in live], y=[p["y"] for p in live], mode="markers",
+                                 name="hover targets", showlegend=False, marker={"size": 1, "color": "rgba(0,0,0,0)"},
+                                 customdata=[p["label"] for p in live], hovertext=[p["label"] for p in live],
+                                 hoverinfo="text", hoverlabel={"bgcolor": [
+                                     "black" if p["modality"] == "text" else "crimson" for p in live]}))
     fig.add_trace(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", name="dataset images",
                                marker={"size": 4, "color": atlas.labels, "colorscale": "Turbo", "opacity": 0.6},
                                hovertext=species, hoverinfo="text"))
@@ -131,11 +140,12 @@ def map_figure(atlas: Atlas, method: str, show_texts: bool, live: list[dict]) ->
     for modality, symbol in (("text", "star"), ("image", "diamond")):
         points = [(p, side) for p, side in zip(live, sides) if p["modality"] == modality]
         if points:
-            fig.add_trace(go.Scatter(
+            # WebGL like the atlas: plotly draws WebGL traces above SVG ones, and the atlas would hide SVG markers
+            fig.add_trace(go.Scattergl(
                 x=[p["x"] for p, _ in points], y=[p["y"] for p, _ in points], mode="markers+text",
                 name=f"your {modality}s", text=[p.get("short", shorten(p["label"], 24)) for p, _ in points],
                 textposition=[side for _, side in points], customdata=[p["label"] for p, _ in points],
-                hovertext=[p["label"] for p, _ in points], hoverinfo="text", textfont={"size": 11},
+                hovertext=[p["label"] for p, _ in points], hoverinfo="skip", textfont={"size": 11},
                 marker={"size": 14, "symbol": symbol, "color": "black" if modality == "text" else "crimson",
                         "line": {"width": 1, "color": "white"}}))
     thumbnails = {p["label"]: p["thumbnail"] for p in live if p.get("thumbnail")}

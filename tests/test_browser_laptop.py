@@ -3,8 +3,6 @@ the result is in view; a one-step run plays back; Stop says the run stopped; a t
 view and gives the attendee's settings back; pinned runs sit side by side; Similarity shows which image is which."""
 from __future__ import annotations
 
-import pytest
-
 from clipdiff.testing.browser import error_marks, in_view, open_tab, pin_runs, set_number, wait_for_text
 
 STATUS_HAS = "([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)"
@@ -50,14 +48,21 @@ def test_a_one_step_run_plays_back_as_one_frame_with_no_error(live_app, laptop):
     assert laptop.locator("#pb-gif").bounding_box()["height"] < 150, "the GIF's box is compact"
 
 
+def run_then_stop(page, tab: str, go: str, stop: str, status: str, running: str, preview: str) -> None:
+    """Start a 400-step run in a tab, press Stop once its status says `running` and its preview is on screen (as an
+    attendee would: the page sends Stop the pictures it shows), wait until the status says it stopped."""
+    open_tab(page, tab)
+    set_number(page, "steps", 400)
+    page.click(go)
+    wait_for_text(page, status, running)
+    page.locator(preview).first.wait_for()
+    page.click(stop)
+    wait_for_text(page, status, "Stopped at step")
+
+
 def test_after_stop_the_page_says_the_run_stopped(live_app, laptop):
     laptop.goto(live_app.url)
-    open_tab(laptop, "Generate")
-    set_number(laptop, "steps", 400)
-    laptop.click("#generate")
-    wait_for_text(laptop, "#status", "Sampling: step")
-    laptop.click("#stop")
-    wait_for_text(laptop, "#status", "Stopped at step")
+    run_then_stop(laptop, "Generate", "#generate", "#stop", "#status", "Sampling: step", "#gallery img")
     laptop.wait_for_function("() => [...document.querySelectorAll('#gallery img')].some(i => "
                              "(i.alt || '').includes('UNFINISHED'))")
     assert "Stopped at step" in laptop.inner_text("#status"), "no late preview put 'Sampling: step k' back"
@@ -66,12 +71,7 @@ def test_after_stop_the_page_says_the_run_stopped(live_app, laptop):
 
 def test_stop_in_the_sweep_says_where_it_stopped(live_app, laptop):
     laptop.goto(live_app.url)
-    open_tab(laptop, "Guidance sweep")
-    set_number(laptop, "steps", 400)
-    laptop.click("#sweep")
-    wait_for_text(laptop, "#sweep-status", ": step")
-    laptop.click("#sweep-stop")
-    wait_for_text(laptop, "#sweep-status", "Stopped at step")
+    run_then_stop(laptop, "Guidance sweep", "#sweep", "#sweep-stop", "#sweep-status", ": step", "#sweep-grid img")
     assert error_marks(laptop) == 0
 
 

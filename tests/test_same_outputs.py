@@ -13,7 +13,8 @@ Re-recorded once, for issue 16's deliberate changes and nothing else: image name
 and the map carry thumbnails (layout images, customdata); captions and statuses flag CLIP scores within the noise
 floor; the streamed preview is drawn at twice the size. Labels, endpoint names and inputs did not change.
 Then once more for one figure: the map's plot gained a first trace of hover targets and draws your points in WebGL
-(a run's image inside a dense island was hidden and could not be hovered)."""
+(a run's image inside a dense island was hidden and could not be hovered); the labels and pictures
+moved from the drawn points to those targets."""
 from __future__ import annotations
 
 import base64

@@ -26,15 +26,15 @@ def test_prompts_uploads_and_the_last_run_are_placed_on_the_atlas(ctx, tmp_path)
     assert result["method"] == "umap-centered" and result["notes"] == []
     assert [t.name for t in figure.data] == ["hover targets", "dataset images", "texts (species, captions)",
                                              "your texts", "your images"]
-    assert list(figure.data[0].customdata) == [p["label"] for p in points], "every live point can be hovered"
-    mine = figure.data[4]
+    hover, mine = figure.data[0], figure.data[4]
     assert list(mine.text) == ["upload 1", "gen 1", "gen 2"], "short texts on the map"
-    assert list(mine.customdata) == [p["label"] for p in points[2:]], "the whole label on hover"
-    assert set(figure.layout.meta["thumbnails"]) == set(mine.customdata), "and the picture"
+    assert list(hover.customdata) == list(hover.hovertext) == [p["label"] for p in points], \
+        "every live point hovers with its whole label"
+    assert set(figure.layout.meta["thumbnails"]) == set(hover.customdata[2:]), "and the images with their picture"
     assert "thumbnail" not in points[2], "the JSON stays plain"
     long = "a deep red rose flower with many petals"
     figure, _ = tab.embed_map(ctx, "pca", long, None, False, False, None)
-    assert list(figure.data[-1].text) == ["a deep red rose flowe..."] and list(figure.data[-1].hovertext) == [long], \
+    assert list(figure.data[-1].text) == ["a deep red rose flowe..."] and list(figure.data[0].hovertext) == [long], \
         "a cut label says so; the hover keeps the whole of it"
     _, quiet = tab.embed_map(ctx, "pca", "", None, False, False, run)
     assert quiet["points"] == []

@@ -144,8 +144,7 @@ def map_figure(atlas: Atlas, method: str, show_texts: bool, live: list[dict]) ->
             fig.add_trace(go.Scattergl(
                 x=[p["x"] for p, _ in points], y=[p["y"] for p, _ in points], mode="markers+text",
                 name=f"your {modality}s", text=[p.get("short", shorten(p["label"], 24)) for p, _ in points],
-                textposition=[side for _, side in points], customdata=[p["label"] for p, _ in points],
-                hovertext=[p["label"] for p, _ in points], hoverinfo="skip", textfont={"size": 11},
+                textposition=[side for _, side in points], hoverinfo="skip", textfont={"size": 11},
                 marker={"size": 14, "symbol": symbol, "color": "black" if modality == "text" else "crimson",
                         "line": {"width": 1, "color": "white"}}))
     thumbnails = {p["label"]: p["thumbnail"] for p in live if p.get("thumbnail")}

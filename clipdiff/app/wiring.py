@@ -10,6 +10,7 @@ from typing import Callable
 import gradio as gr
 
 from .context import LIGHT_GROUP, Context
+from .errors import after_run_closes
 
 PRIVATE = {"api_visibility": "private"}   # an event the page uses that is no API endpoint
 
@@ -43,6 +44,13 @@ class Call:
         """Bind to a trigger (button.click, event.success, ...); returns the event, to chain or to cancel."""
         return trigger(self.fn, self.inputs, self.outputs, **self.group, **options)
 
+
+
+def on_stop(ctx: Context, button: gr.Button, runs: list, fn: Callable, inputs, outputs) -> None:
+    """A Stop button: it cancels the runs, and fn(*inputs) -> outputs says so once they have closed
+    (errors.after_run_closes), so no late preview overwrites its answer."""
+    Call(bind(after_run_closes(fn), ctx), inputs, outputs).on(button.click, cancels=runs, show_progress="hidden",
+                                                              **PRIVATE)
 
 @dataclass
 class Shared:

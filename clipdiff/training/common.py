@@ -78,8 +78,8 @@ def lr_factor(step: int, warmup: int, total: int, floor: float = 0.1, position: 
     the step: a time-boxed run with a large --max-steps would otherwise skip its warm-up."""
     if step < warmup:
         return (step + 1) / warmup
-    position = step if position is None else max(position, step)
-    progress = min((position - warmup) / max(total - warmup, 1), 1.0)
+    decayed = step if position is None else position
+    progress = min((decayed - warmup) / max(total - warmup, 1), 1.0)
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

@@ -19,14 +19,14 @@ from ...vocabulary import RARE_BELOW
 from ...vocabulary import chips as vocabulary_chips
 from ..context import Context
 from ..controls import SamplingControls, negative_box, sampler_radio, seed_number, steps_slider, w_slider
-from ..errors import after_run_closes, answers_clearly, one_per_session
+from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, clean_line, png_parameters, shorten
 from ..limits import (DEFAULT_SAMPLER, IMAGES_PER_PROMPT, MAX_BATCH, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS,
                       MAX_TEXT_CHARS, SAMPLERS, SEED_RANGE)
 from ..runs import preview_gallery, refused, sample, save_results, score_note, stopped, unfinished
 from ..session import LastRun
 from ..page import SHOW_RESULTS
-from ..wiring import PRIVATE, Call, Shared, bind
+from ..wiring import PRIVATE, Call, Shared, bind, on_stop
 
 TAKES = (tour.Generate,)
 TOKEN_COLOURS = {"a": "#c7e0ff", "b": "#ffe3b3", "unknown": "#ff8a8a", "rare": "#ffc44d"}
@@ -307,8 +307,7 @@ def wire(ctx: Context, tab: GenerateTab, shared: Shared) -> None:
     for call in shared.after_run:
         call.on(event.success, **PRIVATE)
     Call(refused, tab.status, tab.status).on(event.failure, show_progress="hidden", **PRIVATE)
-    Call(bind(after_run_closes(stopped_run), ctx), [tab.status, tab.gallery], [tab.status, tab.gallery]).on(
-        tab.stop.click, cancels=[event], show_progress="hidden", **PRIVATE)
+    on_stop(ctx, tab.stop, [event], stopped_run, [tab.status, tab.gallery], [tab.status, tab.gallery])
     Call(remember_selection, None, tab.selected).on(tab.gallery.select, **PRIVATE)
     Call(reuse_selected, [shared.last_run, tab.selected], tab.controls).on(tab.reuse.click, **PRIVATE)
     Call(load_params, tab.png_in, tab.controls).on(tab.png_in.upload, api_name="load_params")

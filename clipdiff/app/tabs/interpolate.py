@@ -15,14 +15,14 @@ from ...pipeline import REFERENCE_PROMPTS, Job
 from ...sampling import to_uint8
 from ..context import Context
 from ..controls import SamplingControls, negative_box
-from ..errors import after_run_closes, answers_clearly, one_per_session
+from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, open_upload, shorten, upload_path
 from ..limits import (INTERPOLATION_POINTS, INTERPOLATION_POINTS_DEFAULT, MAX_IMAGES_PER_PROMPT, MIX_WEIGHT_DEFAULT,
                       PREVIEW_SCALE, VARIATIONS_DEFAULT)
 from ..page import scroll_to
 from ..runs import preview_gallery, refused, sample, save_results, stopped, strip
 from ..session import LastRun
-from ..wiring import PRIVATE, Call, Shared, bind
+from ..wiring import PRIVATE, Call, Shared, bind, on_stop
 
 TAKES = (tour.Interpolate, tour.Mix, tour.Vary)
 
@@ -213,10 +213,9 @@ def wire(ctx: Context, tab: InterpolateTab, shared: Shared) -> None:
         button.click(None, js=scroll_to(result), **PRIVATE)
     for event, status in ((interpolating, tab.status), (mixing, tab.mix_status), (varying, tab.vary_status)):
         Call(refused, status, status).on(event.failure, show_progress="hidden", **PRIVATE)
-    Call(bind(after_run_closes(stopped_both), ctx), [tab.status, tab.mix_status], [tab.status, tab.mix_status]).on(
-        tab.stop.click, cancels=[interpolating, mixing], show_progress="hidden", **PRIVATE)
-    Call(bind(after_run_closes(stopped), ctx), tab.vary_status, tab.vary_status).on(
-        tab.vary_stop.click, cancels=[varying], show_progress="hidden", **PRIVATE)
+    on_stop(ctx, tab.stop, [interpolating, mixing], stopped_both, [tab.status, tab.mix_status],
+            [tab.status, tab.mix_status])
+    on_stop(ctx, tab.vary_stop, [varying], stopped, tab.vary_status, tab.vary_status)
 
 
 def stopped_both(status, mix_status):

@@ -10,12 +10,12 @@ from ...images import labelled_grid
 from ...pipeline import REFERENCE_PROMPTS, REFERENCE_WS, sweep
 from ..context import Context
 from ..controls import SamplingControls, negative_box
-from ..errors import after_run_closes, answers_clearly, one_per_session
+from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked
 from ..limits import MAX_SWEEP_PROMPTS
 from ..page import scroll_to
 from ..runs import refused, sample, save_results, stopped
-from ..wiring import PRIVATE, Call, Shared, bind
+from ..wiring import PRIVATE, Call, Shared, bind, on_stop
 
 TAKES = (tour.Sweep,)
 
@@ -91,7 +91,7 @@ def wire(ctx: Context, tab: SweepTab, shared: Shared) -> None:
     event = run_call(ctx, tab).on(tab.go.click, api_name="sweep", show_progress_on=[tab.status, tab.grid])
     tab.go.click(None, js=scroll_to("#sweep-grid"), **PRIVATE)
     Call(refused, tab.status, tab.status).on(event.failure, show_progress="hidden", **PRIVATE)
-    Call(bind(after_run_closes(stopped), ctx), tab.status, tab.status).on(tab.stop.click, cancels=[event], show_progress="hidden", **PRIVATE)
+    on_stop(ctx, tab.stop, [event], stopped, tab.status, tab.status)
 
 
 def tour_fill(tab: SweepTab, then: tour.Sweep) -> dict:

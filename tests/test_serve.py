@@ -266,11 +266,13 @@ def test_in_flight_refuses_a_sessions_second_run_and_frees_it_however_the_first_
     started = []
 
     def run(name, fail=False):
-        started.append(name)
-        yield 1
-        if fail:
-            raise ValueError("boom")
-        yield 2
+        def items(stop):
+            started.append(name)
+            yield 1
+            if fail:
+                raise ValueError("boom")
+            yield 2
+        return items
 
     first = guard.stream("a", run("first"))
     assert next(first) == 1 and guard.running("a")
@@ -287,10 +289,10 @@ def test_in_flight_refuses_a_sessions_second_run_and_frees_it_however_the_first_
         next(failing)
     assert not guard.running("a"), "failed: free"
 
-    stopped = guard.stream("a", run("stopped"))
-    next(stopped)
-    stopped.close()                                 # what Gradio does on Stop
-    assert not guard.running("a") and len(guard) == 0, "stopped: free"
+    cancelled = guard.stream("a", run("cancelled"))
+    next(cancelled)
+    cancelled.close()                               # what Gradio's cancel does
+    assert not guard.running("a") and len(guard) == 0, "cancelled: free"
     assert list(guard.stream(None, run("direct"))) == [1, 2], "no session (a direct call): nothing to guard"
 
 
@@ -313,65 +315,40 @@ def test_in_flight_lets_exactly_one_of_many_simultaneous_clicks_through():
     assert sorted(results) == ["ran"] + ["refused"] * 7
 
 
-def test_waiting_until_a_session_is_free_ends_when_its_run_closes():
-    guard, answers = InFlight(), []
-    assert guard.wait_until_free("a", timeout=0) and guard.wait_until_free(None, timeout=0), "nothing running"
-    run = guard.stream("a", iter([1, 2]))
-    next(run)
-    assert not guard.wait_until_free("a", timeout=0), "a run in flight: not free"
-    waiter = threading.Thread(target=lambda: answers.append(guard.wait_until_free("a", timeout=60)))
-    waiter.start()
-    run.close()                                     # Stop: Gradio closes the run's generator
-    waiter.join()
-    assert answers == [True]
+def test_stop_sets_the_sessions_own_stop_event_and_answers_once_its_run_has_closed():
+    guard, answers, seen = InFlight(), [], []
+    assert not guard.stop("a", timeout=0) and not guard.stop(None, timeout=0), "nothing running: nothing to stop"
 
+    def run(stop):
+        while True:
+            seen.append(stop.is_set())
+            if stop.is_set():
+                yield "stopped"
+                return
+            yield "step"
 
-def test_stops_answer_comes_after_the_cancelled_run_has_closed():
-    """Stop's handler and Gradio's cancel run side by side: the handler must answer only once the run is closed,
-    or a preview the run yielded just before Stop lands after "Stopped at step k" (issue 16)."""
-    from clipdiff.app.errors import after_run_closes
-
-    ctx, seen = SimpleNamespace(in_flight=InFlight()), []
-    handler = after_run_closes(lambda status: seen.append(ctx.in_flight.running("s")) or f"stopped after {status}")
-    run = ctx.in_flight.stream("s", iter([1, 2]))
-    next(run)
-    answer = []
-    stop = threading.Thread(target=lambda: answer.append(handler(ctx, "step 1", request=SimpleNamespace(
-        session_hash="s"))))
-    stop.start()
-    stop.join(timeout=0.2)
-    assert stop.is_alive() and not seen, "still waiting while the run is in flight"
-    run.close()
-    stop.join()
-    assert seen == [False] and answer == ["stopped after step 1"]
-    assert handler(ctx, "step 2") == "stopped after step 2", "a direct call (no request) does not wait"
-
-
-class GatedBackend(LocalBackend):
-    """The first run pauses after its first step until released; later runs go straight through."""
-
-    def __init__(self):
-        self.holding, self.release = threading.Event(), threading.Event()
-        self._first = True
-
-    def run(self, pipe, jobs, steps, sampler, record_every=0):
-        held, self._first = self._first, False
-        for p in super().run(pipe, jobs, steps, sampler, record_every):
-            yield p
-            if held and p.step == 1:
-                self.holding.set()
-                self.release.wait(timeout=120)
+    mine, other = guard.stream("a", run), guard.stream("b", run)
+    assert next(mine) == "step" and next(other) == "step"
+    stopper = threading.Thread(target=lambda: answers.append(guard.stop("a", timeout=60)))
+    stopper.start()
+    while not stopper.is_alive() or not guard._running["a"].is_set():
+        time.sleep(0.001)
+    assert not answers, "Stop waits while the run is in flight"
+    assert next(mine) == "stopped" and next(other) == "step", "only the session's own run stops"
+    with pytest.raises(StopIteration):
+        next(mine)
+    stopper.join()
+    assert answers == [True] and not guard.running("a") and guard.running("b")
+    stuck = guard.stream("c", lambda stop: iter(range(10)))
+    next(stuck)
+    assert not guard.stop("c", timeout=0.01), "a run that does not stop in time: Stop's wait ends anyway"
+    stuck.close()
 
 
 @pytest.fixture
-def gated_app(tiny_clip_dir, tiny_unet_dir):
-    from clipdiff.app.context import Models
-
-    models = Models.load(tiny_unet_dir, str(tiny_clip_dir), None, None, "cpu")
-    models.backend = GatedBackend()
-    with app_in_this_process(models, concurrency=3, max_queue=8) as app:
-        yield models.backend, app.url
-        models.backend.release.set()
+def gated_app(gated_models):
+    with app_in_this_process(gated_models, concurrency=3, max_queue=8) as app:
+        yield gated_models.backend, app.url
 
 
 def test_a_session_with_a_run_in_flight_is_told_to_wait_others_are_not(gated_app):

@@ -1,7 +1,11 @@
 """The Generate tab's handlers, called as functions: no server."""
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -11,9 +15,11 @@ gr = pytest.importorskip("gradio")
 from clipdiff import tour  # noqa: E402
 from clipdiff.app.context import Context, Models  # noqa: E402
 from clipdiff.app.limits import MAX_BATCH, MAX_IMAGE_STEPS, SEED_RANGE  # noqa: E402
+from clipdiff.app.runs import REFUSED, finished, refused, stop_run  # noqa: E402
 from clipdiff.app.session import LastRun  # noqa: E402
 from clipdiff.app.tabs import generate as tab  # noqa: E402
 from clipdiff.images import read_params, save_png  # noqa: E402
+from clipdiff.serving.fairness import InFlight  # noqa: E402
 from clipdiff.sampling import Sampling  # noqa: E402
 from clipdiff.testing import solid_image  # noqa: E402
 
@@ -140,24 +146,33 @@ def test_the_steps_control_shows_the_steps_the_budget_allows(ctx):
     assert f"of {MAX_IMAGE_STEPS // 8}" in status.splitlines()[0], "the run used what the control now shows"
 
 
-def test_stop_says_where_the_run_stopped_and_marks_its_previews_unfinished(ctx):
-    preview, status, *_ = run_generate(ctx, "\n".join(PROMPTS), 2.0, 4, "ddim", 7, 2)[1]
-    said, marked = tab.stopped_run(status, [(path, caption) for path, caption in preview])
-    assert said.startswith("**Stopped at step 2 of 4.** The pictures are unfinished")
-    assert marked[0][1].startswith("UNFINISHED (stopped at step 2 of 4)")
-    clamped = tab.stopped_run("Sampling: step 3 of 9\n\nNote: seed -3 is outside", None)[0]
-    assert clamped.endswith("Note: seed -3 is outside"), "the run's notes stay"
-    done = run_generate(ctx, PROMPTS[0], 2.0, 2, "ddim", 7, 1)[-1]
-    assert tab.stopped_run(done[1], done[0]) == (gr.skip(), gr.skip()), "Stop after the end changes nothing"
-    assert tab.stopped_run(tab.READY, None) == (gr.skip(), gr.skip())
-    assert tab.stopped_run(said, marked) == (gr.skip(), gr.skip()), "stopped once"
-
-    from clipdiff.app.runs import REFUSED, refused
-
-    assert refused(status) == said, "a cancelled run's failure says it stopped, like Stop itself"
-    assert refused(said) == said, "when Stop answered first"
-    for before in (tab.READY, done[1], REFUSED):
-        assert refused(before) == REFUSED, "a refusal: nothing ran (and the Error mark goes)"
+def test_a_stopped_generate_run_ends_with_where_it_stopped_and_nothing_after_it(ctx):
+    """Through one_per_session as the server calls it (a request with a session): Stop while the run streams; the
+    run's last output says where it stopped and marks its preview unfinished, and Stop returns after it (issue 16)."""
+    ctx = dataclasses.replace(ctx, preview_every_s=0, in_flight=InFlight())
+    session = SimpleNamespace(session_hash="s")
+    run = tab.generate(ctx, "A deep red rose flower", 2.0, 400, "ddim", 3, 1, "", request=session)
+    assert next(run)[1].startswith("Sampling: step 1 of 400")
+    answered = []
+    stop = threading.Thread(target=lambda: answered.append(stop_run(ctx, session)))
+    stop.start()
+    while not ctx.in_flight._running["s"].is_set():
+        time.sleep(0.001)
+    *previews, last = list(run)
+    stop.join()
+    assert answered == [None] and not ctx.in_flight.running("s"), "Stop answered after the run closed"
+    assert len(previews) <= 1, "at most the step in progress ran after Stop"
+    gallery, status, seed, kept = last
+    assert status.startswith(f"**Stopped at step {2 + len(previews)} of 400.** The pictures are unfinished")
+    assert gallery[0][1].startswith(f"UNFINISHED (stopped at step {2 + len(previews)} of 400)")
+    assert seed == 3 and kept == gr.skip(), "the session's last run stays the one before"
+    with pytest.raises(gr.Error):
+        finished(status)                            # what follows a run (playback, ranking, history) does not follow
+    assert finished("Done: 1 image(s)") is None
+    assert refused(status) == status, "a cancel arriving after the run stopped keeps what it said"
+    assert refused("Sampling: step 7 of 9\n\nNote: seed -3 is outside").startswith("**Stopped at step 7 of 9.**")
+    assert refused("Sampling: step 7 of 9\n\nNote: seed -3 is outside").endswith("Note: seed -3 is outside")
+    assert refused(None) == REFUSED == refused("Done: 4 image(s)"), "a refusal: nothing ran"
 
 
 def test_downloads_are_named_for_what_they_show(ctx):

@@ -6,9 +6,10 @@ import logging
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import gradio as gr
@@ -156,6 +157,11 @@ class Context:
     preview_every_s: float = PREVIEW_EVERY_S
     session_ttl_s: float = SESSION_TTL_S
     in_flight: InFlight = field(default_factory=InFlight)   # one sampling run per browser session at a time
+    stop: threading.Event | None = None    # a run's own: Stop sets it (errors.one_per_session hands it to the run)
+
+    def for_run(self, stop: threading.Event) -> "Context":
+        """This context as one run sees it: with the run's stop event."""
+        return replace(self, stop=stop)
 
     @classmethod
     def create(cls, models: Models, concurrency: int = MODEL_CONCURRENCY, preview_every_s: float = PREVIEW_EVERY_S,

@@ -57,58 +57,23 @@ BUSY_MESSAGE = ("You already have a generation running in this session: wait for
 REQUEST = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)
 
 
-def _with_request(fn, *leading: inspect.Parameter) -> inspect.Signature:
-    """fn's signature after `leading` parameters and with a `request` one added: what a wrapper shows Gradio."""
-    signature = inspect.signature(fn)
-    return signature.replace(parameters=[*leading, *signature.parameters.values(), REQUEST])
-
-
-def _shown_as(wrapper, fn, signature: inspect.Signature):
-    wrapper.__signature__ = signature
-    wrapper.__annotations__ = {**fn.__annotations__, "request": gr.Request}
-    return wrapper
-
-
-def _without_request(signature: inspect.Signature, args, kwargs) -> tuple[inspect.BoundArguments, str | None]:
-    """A wrapper's call as fn's arguments, and the caller's session (None for a direct call, with no request)."""
-    bound = signature.bind(*args, **kwargs)
-    request = bound.arguments.pop("request", None)
-    return bound, getattr(request, "session_hash", None)
-
-
 def one_per_session(fn):
-    """A sampling handler fn(ctx, ...) that refuses a session's second run while its first is in flight
-    (serving.fairness, ctx.in_flight). Gradio hands the handler its request (for the session hash) through the
-    `request` parameter added here; the API's inputs do not change, and a direct call (no request) is not guarded."""
-    signature = _with_request(fn)
+    """A sampling handler fn(ctx, ...) that refuses a session's second run while its first is in flight, and that
+    Stop can stop (serving.fairness, ctx.in_flight): fn runs with ctx.for_run(stop), and its sampler reads that
+    event. Gradio hands the handler its request (for the session hash) through the `request` parameter added here;
+    the API's inputs do not change, and a direct call (no request) is not guarded."""
+    signature = inspect.signature(fn)
+    signature = signature.replace(parameters=[*signature.parameters.values(), REQUEST])
 
     @functools.wraps(fn)
     def guarded(*args, **kwargs):
-        bound, session = _without_request(signature, args, kwargs)
-        ctx = bound.args[0]
+        bound = signature.bind(*args, **kwargs)
+        session = getattr(bound.arguments.pop("request", None), "session_hash", None)
+        ctx, *rest = bound.args
         try:
-            yield from ctx.in_flight.stream(session, fn(*bound.args, **bound.kwargs))
+            yield from ctx.in_flight.stream(session, lambda stop: fn(ctx.for_run(stop), *rest, **bound.kwargs))
         except AlreadyRunning:
             raise gr.Error(BUSY_MESSAGE) from None
-    return _shown_as(guarded, fn, signature)
-
-
-# A cancelled run closes within one sampler step (its generator is closed once the step in progress returns);
-# longer than any step here, short enough that a stuck run cannot hold Stop's answer for long.
-STOP_WAIT_S = 5.0
-
-
-def after_run_closes(fn):
-    """Stop's handler fn(...) as fn(ctx, ..., request): it answers once the session's cancelled run has closed
-    (ctx.in_flight frees the session), so no preview that run yielded just before Stop can land after the answer
-    and put "Sampling: step k of n" back. Stop's click and its cancel run side by side in Gradio; this orders them.
-    A direct call (no request) does not wait."""
-    signature = _with_request(fn, inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD))
-
-    @functools.wraps(fn)
-    def waiting(*args, **kwargs):
-        bound, session = _without_request(signature, args, kwargs)
-        ctx, *rest = bound.args
-        ctx.in_flight.wait_until_free(session, STOP_WAIT_S)
-        return fn(*rest, **bound.kwargs)
-    return _shown_as(waiting, fn, signature)
+    guarded.__signature__ = signature
+    guarded.__annotations__ = {**fn.__annotations__, "request": gr.Request}
+    return guarded

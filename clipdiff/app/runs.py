@@ -22,17 +22,31 @@ from .limits import PREVIEW_SCALE, STREAM_SCALE
 def sample(ctx: Context, pipe: ClipDiffusionPipeline, jobs: list[Job], s: Sampling,
            record: bool = False) -> Iterator[Frames]:
     """The run as the app streams it: previews at most every ctx.preview_every_s, then the final images (with
-    every step recorded for playback when record)."""
+    every step recorded for playback when record); or, once Stop sets ctx.stop, the step's x0 marked `stopped`."""
     run = ctx.models.backend.run(pipe, jobs, s.steps, s.sampler, record_every=1 if record else 0)
-    return stream(run, ctx.preview_every_s)
+    return stream(run, ctx.preview_every_s, ctx.stop)
+
+
+# How long Stop waits for the run to close before Gradio cancels it: a run stops within one sampler step (well
+# under a second here, a Ray replica's included), so only a stuck run meets Gradio's cancel.
+STOP_WAIT_S = 5.0
+
+
+def stop_run(ctx: Context, unstarted_stops, request: gr.Request = None):
+    """Stop: the session's run stops after the step in progress and says itself where it stopped (its last output,
+    so no preview can come after it); this answers once that run has closed (serving.fairness). With no run in
+    flight (one may still wait in the queue) or one that did not close in time, the count of such stops moves on:
+    its change is Gradio's cue to cancel the run (wiring.on_stop)."""
+    if ctx.in_flight.stop(getattr(request, "session_hash", None), STOP_WAIT_S):
+        return gr.skip()
+    return (unstarted_stops if isinstance(unstarted_stops, int) else 0) + 1
 
 
 def strip(ctx: Context, pipe: ClipDiffusionPipeline, jobs: list[Job], s: Sampling,
-          labels: list[str]) -> Iterator[tuple[Image.Image, str | None]]:
-    """The run as one labelled row of images: yields (strip, "step k of n") while sampling, then (strip, None)."""
+          labels: list[str]) -> Iterator[tuple[Image.Image, Frames]]:
+    """The run as one labelled row of images, with the Frames it shows."""
     for frames in sample(ctx, pipe, jobs, s):
-        row = labelled_grid(frames.images, rows=1, cols=len(jobs), col_labels=labels)
-        yield row, None if frames.done else f"step {frames.step} of {frames.total}"
+        yield labelled_grid(frames.images, rows=1, cols=len(jobs), col_labels=labels), frames
 
 
 def preview_grid(frames: np.ndarray, cols: int | None = None, scale: int = STREAM_SCALE, pad: int = 2) -> np.ndarray:
@@ -50,12 +64,16 @@ def preview_grid(frames: np.ndarray, cols: int | None = None, scale: int = STREA
 
 
 def preview_gallery(frames: Frames) -> list:
-    """The gallery while sampling: one picture holding every image's current x0 (row-major, as the final PNGs),
-    shown at its own size (CSS in page.py): up to 4 images at the results' 128 px each, more at half that, so a
-    preview stays one small file."""
+    """The gallery while sampling (or stopped): one picture holding every image's current x0 (row-major, as the final
+    PNGs), shown at its own size (CSS in page.py): up to 4 images at the results' 128 px each, more at half that, so
+    a preview stays one small file."""
     scale = PREVIEW_SCALE if len(frames.images) <= 4 else STREAM_SCALE
-    return [(preview_grid(frames.images, scale=scale),
-             f"step {frames.step} of {frames.total}: the {len(frames.images)} image(s) as they look now")]
+    if frames.stopped:
+        caption = (f"UNFINISHED (stopped at step {frames.step} of {frames.total}): the x0 guess at that step, "
+                   "not a result")
+    else:
+        caption = f"step {frames.step} of {frames.total}: the {len(frames.images)} image(s) as they look now"
+    return [(preview_grid(frames.images, scale=scale), caption)]
 
 
 def clip_scores(pipe: ClipDiffusionPipeline, images: np.ndarray, jobs: list[Job]) -> list[float]:
@@ -106,7 +124,7 @@ def file_name(prompt: str, w=None, seed=None) -> str:
     return "_".join(parts).replace("+", "")   # w1e+06 -> w1e06: '+' is no file-name character here
 
 
-REFUSED = "**Nothing ran:** the message in the corner says why. Change the request and try again."
+REFUSED = "**Nothing ran.** A refused request says why in the corner: change it and try again."
 STEP = re.compile(r"step (\d+) of (\d+)")
 
 
@@ -118,32 +136,32 @@ def running_step(status) -> tuple[str, str] | None:
     return found.groups() if found else None
 
 
+def stopped_note(step, total) -> str:
+    """What a stopped run's status says."""
+    return (f"**Stopped at step {step} of {total}.** The pictures are unfinished: each is the model's guess of the "
+            "final image at that step, still noisy. Nothing was saved.")
+
+
 def stopped(status):
-    """What Stop leaves in a run's status: "Stopped at step k of n" where it said "...step k of n" (the last
-    preview's step), so a stopped run does not look hung; any other status (a finished run) stays."""
+    """A run's status, once Gradio has cancelled it (a run that did not stop in time): "Stopped at step k of n" where
+    it said "...step k of n" (the last preview's step), so it does not look hung; any other status stays."""
     step = running_step(status)
     if step is None:
         return gr.skip()
     notes = status.split("\n\n", 1)[1:]     # the run's own notes (clamped values) stay under it
-    return "\n\n".join([f"**Stopped at step {step[0]} of {step[1]}.** The pictures are unfinished: each is the "
-                         "model's guess of the final image at that step, still noisy. Nothing was saved."] + notes)
+    return "\n\n".join([stopped_note(*step)] + notes)
 
 
 def refused(status):
-    """A run event's failure: a refusal (nothing ran; the corner says why) or a cancelled run (Stop: as `stopped`
-    says it, whichever of the two handlers answers last). Either way a new value here also replaces the "Error"
-    mark Gradio leaves on the event's outputs until their next update."""
+    """A run event's failure: a refusal (nothing ran; the corner says why) or a run Gradio cancelled (see
+    `stopped`). Either way a new value here also replaces the "Error" mark Gradio leaves on the event's outputs
+    until their next update."""
     if isinstance(status, str) and status.startswith("**Stopped"):
-        return status       # Stop answered first: it stays (sent again, so the Error mark still goes)
+        return status       # the run said it stopped: it stays (sent again, so the Error mark still goes)
     return REFUSED if running_step(status) is None else stopped(status)
 
 
-def unfinished(gallery, status):
-    """The previews a stopped run leaves, captioned as unfinished (a finished gallery stays as it is)."""
-    step = running_step(status)
-    if step is None or not gallery:
-        return gr.skip()
-    k, n = step
-    return [(item[0] if isinstance(item, (list, tuple)) else item,
-             f"UNFINISHED (stopped at step {k} of {n}): the x0 guess at that step, not a result")
-            for item in gallery]
+def finished(status) -> None:
+    """The gate before what follows a run (wiring.after_finished): a run that stopped part way made nothing new."""
+    if isinstance(status, str) and status.startswith("**Stopped"):
+        raise gr.Error("stopped", visible=False, print_exception=False)

@@ -10,7 +10,7 @@ from typing import Callable
 import gradio as gr
 
 from .context import LIGHT_GROUP, Context
-from .errors import after_run_closes
+from .runs import finished, stop_run
 
 PRIVATE = {"api_visibility": "private"}   # an event the page uses that is no API endpoint
 
@@ -46,11 +46,23 @@ class Call:
 
 
 
-def on_stop(ctx: Context, button: gr.Button, runs: list, fn: Callable, inputs, outputs) -> None:
-    """A Stop button: it cancels the runs, and fn(*inputs) -> outputs says so once they have closed
-    (errors.after_run_closes), so no late preview overwrites its answer."""
-    Call(bind(after_run_closes(fn), ctx), inputs, outputs).on(button.click, cancels=runs, show_progress="hidden",
-                                                              **PRIVATE)
+def on_stop(ctx: Context, button: gr.Button, runs: list) -> None:
+    """A Stop button: the session's run stops after the step in progress and says where itself (runs.stop_run).
+    Gradio cancels a run only when none was in flight (one still waiting in the queue) or it did not stop in time:
+    its cancel, fired with Stop's click, would race the run's own last word. The cue is a State's change, because
+    Gradio attaches a chained event's (.then, .failure) `cancels` to no trigger at all (gradio 6.31)."""
+    unstarted_stops = gr.State(0)
+    Call(bind(stop_run, ctx), unstarted_stops, unstarted_stops).on(button.click, show_progress="hidden", **PRIVATE)
+    unstarted_stops.change(None, None, None, cancels=runs, **PRIVATE)
+
+
+def after_finished(run: gr.events.Dependency, status: gr.Markdown, shared: "Shared") -> None:
+    """What follows every new run (shared.after_run), after `run` has finished: not after one that stopped part way
+    (its session's last run is still the one before)."""
+    gate = Call(finished, status, None).on(run.success, show_progress="hidden", **PRIVATE)
+    for call in shared.after_run:
+        call.on(gate.success, **PRIVATE)
+
 
 @dataclass
 class Shared:

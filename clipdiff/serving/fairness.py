@@ -1,4 +1,4 @@
-"""One generation in flight per browser session, so one attendee cannot take the room's sampling capacity.
+"""One generation in flight per browser session, so one attendee cannot take the room's sampling capacity; and Stop.
 
 A session is what Gradio calls one (a browser tab, or one gradio_client Client): its `session_hash`. While a
 session's generation runs, its next one is refused with a message saying why; the first one is not disturbed.
@@ -6,8 +6,13 @@ Refusing beats queueing here: a queued second click would hold a place in the sh
 nobody is waiting for any more.
 
     guard = InFlight()
-    for item in guard.stream(session, run()):   # refuses (AlreadyRunning) if session already runs one
+    for item in guard.stream(session, lambda stop: run(stop)):   # AlreadyRunning if session already runs one
         ...
+    guard.stop(session, timeout)      # Stop: sets that run's `stop` event, waits until the run has closed
+
+Stop is cooperative: the run's sampler reads its event after every step and the run itself says where it stopped,
+so its last word is that, in order, after its previews. (Gradio's `cancels` alone closes the generator from
+another task, and a run went on for ~200 steps and streamed previews after Stop had answered: issue 16.)
 
 It bounds what a session runs, not how many sessions there are: a script can open many, so the queue limit
 (--max-queue) and, for a room on the network, the proxy's limits stay the real bounds.
@@ -15,7 +20,7 @@ It bounds what a session runs, not how many sessions there are: a script can ope
 from __future__ import annotations
 
 import threading
-from typing import Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -25,29 +30,35 @@ class AlreadyRunning(RuntimeError):
 
 
 class InFlight:
-    """Which sessions have a generation running. Thread-safe: Gradio runs handlers in worker threads."""
+    """Which sessions have a generation running, each with its stop event. Thread-safe: Gradio runs handlers in
+    worker threads."""
 
     def __init__(self):
         self._lock = threading.Condition()
-        self._running: set[str] = set()
+        self._running: dict[str, threading.Event] = {}
 
-    def acquire(self, session: str) -> None:
+    def acquire(self, session: str) -> threading.Event:
+        """Mark session busy; returns its run's stop event (unset)."""
         with self._lock:
             if session in self._running:
                 raise AlreadyRunning(session)
-            self._running.add(session)
+            self._running[session] = stop = threading.Event()
+            return stop
 
     def release(self, session: str) -> None:
         with self._lock:
-            self._running.discard(session)
+            self._running.pop(session, None)
             self._lock.notify_all()
 
-    def wait_until_free(self, session: str | None, timeout: float) -> bool:
-        """Block until session has no generation in flight (or timeout seconds pass); True when it has none."""
-        if session is None:
-            return True
+    def stop(self, session: str | None, timeout: float) -> bool:
+        """Ask session's run to stop and wait until it has closed (at most timeout seconds). False when session had
+        no run in flight (nothing to stop, or a run still waiting in the queue) or it did not close in time."""
         with self._lock:
-            return self._lock.wait_for(lambda: session not in self._running, timeout)
+            stop = self._running.get(session) if session is not None else None
+            if stop is None:
+                return False
+            stop.set()
+            return self._lock.wait_for(lambda: self._running.get(session) is not stop, timeout)
 
     def running(self, session: str) -> bool:
         with self._lock:
@@ -57,15 +68,15 @@ class InFlight:
         with self._lock:
             return len(self._running)
 
-    def stream(self, session: str | None, items: Iterator[T]) -> Iterator[T]:
-        """items, with session marked busy from before the first item until the last, an error, or the consumer
-        closing the stream (Stop). Without a session (a direct call, not through the server) nothing is guarded.
-        The refusal is raised on the first next(), before items is started."""
+    def stream(self, session: str | None, run: Callable[[threading.Event], Iterator[T]]) -> Iterator[T]:
+        """run(stop)'s items, with session marked busy from before the first item until the last, an error, or the
+        consumer closing the stream (Gradio's cancel). Without a session (a direct call, not through the server)
+        nothing is guarded and nothing sets `stop`. The refusal is raised on the first next(), before run starts."""
         if session is None:
-            yield from items
+            yield from run(threading.Event())
             return
-        self.acquire(session)
+        stop = self.acquire(session)
         try:
-            yield from items
+            yield from run(stop)
         finally:
             self.release(session)

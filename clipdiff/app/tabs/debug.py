@@ -19,9 +19,9 @@ from ..controls import SamplingControls
 from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, shorten
 from ..limits import MAX_ABLATED_WORDS, PROMPT_EDIT_FRACTIONS
-from ..runs import sample, save_results
+from ..runs import refused, sample, save_results, stopped_note
 from ..session import LastRun
-from ..wiring import PRIVATE, Call, Shared, bind
+from ..wiring import PRIVATE, Call, Shared, after_finished, bind, on_stop
 
 TAKES = (tour.PromptEdit, tour.Words)
 WORDS_PROMPT = "A deep red rose flower with a yellow center"
@@ -68,6 +68,9 @@ def prompt_edit(ctx: Context, prompt_a, prompt_b, fractions_text, seed, w, steps
     columns = [f"f = {f:.2g}" for f in fractions]
     for frames in sample(ctx, pipe, jobs, s, record=True):
         strip = labelled_grid(frames.images, rows=1, cols=len(jobs), col_labels=columns)
+        if frames.stopped:
+            yield strip, gr.skip(), checked.status(stopped_note(frames.step, frames.total)), s.seed, gr.skip()
+            return
         if not frames.done:
             yield strip, gr.skip(), checked.status(f"Sampling: step {frames.step} of {frames.total}"), s.seed, \
                 gr.skip()
@@ -108,6 +111,9 @@ def word_importance(ctx: Context, prompt, seed, w, steps, sampler):
     columns = ["all words"] + [f"without {shorten(word, 16)}" for word in words]
     for frames in sample(ctx, pipe, jobs, s):
         strip = labelled_grid(frames.images, rows=1, cols=len(jobs), col_labels=columns, cell=80)
+        if frames.stopped:
+            yield gr.skip(), strip, gr.skip(), checked.status(stopped_note(frames.step, frames.total)), s.seed
+            return
         if not frames.done:
             yield gr.skip(), strip, gr.skip(), checked.status(f"Sampling {len(jobs)} images: step {frames.step} "
                                                               f"of {frames.total}"), s.seed
@@ -173,7 +179,7 @@ def build(ctx: Context) -> DebugTab:
             edit_sampling = SamplingControls.build()
         with gr.Row():
             edit_go = gr.Button("Switch strip", variant="primary", elem_id="pe-go")
-            edit_stop = gr.Button("Stop", variant="stop")
+            edit_stop = gr.Button("Stop", variant="stop", elem_id="pe-stop")
         edit_strip = gr.Image(label="A until f, then B (same seed)", type="pil", format="png", elem_id="pe-strip")
         edit_status = gr.Markdown(elem_id="pe-status")
         edit_gallery = gr.Gallery(label="as PNGs (they carry the switch; playback has the run)", columns=9,
@@ -185,7 +191,7 @@ def build(ctx: Context) -> DebugTab:
             words_sampling = SamplingControls.build()
         with gr.Row():
             words_go = gr.Button("Which words matter?", variant="primary", elem_id="wi-go")
-            words_stop = gr.Button("Stop", variant="stop")
+            words_stop = gr.Button("Stop", variant="stop", elem_id="wi-stop")
         words = gr.HighlightedText(label="the prompt, each word shaded by its effect on the embedding",
                                    show_legend=False, elem_id="wi-words")
         # the strip names its columns itself: no label badge or toolbar over the first and last of them
@@ -212,11 +218,12 @@ def words_call(ctx: Context, tab: DebugTab) -> Call:
 
 def wire(ctx: Context, tab: DebugTab, shared: Shared) -> None:
     editing = edit_call(ctx, tab, shared).on(tab.edit_go.click, api_name="prompt_edit")
-    for call in shared.after_run:                      # the playback tab shows the strip's run
-        call.on(editing.then, **PRIVATE)
-    tab.edit_stop.click(None, None, None, cancels=[editing])
+    after_finished(editing, tab.edit_status, shared)   # the playback tab shows the strip's run
     weighing = words_call(ctx, tab).on(tab.words_go.click, api_name="word_importance")
-    tab.words_stop.click(None, None, None, cancels=[weighing])
+    for event, status, stop in ((editing, tab.edit_status, tab.edit_stop), (weighing, tab.words_status,
+                                                                             tab.words_stop)):
+        Call(refused, status, status).on(event.failure, show_progress="hidden", **PRIVATE)
+        on_stop(ctx, stop, [event])
 
 
 # -- the tour ------------------------------------------------------------------------------------------------------

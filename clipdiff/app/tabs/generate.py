@@ -23,10 +23,10 @@ from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, clean_line, png_parameters, shorten
 from ..limits import (DEFAULT_SAMPLER, IMAGES_PER_PROMPT, MAX_BATCH, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS,
                       MAX_TEXT_CHARS, SAMPLERS, SEED_RANGE)
-from ..runs import preview_gallery, refused, sample, save_results, score_note, stopped, unfinished
+from ..runs import preview_gallery, refused, sample, save_results, score_note, stopped_note
 from ..session import LastRun
 from ..page import SHOW_RESULTS
-from ..wiring import PRIVATE, Call, Shared, bind, on_stop
+from ..wiring import PRIVATE, Call, Shared, after_finished, bind, on_stop
 
 TAKES = (tour.Generate,)
 TOKEN_COLOURS = {"a": "#c7e0ff", "b": "#ffe3b3", "unknown": "#ff8a8a", "rare": "#ffc44d"}
@@ -96,8 +96,8 @@ def random_seed() -> int:
 @one_per_session
 def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, negative_prompt=""):
     """Stream previews of the guided x0 while sampling, then the final PNGs (parameters inside), and keep the run
-    (images, parameters, recorded steps) as the session's last run. A prompt may switch part way ([from:to:when]);
-    a negative prompt replaces the learned null in guidance."""
+    (images, parameters, recorded steps) as the session's last run; stopped, the last previews marked unfinished. A
+    prompt may switch part way ([from:to:when]); a negative prompt replaces the learned null in guidance."""
     pipe = ctx.models.need_pipeline()
     checked = Checked()
     prompts = checked.lines(prompts_text, MAX_PROMPTS)
@@ -113,6 +113,9 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, nega
     labels = [f"{shorten(j.text)} (seed {j.seed})" for j in jobs]
     started = time.perf_counter()
     for frames in sample(ctx, pipe, jobs, s, record=True):
+        if frames.stopped:
+            yield preview_gallery(frames), checked.status(stopped_note(frames.step, frames.total)), s.seed, gr.skip()
+            return
         if not frames.done:
             status = checked.status(f"Sampling: step {frames.step} of {frames.total}")
             yield preview_gallery(frames), status, s.seed, gr.skip()
@@ -148,12 +151,6 @@ def steps_used(prompts_text, steps, n_images):
     except gr.Error:
         return gr.skip()
     return s.steps if s.steps != steps else gr.skip()
-
-
-@answers_clearly
-def stopped_run(status, gallery):
-    """Stop: the status says where the run stopped, and its previews are marked unfinished."""
-    return stopped(status), unfinished(gallery, status)
 
 
 @answers_clearly
@@ -304,10 +301,9 @@ def wire(ctx: Context, tab: GenerateTab, shared: Shared) -> None:
     Call(steps_used, [tab.prompts, tab.sampling.steps, tab.n_images], tab.sampling.steps).on(
         tab.go.click, show_progress="hidden", **PRIVATE)
     tab.go.click(None, js=SHOW_RESULTS, **PRIVATE)
-    for call in shared.after_run:
-        call.on(event.success, **PRIVATE)
+    after_finished(event, tab.status, shared)
     Call(refused, tab.status, tab.status).on(event.failure, show_progress="hidden", **PRIVATE)
-    on_stop(ctx, tab.stop, [event], stopped_run, [tab.status, tab.gallery], [tab.status, tab.gallery])
+    on_stop(ctx, tab.stop, [event])
     Call(remember_selection, None, tab.selected).on(tab.gallery.select, **PRIVATE)
     Call(reuse_selected, [shared.last_run, tab.selected], tab.controls).on(tab.reuse.click, **PRIVATE)
     Call(load_params, tab.png_in, tab.controls).on(tab.png_in.upload, api_name="load_params")

@@ -20,7 +20,7 @@ from ..inputs import Checked, open_upload, shorten, upload_path
 from ..limits import (INTERPOLATION_POINTS, INTERPOLATION_POINTS_DEFAULT, MAX_IMAGES_PER_PROMPT, MIX_WEIGHT_DEFAULT,
                       PREVIEW_SCALE, VARIATIONS_DEFAULT)
 from ..page import scroll_to
-from ..runs import preview_gallery, refused, sample, save_results, stopped, strip
+from ..runs import preview_gallery, refused, sample, save_results, stopped_note, strip
 from ..session import LastRun
 from ..wiring import PRIVATE, Call, Shared, bind, on_stop
 
@@ -47,8 +47,8 @@ def interpolate(ctx: Context, prompt_a, prompt_b, points, w, seed, steps, sample
     jobs = [Job(f"{a} -> {b} @ {t:.2f}", s.w, s.seed, embedding=e, negative=negative)
             for t, e in zip(fractions, path)]
     s = checked.budget(s, len(jobs))
-    for row, progress in strip(ctx, pipe, jobs, s, [f"{t:.2f}" for t in fractions]):
-        yield row, checked.status(f"{a!r} -> {b!r}: {progress or f'Done, seed {s.seed}.'}"), s.seed
+    for row, frames in strip(ctx, pipe, jobs, s, [f"{t:.2f}" for t in fractions]):
+        yield row, checked.status(strip_status(frames, f"{a!r} -> {b!r}", s)), s.seed
 
 
 @answers_clearly
@@ -66,9 +66,15 @@ def mix_prompts(ctx: Context, prompt_a, prompt_b, weight, w, seed, steps, sample
                 negative=negative)
     jobs = [Job(a, s.w, s.seed, negative=negative), mixed, Job(b, s.w, s.seed, negative=negative)]
     s = checked.budget(s, len(jobs))
-    for row, progress in strip(ctx, pipe, jobs, s, [shorten(a, 40), f"mix, weight {weight:g}", shorten(b, 40)]):
-        yield row, checked.status(f"{1 - weight:g} x {a!r} + {weight:g} x {b!r}: "
-                                  f"{progress or f'Done, seed {s.seed}.'}"), s.seed
+    for row, frames in strip(ctx, pipe, jobs, s, [shorten(a, 40), f"mix, weight {weight:g}", shorten(b, 40)]):
+        yield row, checked.status(strip_status(frames, f"{1 - weight:g} x {a!r} + {weight:g} x {b!r}", s)), s.seed
+
+
+def strip_status(frames, what: str, s) -> str:
+    """A strip's status: what it samples and how far it is, or where it stopped."""
+    if frames.stopped:
+        return stopped_note(frames.step, frames.total)
+    return f"{what}: {f'step {frames.step} of {frames.total}' if not frames.done else f'Done, seed {s.seed}.'}"
 
 
 @answers_clearly
@@ -87,7 +93,10 @@ def vary(ctx: Context, file, count, w, seed, steps, sampler, negative_prompt="")
     s = checked.budget(s, len(jobs))
     seen_sent = False
     for frames in sample(ctx, pipe, jobs, s):
-        if not frames.done:
+        if frames.stopped:
+            yield preview_gallery(frames), gr.skip() if seen_sent else seen, \
+                checked.status(stopped_note(frames.step, frames.total)), s.seed
+        elif not frames.done:
             yield preview_gallery(frames), gr.skip() if seen_sent else seen, \
                 checked.status(f"step {frames.step} of {frames.total}"), s.seed
             seen_sent = True
@@ -156,16 +165,16 @@ def build(ctx: Context) -> InterpolateTab:
             sampling = SamplingControls.build()
         negative = negative_box(elem_id="ip-negative")
         with gr.Row():
-            go = gr.Button("Interpolate", variant="primary")
-            stop = gr.Button("Stop", variant="stop")
-        status = gr.Markdown()
+            go = gr.Button("Interpolate", variant="primary", elem_id="ip-go")
+            stop = gr.Button("Stop", variant="stop", elem_id="ip-stop")
+        status = gr.Markdown(elem_id="ip-status")
         strip_image = gr.Image(label="slerp strip", type="pil", format="png", elem_id="ip-strip")
         gr.Markdown("### Weighted mix of the same two prompts (one seed)")
         with gr.Row():
             weight = gr.Slider(0, 1, value=MIX_WEIGHT_DEFAULT, step=0.05, label="weight of the second prompt",
                                info="0: the first prompt alone; 1: the second alone")
-            mix_button = gr.Button("Mix", variant="primary")
-        mix_status = gr.Markdown()
+            mix_button = gr.Button("Mix", variant="primary", elem_id="mix-go")
+        mix_status = gr.Markdown(elem_id="mix-status")
         mix_strip = gr.Image(label="first | mix | second", type="pil", format="png", elem_id="mix-strip")
         gr.Markdown("### Variations of an image (conditioned on its CLIP image embedding)")
         with gr.Row():
@@ -176,9 +185,9 @@ def build(ctx: Context) -> InterpolateTab:
                 vary_sampling = SamplingControls.build()
                 vary_negative = negative_box(elem_id="va-negative")
         with gr.Row():
-            vary_button = gr.Button("Vary", variant="primary")
-            vary_stop = gr.Button("Stop", variant="stop")
-        vary_status = gr.Markdown()
+            vary_button = gr.Button("Vary", variant="primary", elem_id="va-go")
+            vary_stop = gr.Button("Stop", variant="stop", elem_id="va-stop")
+        vary_status = gr.Markdown(elem_id="va-status")
         gallery = gr.Gallery(label="variations", columns=4, height="auto", object_fit="contain", format="png",
                              elem_id="va-gallery", elem_classes=["pixelated", "results"])   # sized as Generate's
     return InterpolateTab(a, b, points, sampling, go, stop, status, strip_image, weight, mix_button, mix_status,
@@ -213,14 +222,8 @@ def wire(ctx: Context, tab: InterpolateTab, shared: Shared) -> None:
         button.click(None, js=scroll_to(result), **PRIVATE)
     for event, status in ((interpolating, tab.status), (mixing, tab.mix_status), (varying, tab.vary_status)):
         Call(refused, status, status).on(event.failure, show_progress="hidden", **PRIVATE)
-    on_stop(ctx, tab.stop, [interpolating, mixing], stopped_both, [tab.status, tab.mix_status],
-            [tab.status, tab.mix_status])
-    on_stop(ctx, tab.vary_stop, [varying], stopped, tab.vary_status, tab.vary_status)
-
-
-def stopped_both(status, mix_status):
-    """One Stop for the slerp and the mix: whichever was running says where it stopped."""
-    return stopped(status), stopped(mix_status)
+    on_stop(ctx, tab.stop, [interpolating, mixing])      # one Stop for the slerp and the mix (one runs at a time)
+    on_stop(ctx, tab.vary_stop, [varying])
 
 
 # -- the tour ------------------------------------------------------------------------------------------------------

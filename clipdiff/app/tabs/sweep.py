@@ -14,7 +14,7 @@ from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked
 from ..limits import MAX_SWEEP_PROMPTS
 from ..page import scroll_to
-from ..runs import refused, sample, save_results, stopped
+from ..runs import refused, sample, save_results, stopped_note
 from ..wiring import PRIVATE, Call, Shared, bind, on_stop
 
 TAKES = (tour.Sweep,)
@@ -37,7 +37,9 @@ def run_sweep(ctx: Context, prompts_text, ws_text, seed, steps, sampler, negativ
     for frames in sample(ctx, pipe, jobs, s):
         grid = labelled_grid(frames.images, rows=len(ws), cols=len(prompts), row_labels=row_labels,
                              col_labels=prompts)
-        if not frames.done:
+        if frames.stopped:
+            yield grid, gr.skip(), checked.status(stopped_note(frames.step, frames.total)), s.seed
+        elif not frames.done:
             yield grid, gr.skip(), checked.status(f"Sampling {len(jobs)} images: step {frames.step} of "
                                                   f"{frames.total}"), s.seed
         else:
@@ -91,7 +93,7 @@ def wire(ctx: Context, tab: SweepTab, shared: Shared) -> None:
     event = run_call(ctx, tab).on(tab.go.click, api_name="sweep", show_progress_on=[tab.status, tab.grid])
     tab.go.click(None, js=scroll_to("#sweep-grid"), **PRIVATE)
     Call(refused, tab.status, tab.status).on(event.failure, show_progress="hidden", **PRIVATE)
-    on_stop(ctx, tab.stop, [event], stopped, tab.status, tab.status)
+    on_stop(ctx, tab.stop, [event])
 
 
 def tour_fill(tab: SweepTab, then: tour.Sweep) -> dict:

@@ -331,8 +331,7 @@ def test_stop_sets_the_sessions_own_stop_event_and_answers_once_its_run_has_clos
     assert next(mine) == "step" and next(other) == "step"
     stopper = threading.Thread(target=lambda: answers.append(guard.stop("a", timeout=60)))
     stopper.start()
-    while not stopper.is_alive() or not guard._running["a"].is_set():
-        time.sleep(0.001)
+    assert guard._running["a"].wait(timeout=60), "Stop set the run's own stop event"
     assert not answers, "Stop waits while the run is in flight"
     assert next(mine) == "stopped" and next(other) == "step", "only the session's own run stops"
     with pytest.raises(StopIteration):

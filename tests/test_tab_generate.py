@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -154,13 +153,13 @@ def test_a_stopped_generate_run_ends_with_where_it_stopped_and_nothing_after_it(
     run = tab.generate(ctx, "A deep red rose flower", 2.0, 400, "ddim", 3, 1, "", request=session)
     assert next(run)[1].startswith("Sampling: step 1 of 400")
     answered = []
-    stop = threading.Thread(target=lambda: answered.append(stop_run(ctx, session)))
+    stop = threading.Thread(target=lambda: answered.append(stop_run(ctx, 0, session)))
     stop.start()
-    while not ctx.in_flight._running["s"].is_set():
-        time.sleep(0.001)
+    assert ctx.in_flight._running["s"].wait(timeout=60), "Stop set the run's stop event"
     *previews, last = list(run)
     stop.join()
-    assert answered == [None] and not ctx.in_flight.running("s"), "Stop answered after the run closed"
+    assert answered == [gr.skip()] and not ctx.in_flight.running("s"), "Stop answered after the run closed"
+    assert stop_run(ctx, 4, session) == 5, "no run in flight: the cue for Gradio to cancel one still queued"
     assert len(previews) <= 1, "at most the step in progress ran after Stop"
     gallery, status, seed, kept = last
     assert status.startswith(f"**Stopped at step {2 + len(previews)} of 400.** The pictures are unfinished")

@@ -506,6 +506,32 @@ def test_stop_through_the_app_stops_the_replica(ray_and_local_apps, ray_backend)
 
 
 @pytest.mark.slow
+def test_stop_of_a_run_on_ray_stops_the_replica_and_the_run_says_where(ray_backend, tiny_clip_dir, tiny_unet_dir):
+    """The page's Stop (cooperative: the run's stop event) on the Ray tier: the front stops reading, the replica's
+    request is cancelled, and the run's last output says where it stopped."""
+    from clipdiff.app.context import Context, Models
+    from clipdiff.app.runs import stop_run
+    from clipdiff.app.tabs import generate
+
+    models = dataclasses.replace(Models.load(tiny_unet_dir, str(tiny_clip_dir), None, None, "cpu"), backend=ray_backend)
+    ctx = Context.create(models, preview_every_s=0)
+    before = {r["request"] for r in replica_records(ray_backend)}
+    session = SimpleNamespace(session_hash="ray-stop")
+    run = generate.generate(ctx, PROMPT, 2.0, 400, "ddim", 1, 4, "", request=session)
+    assert next(run)[1].startswith("Sampling: step 1 of 400")
+    stopper = threading.Thread(target=stop_run, args=(ctx, 0, session))
+    stopper.start()
+    *_, last = list(run)
+    stopper.join()
+    assert last[1].startswith("**Stopped at step") and last[0][0][1].startswith("UNFINISHED")
+    deadline = time.monotonic() + 120
+    while not (new := [r for r in replica_records(ray_backend) if r["request"] not in before]):
+        assert time.monotonic() < deadline, "the replica never finished the stopped request"
+        time.sleep(0.05)
+    assert new[0]["outcome"] == "cancelled" and new[0]["steps"] < 400, "the replica ran on after Stop"
+
+
+@pytest.mark.slow
 def test_four_clients_at_once_no_errors_and_both_replicas_serve(ray_and_local_apps, ray_backend):
     from gradio_client import Client
 

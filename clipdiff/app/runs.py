@@ -39,7 +39,7 @@ def stop_run(ctx: Context, unstarted_stops, request: gr.Request = None):
     its change is Gradio's cue to cancel the run (wiring.on_stop)."""
     if ctx.in_flight.stop(getattr(request, "session_hash", None), STOP_WAIT_S):
         return gr.skip()
-    return (unstarted_stops if isinstance(unstarted_stops, int) else 0) + 1
+    return unstarted_stops + 1     # a gr.State: the server's own value, never one from the browser
 
 
 def strip(ctx: Context, pipe: ClipDiffusionPipeline, jobs: list[Job], s: Sampling,
@@ -128,9 +128,16 @@ REFUSED = "**Nothing ran.** A refused request says why in the corner: change it 
 STEP = re.compile(r"step (\d+) of (\d+)")
 
 
+STOPPED = "**Stopped at step"    # how a stopped run's status begins (stopped_note)
+
+
+def says_stopped(status) -> bool:
+    return isinstance(status, str) and status.startswith(STOPPED)
+
+
 def running_step(status) -> tuple[str, str] | None:
     """(k, n) when a run's status says it is under way at step k of n; None for any other status."""
-    if not isinstance(status, str) or "Done" in status or status.startswith(("**Stopped", "**Nothing ran")):
+    if not isinstance(status, str) or "Done" in status or says_stopped(status):
         return None
     found = STEP.search(status)
     return found.groups() if found else None
@@ -138,7 +145,7 @@ def running_step(status) -> tuple[str, str] | None:
 
 def stopped_note(step, total) -> str:
     """What a stopped run's status says."""
-    return (f"**Stopped at step {step} of {total}.** The pictures are unfinished: each is the model's guess of the "
+    return (f"{STOPPED} {step} of {total}.** The pictures are unfinished: each is the model's guess of the "
             "final image at that step, still noisy. Nothing was saved.")
 
 
@@ -156,12 +163,12 @@ def refused(status):
     """A run event's failure: a refusal (nothing ran; the corner says why) or a run Gradio cancelled (see
     `stopped`). Either way a new value here also replaces the "Error" mark Gradio leaves on the event's outputs
     until their next update."""
-    if isinstance(status, str) and status.startswith("**Stopped"):
+    if says_stopped(status):
         return status       # the run said it stopped: it stays (sent again, so the Error mark still goes)
     return REFUSED if running_step(status) is None else stopped(status)
 
 
 def finished(status) -> None:
     """The gate before what follows a run (wiring.after_finished): a run that stopped part way made nothing new."""
-    if isinstance(status, str) and status.startswith("**Stopped"):
+    if says_stopped(status):
         raise gr.Error("stopped", visible=False, print_exception=False)

@@ -45,7 +45,6 @@ class Call:
         return trigger(self.fn, self.inputs, self.outputs, **self.group, **options)
 
 
-
 def on_stop(ctx: Context, button: gr.Button, runs: list) -> None:
     """A Stop button: the session's run stops after the step in progress and says where itself (runs.stop_run).
     Gradio cancels a run only when none was in flight (one still waiting in the queue) or it did not stop in time:

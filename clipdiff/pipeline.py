@@ -21,7 +21,8 @@ from .diffusion import DiffusionConfig, check_compatible, condition, load_diffus
 from .encoders import ClipEncoder
 from .prompts import edit_text, parse
 from .devices import resolve_device
-from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, Progress, SampleResult, Switch, run_to_end, sample_guided
+from .sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, Progress, SampleResult, Start, Switch, run_to_end,
+                       sample_guided)
 from .unet import ConditionalUNet
 
 REFERENCE_PROMPTS = (
@@ -42,6 +43,8 @@ class Job:
     negative: str = ""                # guidance pushes away from this prompt instead of the learned null ("": null)
     switch_to: str | None = None      # prompt editing: this prompt conditions the steps from switch_at on
     switch_at: float = 1.0            # fraction of the steps conditioned on `prompt` (1: never switches)
+    photo: torch.Tensor | None = field(default=None, repr=False)  # SDEdit: (C, H, W) in [-1, 1] to start from ...
+    photo_at: float = 1.0             # ... noised to this fraction of T (1: from noise alone, 0: the photo as it is)
 
     @property
     def switches(self) -> bool:
@@ -73,6 +76,11 @@ def images_per_prompt(prompts: list[str], w: float, seed: int, n: int, negative:
 def sweep(prompts: list[str], ws: list[float], seed: int, negative: str = "") -> list[Job]:
     """Rows = w, columns = prompts, every cell from the same seed: only w and the prompt change."""
     return [Job(p, w, seed, negative=negative) for w in ws for p in prompts]
+
+
+def photo_edits(photo: torch.Tensor, prompt: str, w: float, seed: int, at: float, negative: str = "") -> list[Job]:
+    """SDEdit: the photo (C, H, W) noised to `at` of the way to pure noise, then denoised towards the prompt."""
+    return [Job(prompt, w, seed, negative=negative, photo=photo, photo_at=at)]
 
 
 def prompt_edits(a: str, b: str, fractions: list[float], w: float, seed: int) -> list[Job]:
@@ -133,6 +141,16 @@ class ClipDiffusionPipeline:
         cond[switching] = self.text_conditions([jobs[k].switch_to for k in switching])
         return Switch(cond, tuple(float(j.switch_at) if j.switches else 1.0 for j in jobs))
 
+    def start(self, jobs: list[Job]) -> Start | None:
+        """SDEdit: the photos the jobs start from (one start for the batch: every job edits a photo, at one
+        fraction), or None when none does."""
+        photos = [j.photo for j in jobs if j.photo is not None]
+        if not photos:
+            return None
+        if len(photos) != len(jobs) or len({j.photo_at for j in jobs}) != 1:
+            raise ValueError("a run edits a photo in every job at one start, or in none")
+        return Start(torch.stack([p.float() for p in photos]), float(jobs[0].photo_at))
+
     def final_conditions(self, jobs: list[Job]) -> torch.Tensor:
         """(N, D) the conditions each job ends on: what its image is scored against."""
         switch = self.switch(jobs)
@@ -149,7 +167,8 @@ class ClipDiffusionPipeline:
         w = torch.tensor([j.w for j in jobs], dtype=torch.float32)
         yield from sample_guided(self.model, cond, w, [j.seed for j in jobs], sampler=sampler, steps=steps,
                                  schedule=self.config.schedule, record_every=record_every,
-                                 uncond=self.negative_conditions(jobs), switch=self.switch(jobs))
+                                 uncond=self.negative_conditions(jobs), switch=self.switch(jobs),
+                                 start=self.start(jobs))
 
     def generate(self, jobs: list[Job], steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
                  record_every: int = 0) -> SampleResult:
@@ -164,6 +183,8 @@ class ClipDiffusionPipeline:
             params["negative_prompt"] = job.negative.strip()
         if job.switches:
             params.update(switch_to=job.switch_to, switch_at=job.switch_at)
+        if job.photo is not None:    # an edit: the photo itself is not carried, so the PNG alone cannot remake it
+            params["edited_photo_at"] = job.photo_at
         return params
 
 

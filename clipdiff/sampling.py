@@ -11,6 +11,8 @@ Two things a prompt debugger asks of the same loop, both per sample and both off
   that prompt instead of from "no prompt": eps = (1 + w) * eps(prompt) - w * eps(negative);
 - a condition switch (prompt editing, the web UI's [A:B:f]): `Switch` conditions a sample on A for its first
   round(f * steps) steps and on B after them, so f = 1 is A alone and f = 0 is B alone.
+And a third, for editing a photo (SDEdit, Meng et al. 2021): `Start` begins the run part way, from the photo noised to
+that step, so the run only denoises the rest of the way.
 
 `Sampling` is what a run is asked for (w, steps, sampler, seed): its defaults and bounds are the app's and the
 CLI's alike. `stream` turns a run's progress into pictures as the app shows them while it samples.
@@ -143,6 +145,26 @@ class Switch:
             raise ValueError(f"switch fractions must be between 0 and 1, not {list(self.at)}")
 
 
+@dataclass(frozen=True)
+class Start:
+    """SDEdit: sample k starts from images[k] noised to the first sampler timestep below at * T, with its own seed's
+    noise, and takes only the steps from there. at = 1 keeps every step and starts from that noise alone (a plain
+    generation: the sampler's first timestep is pure noise by convention); at = 0 keeps none (the image as it is)."""
+    images: torch.Tensor        # (N, C, H, W) in [-1, 1]
+    at: float                   # fraction of the training timesteps T, 0..1
+
+    def __post_init__(self):
+        if not 0 <= self.at <= 1:
+            raise ValueError(f"the start must be a fraction from 0 to 1, not {self.at}")
+
+    def first_step(self, timesteps: torch.Tensor, num_train_timesteps: int) -> int:
+        """The index of the first sampler step taken: the first timestep below at * T (len(timesteps): none)."""
+        if self.at >= 1:
+            return 0
+        below = (timesteps < self.at * num_train_timesteps).nonzero()
+        return int(below[0]) if len(below) else len(timesteps)
+
+
 # The one U-Net call of a sampler step: (x_in (B, C, H, W), t (B,), cond (B, D)) -> eps (B, C, H, W). A step asks
 # for B = 2N predictions (conditional and unconditional); the default is the local model, a served one may share
 # the forward with other requests' steps (clipdiff.serving).
@@ -162,6 +184,7 @@ def sample_guided(
     predict: Predictor | None = None,
     uncond: torch.Tensor | None = None,
     switch: Switch | None = None,
+    start: Start | None = None,
 ) -> Iterator[Progress]:
     """Yield a Progress after every step; the last one carries the final images.
 
@@ -170,10 +193,14 @@ def sample_guided(
     predict: the U-Net call (default: model itself).
     uncond: (N, D) conditions of the unconditional half (negative prompts; rows of the null where none); None: null.
     switch: prompt editing, each sample's second condition and when it takes over; None: no switch.
+    start: SDEdit, the images to start from and how far into the steps; None: from noise, every step. A start
+    that keeps no step yields one Progress with the images as they are.
     Stop iterating (or close the generator) to cancel between steps.
     """
-    run = GuidedRun(model, cond, w, seeds, sampler, steps, schedule, record_every, uncond, switch)
+    run = GuidedRun(model, cond, w, seeds, sampler, steps, schedule, record_every, uncond, switch, start)
     predict = predict or model
+    if run.done:
+        yield run.unchanged()
     while not run.done:
         yield run.advance(predict(*run.model_input()))
 
@@ -186,13 +213,16 @@ class GuidedRun:
     @torch.inference_mode()
     def __init__(self, model: ConditionalUNet, cond: torch.Tensor, w: torch.Tensor | float, seeds: list[int],
                  sampler: str = "dpmsolver", steps: int = 20, schedule: NoiseSchedule | None = None,
-                 record_every: int = 0, uncond: torch.Tensor | None = None, switch: Switch | None = None):
+                 record_every: int = 0, uncond: torch.Tensor | None = None, switch: Switch | None = None,
+                 start: Start | None = None):
         n = cond.shape[0]
         if len(seeds) != n:
             raise ValueError(f"need one seed per condition: {len(seeds)} seeds for {n} conditions")
         for name, other in (("uncond", uncond), ("switch", None if switch is None else switch.cond)):
             if other is not None and other.shape != cond.shape:
                 raise ValueError(f"{name} must be shaped like cond {tuple(cond.shape)}, not {tuple(other.shape)}")
+        if start is not None and start.images.shape[0] != n:
+            raise ValueError(f"need one start image per condition: {start.images.shape[0]} for {n} conditions")
         if switch is not None and len(switch.at) != n:
             raise ValueError(f"need one switch fraction per condition: {len(switch.at)} for {n} conditions")
         device = next(model.parameters()).device
@@ -205,6 +235,10 @@ class GuidedRun:
         self.generators = [step_noise_generator(s) for s in seeds]  # DDPM's per-step noise
         x = initial_noise(seeds, (cfg.channels, cfg.image_size, cfg.image_size)).to(device)
         self.x = x * self.scheduler.init_noise_sigma
+        self.i = 0
+        if start is not None:
+            self.i = start.first_step(self.scheduler.timesteps, self.scheduler.config.num_train_timesteps)
+            self.x = self._noised(start.images.to(device, torch.float32), x)
         uncond = model.null_condition(n) if uncond is None else uncond.to(device, torch.float32)
         self.both_cond = torch.cat([cond.to(device, torch.float32), uncond])
         self.total = len(self.scheduler.timesteps)
@@ -213,11 +247,26 @@ class GuidedRun:
         self.switch_steps = None if switch is None else \
             torch.tensor([switch_step(f, self.total) for f in switch.at] * 2, device=device)
         self.stride = record_stride(self.total, record_every)
-        self.i = 0
+
+    def _noised(self, images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The start images noised to the first step's timestep (by the scheduler's own q(x_t | x0), so a solver that
+        tracks its step sees the start it expects); from step 0 the noise alone, as a plain run starts."""
+        if self.i == 0:
+            return self.x
+        if self.i >= len(self.scheduler.timesteps):
+            return images
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(self.i)
+        t = self.scheduler.timesteps[self.i]
+        return self.scheduler.add_noise(images, noise, t.expand(images.shape[0]))
 
     @property
     def done(self) -> bool:
         return self.i >= self.total
+
+    def unchanged(self) -> Progress:
+        """The one Progress of a run that takes no step (a start at 0): its images as they are."""
+        return Progress(step=self.total, total=self.total, timestep=0, x0=self.x, images=self.x.clamp(-1, 1))
 
     @torch.inference_mode()
     def model_input(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

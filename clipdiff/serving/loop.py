@@ -14,7 +14,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import torch
 
-from ..sampling import GuidedRun, Progress, Switch
+from ..sampling import GuidedRun, Progress, Start, Switch
 from ..schedulers import SAMPLERS, NoiseSchedule
 from ..unet import ConditionalUNet
 from .batching import ModelInput
@@ -39,6 +39,12 @@ class SampleRequest:
     uncond: torch.Tensor | None = None          # (N, D) negative conditions (null rows where none); None: the null
     switch_cond: torch.Tensor | None = None     # (N, D) prompt editing: the conditions after each sample's switch
     switch_at: list[float] | None = None        # (N,) ... and when, as fractions of the steps
+    start_images: torch.Tensor | None = None    # (N, C, H, W) SDEdit: the photos the run starts from ...
+    start_at: float | None = None               # ... noised to this fraction of T
+
+    @property
+    def start(self) -> Start | None:
+        return None if self.start_images is None else Start(self.start_images, float(self.start_at))
 
     @property
     def switch(self) -> Switch | None:
@@ -77,6 +83,13 @@ class SampleRequest:
         elif self.switch_at is not None and (len(self.switch_at) != self.cond.shape[0] or not all(
                 isinstance(f, (int, float)) and 0 <= f <= 1 for f in self.switch_at)):
             found.append("switch_at needs one fraction from 0 to 1 per condition")
+        if (self.start_images is None) != (self.start_at is None):
+            found.append("start_images and start_at come together")
+        elif self.start_images is not None and (
+                self.start_images.ndim != 4 or self.start_images.shape[0] != self.cond.shape[0] or
+                not torch.isfinite(self.start_images).all() or not isinstance(self.start_at, (int, float)) or
+                not 0 <= self.start_at <= 1):
+            found.append("start_images needs one finite image per condition and start_at a fraction from 0 to 1")
         return found
 
 
@@ -84,11 +97,13 @@ def start_run(model: ConditionalUNet, request: SampleRequest, schedule: NoiseSch
     """The request as a GuidedRun, set up exactly as ClipDiffusionPipeline.run sets up the local one."""
     w = torch.tensor(request.w, dtype=torch.float32)
     return GuidedRun(model, request.cond, w, list(request.seeds), request.sampler, request.steps, schedule,
-                     request.record_every, request.uncond, request.switch)
+                     request.record_every, request.uncond, request.switch, request.start)
 
 
 async def sample_async(run: GuidedRun, predict: AsyncPredictor) -> AsyncIterator[Progress]:
     """Yield a Progress after every step, as sample_guided does; predict is awaited once per step."""
+    if run.done:
+        yield run.unchanged()
     while not run.done:
         eps = await predict(run.model_input())
         yield run.advance(eps)

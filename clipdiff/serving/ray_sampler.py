@@ -186,13 +186,15 @@ class RaySamplerBackend:
 
     def run(self, pipe: ClipDiffusionPipeline, jobs: list[Job], steps: int, sampler: str,
             record_every: int = 0) -> Iterator[Progress]:
-        switch = pipe.switch(jobs)
+        switch, start = pipe.switch(jobs), pipe.start(jobs)
         request = SampleRequest(cond=pipe.conditions(jobs), w=[float(j.w) for j in jobs],
                                 seeds=[int(j.seed) for j in jobs], steps=int(steps), sampler=sampler,
                                 record_every=int(record_every), model_id=pipe.model_id,
                                 uncond=pipe.negative_conditions(jobs),
                                 switch_cond=None if switch is None else switch.cond,
-                                switch_at=None if switch is None else list(switch.at))
+                                switch_at=None if switch is None else list(switch.at),
+                                start_images=None if start is None else start.images,
+                                start_at=None if start is None else start.at)
         return self.stream(request)
 
     def stream(self, request: SampleRequest) -> Iterator[Progress]:

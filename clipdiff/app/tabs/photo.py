@@ -38,9 +38,9 @@ def photo_of(ctx: Context, file, use_generated, run, checked: Checked) -> np.nda
     and resized, as every picture enters a model) or, when asked and there is no upload, the last run's first image."""
     size = ctx.models.pipeline.image_size if ctx.models.pipeline is not None else 32
     if file is not None:
-        return np.asarray(center_square(open_upload(file, "photo"), size))
+        return np.array(center_square(open_upload(file, "photo"), size))
     if checked.flag(use_generated, "use my last generated image") and isinstance(run, LastRun):
-        return np.asarray(center_square(to_pil(run.frames[0]), size))
+        return np.array(center_square(to_pil(run.frames[0]), size))
     raise gr.Error(NO_PHOTO)
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from clipdiff.inversion import round_trip
-from clipdiff.pipeline import Job, photo_edits
+from clipdiff.pipeline import Job, photo_edits, start_of
 from clipdiff.sampling import Start, run_to_end, sample_guided, to_uint8
 from clipdiff.schedulers import NoiseSchedule, alphas_cumprod, forward_noise, make_scheduler, signal_to_noise
 
@@ -56,7 +56,7 @@ def test_an_edit_records_only_the_steps_it_takes(tiny_pipeline):
     result = tiny_pipeline.generate(photo_edits(x0, "a daisy", 2.0, 1, 0.5), 6, "ddim", record_every=1)
     assert [r.timestep for r in result.records] == [199, 132, 66], "ddim's 6 trailing steps below 200"
     assert [r.step for r in result.records] == [3, 4, 5], "numbered as in the full run"
-    unchanged = list(sample_guided(tiny_pipeline.model, tiny_pipeline.text_conditions(["a"]), 2.0, [0], "ddim", 6,
+    unchanged = list(sample_guided(tiny_pipeline.model, tiny_pipeline.prepare([Job("a", 2.0, 0)]).inputs.cond, 2.0, [0], "ddim", 6,
                                    start=Start(x0[None], 0.0)))
     assert len(unchanged) == 1 and unchanged[0].images is not None, "a run of no steps still ends with images"
 
@@ -65,8 +65,9 @@ def test_one_start_for_a_batch(tiny_pipeline):
     x0 = photo(tiny_pipeline.image_size)
     jobs = photo_edits(x0, "a", 2.0, 1, 0.5) + photo_edits(x0, "b", 2.0, 1, 0.2)
     with pytest.raises(ValueError, match="one start"):
-        tiny_pipeline.start(jobs)
-    assert tiny_pipeline.start([Job("a", 2.0, 1)]) is None
+        start_of(jobs)
+    assert start_of([Job("a", 2.0, 1)]) is None
+    assert tiny_pipeline.prepare(jobs[:1], 4, "ddim").inputs.start.at == 0.5, "prepare builds the start"
     assert tiny_pipeline.parameters_of(jobs[0], 4, "ddim")["edited_photo_at"] == 0.5
 
 
@@ -92,7 +93,7 @@ def test_inversion_walks_up_and_back_down():
 
 def test_inversion_round_trip_on_a_model_says_its_error(tiny_pipeline):
     x0 = photo(tiny_pipeline.image_size)[None]
-    trip = round_trip(tiny_pipeline.model, x0, tiny_pipeline.text_conditions(["a daisy"]), steps=4)
+    trip = round_trip(tiny_pipeline.model, x0, tiny_pipeline.prepare([Job("a daisy", 0.0, 0)]).inputs.cond, steps=4)
     assert trip.noise.shape == x0.shape and trip.images.shape == x0.shape
     assert torch.isfinite(trip.error).all() and float(trip.error[0]) >= 0
     expected = float((trip.images - x0).abs().mean() * 127.5)

@@ -14,7 +14,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import torch
 
-from ..sampling import GuidedRun, Progress, Start, Switch
+from ..sampling import GuidedRun, Progress, SamplerInputs, Start, Switch
 from ..schedulers import SAMPLERS, NoiseSchedule
 from ..unet import ConditionalUNet
 from .batching import ModelInput
@@ -42,13 +42,30 @@ class SampleRequest:
     start_images: torch.Tensor | None = None    # (N, C, H, W) SDEdit: the photos the run starts from ...
     start_at: float | None = None               # ... noised to this fraction of T
 
+    @classmethod
+    def of(cls, inputs: SamplerInputs, record_every: int = 0, model_id: str | None = None) -> "SampleRequest":
+        """A prepared run's sampler inputs as a request (plain lists and tensors: what travels to a replica)."""
+        switch = inputs.switch
+        return cls(cond=inputs.cond, w=[float(w) for w in inputs.w], seeds=[int(s) for s in inputs.seeds],
+                   steps=int(inputs.steps), sampler=inputs.sampler, record_every=int(record_every), model_id=model_id,
+                   uncond=inputs.uncond, switch_cond=None if switch is None else switch.cond,
+                   switch_at=None if switch is None else list(switch.at),
+                   start_images=None if inputs.start is None else inputs.start.images,
+                   start_at=None if inputs.start is None else inputs.start.at)
+
+    @property
+    def switch(self) -> Switch | None:
+        return None if self.switch_cond is None else Switch(self.switch_cond, tuple(self.switch_at))
+
     @property
     def start(self) -> Start | None:
         return None if self.start_images is None else Start(self.start_images, float(self.start_at))
 
     @property
-    def switch(self) -> Switch | None:
-        return None if self.switch_cond is None else Switch(self.switch_cond, tuple(self.switch_at))
+    def inputs(self) -> SamplerInputs:
+        """The request as the sampler takes it: the value the front's prepare built."""
+        return SamplerInputs(self.cond, torch.tensor(self.w, dtype=torch.float32), tuple(self.seeds), self.steps,
+                             self.sampler, self.uncond, self.switch, self.start)
 
     def problems(self, cond_dim: int) -> list[str]:
         n = self.cond.shape[0] if self.cond.ndim == 2 else -1
@@ -94,10 +111,8 @@ class SampleRequest:
 
 
 def start_run(model: ConditionalUNet, request: SampleRequest, schedule: NoiseSchedule | None) -> GuidedRun:
-    """The request as a GuidedRun, set up exactly as ClipDiffusionPipeline.run sets up the local one."""
-    w = torch.tensor(request.w, dtype=torch.float32)
-    return GuidedRun(model, request.cond, w, list(request.seeds), request.sampler, request.steps, schedule,
-                     request.record_every, request.uncond, request.switch, request.start)
+    """The request as a GuidedRun: GuidedRun.of, as ClipDiffusionPipeline.sample starts the local one."""
+    return GuidedRun.of(model, request.inputs, schedule, request.record_every)
 
 
 async def sample_async(run: GuidedRun, predict: AsyncPredictor) -> AsyncIterator[Progress]:

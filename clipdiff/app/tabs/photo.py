@@ -12,9 +12,9 @@ import torch
 from ... import tour
 from ...images import center_square, labelled_grid, to_pil
 from ...inversion import round_trip
-from ...pipeline import REFERENCE_PROMPTS, photo_edits
-from ...playback import playback_of_jobs
-from ...sampling import from_uint8, initial_noise, to_uint8
+from ...pipeline import REFERENCE_PROMPTS, Job, photo_edits
+from ...playback import playback_of_run
+from ...sampling import Sampling, from_uint8, initial_noise, to_uint8
 from ...schedulers import NoiseSchedule, alphas_cumprod, forward_noise as noised, signal_to_noise
 from ..context import Context
 from ..controls import SamplingControls, negative_box, seed_number
@@ -90,11 +90,11 @@ def edit_photo(ctx: Context, file, use_generated, prompt, at, w, seed, steps, sa
     s = checked.budget(s, 1 + len(EDIT_STRIP))
     negative = checked.negative(negative_prompt)
     x0 = from_uint8(photo[None])[0]
-    jobs = photo_edits(x0, prompt, s.w, s.seed, at, negative)
+    run_in = checked.prepare(pipe, photo_edits(x0, prompt, s.w, s.seed, at, negative), s)
     label = f"{shorten(prompt)} from the photo at {at:g} T (seed {s.seed})"
     started = time.perf_counter()
     result = None
-    for frames in sample(ctx, pipe, jobs, s, record=True):
+    for frames in sample(ctx, pipe, run_in, record=True):
         if frames.stopped:
             yield preview_gallery(frames), gr.skip(), checked.status(stopped_note(frames.step, frames.total)), \
                 s.seed, gr.skip()
@@ -104,15 +104,16 @@ def edit_photo(ctx: Context, file, use_generated, prompt, at, w, seed, steps, sa
                 s.seed, gr.skip()
             continue
         result = frames
-    gallery, params, scores = save_results(ctx, pipe, result.images, jobs, s)
+    gallery, params, scores = save_results(ctx, pipe, result.images, run_in)
     gallery = [(to_pil(photo, PREVIEW_SCALE), "the photo, as the model sees it")] + gallery
-    new_run = LastRun(result.images, [label], params, scores, playback_of_jobs(pipe, jobs, [label], result.records),
-                      pipe.final_conditions(jobs))
+    new_run = LastRun(result.images, [label], params, scores, playback_of_run(run_in, [label], result.records),
+                      run_in.final)
     yield gallery, gr.skip(), checked.status(f"Edited in {time.perf_counter() - started:.1f} s; now the strip over "
                                              "the start..."), s.seed, gr.skip()
     row = []
     for fraction in EDIT_STRIP:
-        for frames in sample(ctx, pipe, photo_edits(x0, prompt, s.w, s.seed, fraction, negative), s):
+        edit = checked.prepare(pipe, photo_edits(x0, prompt, s.w, s.seed, fraction, negative), s)
+        for frames in sample(ctx, pipe, edit):
             if frames.stopped:
                 yield gallery, gr.skip(), checked.status("The edit is done; the strip was stopped."), s.seed, new_run
                 return
@@ -136,8 +137,8 @@ def invert_photo(ctx: Context, file, use_generated, prompt, steps, run=None):
     photo = photo_of(ctx, file, use_generated, run, checked)
     prompt = checked.lines(prompt, 1, name="prompt")[0]
     steps = checked.number(steps, "inversion steps", *INVERSION_STEPS, integer=True, default=INVERSION_STEPS_DEFAULT)
-    trip = round_trip(pipe.model, from_uint8(photo[None]), pipe.text_conditions([prompt]), steps,
-                      pipe.config.schedule)
+    cond = checked.prepare(pipe, [Job(prompt, 0.0, 0)], Sampling(steps=steps, sampler="ddim")).inputs.cond
+    trip = round_trip(pipe.model, from_uint8(photo[None]), cond, steps, pipe.config.schedule)
     error = float(trip.error[0])
     pictures = np.stack([photo, to_uint8(trip.noise / 3)[0], to_uint8(trip.images)[0]])
     strip = labelled_grid(pictures, rows=1, cols=3, col_labels=["photo", "x_T found (shown / 3)", "DDIM from x_T"])

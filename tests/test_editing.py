@@ -56,8 +56,8 @@ def test_an_edit_records_only_the_steps_it_takes(tiny_pipeline):
     result = tiny_pipeline.generate(photo_edits(x0, "a daisy", 2.0, 1, 0.5), 6, "ddim", record_every=1)
     assert [r.timestep for r in result.records] == [199, 132, 66], "ddim's 6 trailing steps below 200"
     assert [r.step for r in result.records] == [3, 4, 5], "numbered as in the full run"
-    unchanged = list(sample_guided(tiny_pipeline.model, tiny_pipeline.prepare([Job("a", 2.0, 0)]).inputs.cond, 2.0, [0], "ddim", 6,
-                                   start=Start(x0[None], 0.0)))
+    cond = tiny_pipeline.prepare([Job("a", 2.0, 0)]).inputs.cond
+    unchanged = list(sample_guided(tiny_pipeline.model, cond, 2.0, [0], "ddim", 6, start=Start(x0[None], 0.0)))
     assert len(unchanged) == 1 and unchanged[0].images is not None, "a run of no steps still ends with images"
 
 

@@ -11,7 +11,8 @@ from clipdiff.app.limits import (EDIT_STRIP, INTERPOLATION_POINTS, MAX_ABLATED_W
 from clipdiff.atlas import METHODS
 from clipdiff.sampling import Sampling
 
-TABS = {"generate", "sweep", "playback", "similarity", "map", "interpolate", "debug", "photo"}   # the app's tab ids besides "tour"
+# the app's tab ids besides "tour"
+TABS = {"generate", "sweep", "playback", "similarity", "map", "interpolate", "debug", "photo"}
 RUNS = tour.runs()
 
 

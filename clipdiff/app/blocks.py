@@ -11,7 +11,8 @@ from .session import last_run_state
 from .tabs import compare, debug, embed_map, generate, interpolate, photo, playback, similarity, sweep, tour
 from .wiring import Shared
 
-TABS = (generate, sweep, playback, compare, photo, similarity, embed_map, interpolate, debug)   # after the Tour, in this order
+# after the Tour, in this order
+TABS = (generate, sweep, playback, compare, photo, similarity, embed_map, interpolate, debug)
 TITLE = "# clipdiff: CLIP-conditioned diffusion you can watch\n"
 
 

@@ -77,8 +77,9 @@ def fuzz(url: str, cases: int = 500, unhandled=lambda: [], seed: int | None = 0,
         "negative_prompt": text, "switch_to": text, "switch_at": number}),
         st.text(max_size=50), st.lists(junk, max_size=3).map(json.dumps))
     negative = st.one_of(st.just(""), text)
-    photo_or_not = st.sampled_from([None, "photo", "not a picture"]).map(
-        lambda kind: None if kind is None else handle_file(str(photo_file() if kind == "photo" else not_a_picture(tmp))))
+    photo_or_not = st.sampled_from([None, "photo", "not a picture"]).map(lambda kind: None if kind is None else
+                                                                          handle_file(str(photo_file() if kind == "photo"
+                                                                                          else not_a_picture(tmp))))
     fractions = st.one_of(st.text(max_size=40), st.sampled_from(["0, 0.5, 1", "nan", "-1 2 0.5", ",,", "1e999"]),
                           st.lists(st.floats(-1, 2), max_size=12).map(lambda xs: ", ".join(map(str, xs))), junk)
     plans = [  # (share of the cases, strategy, call); the cheap endpoints get most of them

@@ -90,24 +90,24 @@ def edit_photo(ctx: Context, file, use_generated, prompt, at, w, seed, steps, sa
     s = checked.budget(s, 1 + len(EDIT_STRIP))
     negative = checked.negative(negative_prompt)
     x0 = from_uint8(photo[None])[0]
-    run_in = checked.prepare(pipe, photo_edits(x0, prompt, s.w, s.seed, at, negative), s)
+    prepared = checked.prepare(pipe, photo_edits(x0, prompt, s.w, s.seed, at, negative), s)
     label = f"{shorten(prompt)} from the photo at {at:g} T (seed {s.seed})"
     started = time.perf_counter()
     result = None
-    for frames in sample(ctx, pipe, run_in, record=True):
+    for frames in sample(ctx, pipe, prepared, record=True):
         if frames.stopped:
             yield preview_gallery(frames), gr.skip(), checked.status(stopped_note(frames.step, frames.total)), \
                 s.seed, gr.skip()
             return
         if not frames.done:
-            yield preview_gallery(frames), gr.skip(), checked.status(f"Editing: step {frames.step} of {frames.total}"), \
-                s.seed, gr.skip()
+            status = checked.status(f"Editing: step {frames.step} of {frames.total}")
+            yield preview_gallery(frames), gr.skip(), status, s.seed, gr.skip()
             continue
         result = frames
-    gallery, params, scores = save_results(ctx, pipe, result.images, run_in)
+    gallery, params, scores = save_results(ctx, pipe, result.images, prepared)
     gallery = [(to_pil(photo, PREVIEW_SCALE), "the photo, as the model sees it")] + gallery
-    new_run = LastRun(result.images, [label], params, scores, playback_of_run(run_in, [label], result.records),
-                      run_in.final)
+    new_run = LastRun(result.images, [label], params, scores, playback_of_run(prepared, [label], result.records),
+                      prepared.final)
     yield gallery, gr.skip(), checked.status(f"Edited in {time.perf_counter() - started:.1f} s; now the strip over "
                                              "the start..."), s.seed, gr.skip()
     row = []

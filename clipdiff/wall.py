@@ -34,10 +34,15 @@ LOG_NAME = "wall.jsonl"
 ITEM_ID = frozenset("0123456789abcdef")
 
 
+# Bidirectional overrides and isolates: on a wall the whole room reads, they could make a caption read backwards.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def clean_text(value, limit: int = MAX_FIELD_CHARS) -> str:
-    """Plain text of at most `limit` characters: control characters and lone surrogates dropped, runs of whitespace
-    (newlines included) made one space."""
-    text = "".join(ch for ch in str(value) if unicodedata.category(ch) not in ("Cc", "Cs"))
+    """Plain text of at most `limit` characters: control characters (newlines too) as spaces, lone surrogates and
+    bidirectional overrides dropped, runs of spaces made one. Other format characters (emoji joiners) stay."""
+    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in str(value)
+                   if unicodedata.category(ch) != "Cs" and ch not in BIDI_CONTROLS)
     return " ".join(text.split())[:limit]
 
 

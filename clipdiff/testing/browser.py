@@ -59,9 +59,17 @@ def set_number(page, label: str, value) -> None:
     box.press("Enter")
 
 
+# Click the tab named so: in the tab bar, or in its "More tabs" menu when the bar is too narrow for it (a click
+# from script reaches the menu's hidden entry too). Gradio moves a tab between the two while it lays the bar out.
+CLICK_TAB_JS = """(name) => { const named = (selector) => [...document.querySelectorAll(selector)]
+  .find(b => b.innerText.trim() === name);
+  const tab = named('[role=tab]') || named('.overflow-dropdown button');
+  if (tab) { tab.click(); } return Boolean(tab); }"""
+
+
 def open_tab(page, name: str) -> None:
     """Click a tab by its name and wait until it is the selected one."""
-    page.get_by_role("tab", name=name, exact=True).click()
+    page.wait_for_function(CLICK_TAB_JS, arg=name)
     page.get_by_role("tab", name=name, exact=True, selected=True).wait_for()
 
 

@@ -87,11 +87,11 @@ def test_nothing_to_publish_before_a_run(wall_ctx):
 
 @pytest.fixture(scope="module")
 def wall_app(tiny_models, tmp_path_factory):
-    """The real app with a wall, for the browser tests."""
+    """The real app with a wall, its queue long enough for a room of 30 attendees at once."""
     pytest.importorskip("gradio_client")
     from clipdiff.testing.live import app_in_this_process
 
-    with app_in_this_process(tiny_models, preview_every_s=0,
+    with app_in_this_process(tiny_models, preview_every_s=0, max_queue=64,
                              room_wall=Wall(tmp_path_factory.mktemp("wall"), admin_key=ADMIN)) as app:
         yield app
 
@@ -130,3 +130,23 @@ def test_published_in_one_page_seen_in_another_within_5_s(wall_app, page):
         assert reader.input_value("#prompts textarea") == MARKUP
     finally:
         reader.close()
+
+
+def test_fuzz_the_wall_endpoints(wall_app, server_errors, tmp_path):
+    """Whatever a client sends to the wall's endpoints (ids, keys), a result or a clear refusal, nothing unhandled
+    (the endpoints without inputs have one case each: hypothesis does not repeat itself)."""
+    from clipdiff.testing import stress
+
+    figures = stress.fuzz(wall_app.url, cases=100, unhandled=server_errors, seed=0, tmp=tmp_path, only_wall=True)
+    assert figures["cases"] >= 40 and figures["ok"] > 0 and figures["refused"] > 0
+    assert server_errors() == []
+
+
+@pytest.mark.slow
+def test_30_attendees_publish_and_read_the_wall(wall_app):
+    from clipdiff.testing import stress
+
+    figures = stress.wall_load(wall_app.url, attendees=30, reads=3)
+    print(f"wall load: {figures}")
+    assert figures["failures"] == 0, figures["errors"]
+    assert figures["published"] == 30 and figures["reads"] == 90

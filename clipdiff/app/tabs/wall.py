@@ -154,17 +154,19 @@ def build(ctx: Context) -> WallTab:
     on = ctx.wall is not None
     with gr.Tab("Wall", id="wall"):
         status = gr.Markdown(OFF if not on else "", elem_id="wall-status")
-        gallery = gr.Gallery(label="the room's wall (captions: prompt | w | steps | seed | time)", columns=8,
-                             height=560, object_fit="contain", format="png", allow_preview=True, interactive=False,
-                             elem_id="wall-gallery", elem_classes=["pixelated"], visible=on)
-        with gr.Row(visible=on):
-            selected = gr.Textbox(label="selected picture", interactive=False, elem_id="wall-selected", scale=3,
-                                  max_length=ITEM_ID_CHARS)
-            try_button = gr.Button("Try this (fills Generate)", variant="primary", elem_id="wall-try", scale=1)
+        with gr.Row(visible=on, equal_height=True):
+            selected = gr.Textbox(label="selected picture (click one)", interactive=False, elem_id="wall-selected",
+                                  scale=3, max_length=ITEM_ID_CHARS)
+            try_button = gr.Button("Try this", variant="primary", elem_id="wall-try", scale=1)
             remove_button = gr.Button("Remove", variant="stop", elem_id="wall-remove", scale=1)
             refresh = gr.Button("Refresh now", elem_id="wall-refresh", scale=1)
-        admin_key = gr.Textbox(label="instructor key (to remove anyone's picture)", type="password",
-                               max_length=MAX_KEY_CHARS, elem_id="wall-admin-key", visible=on)
+        gallery = gr.Gallery(label="the room's wall (captions: prompt | w | steps | seed | time)", columns=8,
+                             height=520, object_fit="contain", format="png", allow_preview=True, interactive=False,
+                             elem_id="wall-gallery", elem_classes=["pixelated", "results"], visible=on)
+        with gr.Accordion("Instructor", open=False, visible=on):
+            admin_key = gr.Textbox(label="instructor key (app.py --wall-admin-file): Remove then removes anyone's "
+                                         "picture", type="password", max_length=MAX_KEY_CHARS,
+                                   elem_id="wall-admin-key")
     return WallTab(status, gallery, selected, try_button, remove_button, refresh, admin_key, gr.State([]), gr.State(None),
                    gr.State(None), gr.Timer(WALL_REFRESH_S, active=on))
 

@@ -14,7 +14,7 @@ gr = pytest.importorskip("gradio")
 from clipdiff import tour  # noqa: E402
 from clipdiff.app.context import Context, Models  # noqa: E402
 from clipdiff.app.limits import MAX_BATCH, MAX_IMAGE_STEPS, SEED_RANGE  # noqa: E402
-from clipdiff.app.runs import REFUSED, finished, refused, stop_run  # noqa: E402
+from clipdiff.app.runs import NOTHING_RAN, RunStatus, finished, said, stop_run  # noqa: E402
 from clipdiff.app.session import LastRun  # noqa: E402
 from clipdiff.app.tabs import generate as tab  # noqa: E402
 from clipdiff.images import read_params, save_png  # noqa: E402
@@ -165,13 +165,25 @@ def test_a_stopped_generate_run_ends_with_where_it_stopped_and_nothing_after_it(
     assert status.startswith(f"**Stopped at step {2 + len(previews)} of 400.** The pictures are unfinished")
     assert gallery[0][1].startswith(f"UNFINISHED (stopped at step {2 + len(previews)} of 400)")
     assert seed == 3 and kept == gr.skip(), "the session's last run stays the one before"
+    assert (status.stopped, status.step, status.of) == (True, 2 + len(previews), 400), "the outcome, as data"
     with pytest.raises(gr.Error):
         finished(status)                            # what follows a run (playback, ranking, history) does not follow
-    assert finished("Done: 1 image(s)") is None
-    assert refused(status) == status, "a cancel arriving after the run stopped keeps what it said"
-    assert refused("Sampling: step 7 of 9\n\nNote: seed -3 is outside").startswith("**Stopped at step 7 of 9.**")
-    assert refused("Sampling: step 7 of 9\n\nNote: seed -3 is outside").endswith("Note: seed -3 is outside")
-    assert refused(None) == REFUSED == refused("Done: 4 image(s)"), "a refusal: nothing ran"
+    assert finished(RunStatus("Done: 1 image(s)", 1, 1, done=True)) is None
+
+
+def test_a_failed_event_s_status_is_rendered_from_the_run_s_outcome_not_its_text():
+    """runs.said, after an event failed: a run Gradio cancelled says the last step it showed (its notes kept), one
+    that said it stopped keeps that, a refusal says its reason once; nothing reads the status's text."""
+    running = RunStatus("Sampling: step 7 of 9", 7, 9, notes=["seed -3 is outside 0 to 2147483647: using 0."])
+    shown, kept = said(running)
+    assert shown.startswith("**Stopped at step 7 of 9.**") and shown.endswith("using 0.") and shown.stopped
+    assert kept == shown and said(shown) == (shown, shown), "a cancel arriving after the run stopped keeps it"
+    refusal = RunStatus.refusal("Type at least one prompt (one per line); the box is empty.")
+    assert said(refusal) == (refusal, NOTHING_RAN) and refusal.startswith("**Nothing ran.** Type at least one")
+    assert said(NOTHING_RAN)[0] == said(None)[0] == NOTHING_RAN == "**Nothing ran.**", "cancelled in the queue"
+    assert said(RunStatus("Done: 4 image(s)", 4, 4, done=True))[0] == NOTHING_RAN
+    misleading = RunStatus("Stopped at step 3 of 4? Done: the prompt said so", 4, 4, done=True)
+    assert not said(misleading)[0].stopped, "the words of a status (a prompt inside it) decide nothing"
 
 
 def test_downloads_are_named_for_what_they_show(ctx):

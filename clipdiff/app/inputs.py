@@ -17,9 +17,10 @@ from PIL import Image, ImageOps
 from ..images import read_params
 from ..pipeline import Job, with_prompt_edit
 from ..prompts import PromptSyntaxError, parse
-from ..sampling import Sampling
+from ..sampling import Frames, Sampling
 from .limits import (DEFAULT_STEPS, DEFAULT_W, MAX_IMAGE_PIXELS, MAX_IMAGE_STEPS, MAX_PROMPT_EDIT_FRACTIONS,
                      MAX_SWEEP_WS, MAX_TEXT_CHARS, MAX_UPLOADS, SAMPLERS, SEED_RANGE, STEPS_RANGE, W_RANGE)
+from .runs import RunStatus
 from .session import generated_images
 
 
@@ -128,8 +129,12 @@ class Checked:
             return replace(s, steps=allowed)
         return s
 
-    def status(self, text: str) -> str:
-        return "\n\n".join([text] + [f"Note: {n}" for n in self.notes])
+    def status(self, message: str, frames: Frames | None = None) -> RunStatus:
+        """What the run's status says (at these Frames: under way, done, or where it stopped), with this request's
+        notes under it."""
+        if frames is None:
+            return RunStatus(message, notes=self.notes)
+        return RunStatus.of_frames(frames, message, self.notes)
 
     # -- debugging a prompt (issue 15) --------------------------------------------------------------------------
     def negative(self, value) -> str:

@@ -23,7 +23,7 @@ from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, clean_line, png_parameters, shorten
 from ..limits import (DEFAULT_SAMPLER, IMAGES_PER_PROMPT, MAX_BATCH, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS,
                       MAX_TEXT_CHARS, SAMPLERS, SEED_RANGE)
-from ..runs import preview_gallery, refused, sample, save_results, score_note, stopped_note
+from ..runs import preview_gallery, sample, save_results, score_note
 from ..session import LastRun
 from ..page import SHOW_RESULTS
 from ..wiring import PRIVATE, Call, Shared, after_finished, bind, on_stop
@@ -114,10 +114,10 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, nega
     started = time.perf_counter()
     for frames in sample(ctx, pipe, jobs, s, record=True):
         if frames.stopped:
-            yield preview_gallery(frames), checked.status(stopped_note(frames.step, frames.total)), s.seed, gr.skip()
+            yield preview_gallery(frames), checked.status("", frames), s.seed, gr.skip()
             return
         if not frames.done:
-            status = checked.status(f"Sampling: step {frames.step} of {frames.total}")
+            status = checked.status(f"Sampling: step {frames.step} of {frames.total}", frames)
             yield preview_gallery(frames), status, s.seed, gr.skip()
             continue
         gallery, params, scores = save_results(ctx, pipe, frames.images, jobs, s)
@@ -127,7 +127,7 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, nega
         yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {s.seed}, {s.steps} {s.sampler} steps "
                                       f"in {time.perf_counter() - started:.1f} s. "
                                       f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])}). "
-                                      f"{score_note(s, [s.w])}"), s.seed, run
+                                      f"{score_note(s, [s.w])}", frames), s.seed, run
 
 
 def images_each(checked: Checked, prompts: list[str], n_images) -> int:
@@ -288,7 +288,7 @@ def build(ctx: Context) -> GenerateTab:
 def run_call(ctx: Context, tab: GenerateTab, shared: Shared) -> Call:
     s = tab.sampling
     return Call(bind(generate, ctx), tab.inputs, [tab.gallery, tab.status, s.seed, shared.last_run],
-                ctx.model_group)
+                ctx.model_group, status=tab.status)
 
 
 def wire(ctx: Context, tab: GenerateTab, shared: Shared) -> None:
@@ -296,17 +296,17 @@ def wire(ctx: Context, tab: GenerateTab, shared: Shared) -> None:
     tokens.on(tab.prompts.change, api_name="tokens", show_progress="hidden")
     tokens.on(shared.demo.load, **PRIVATE)
     tab.dice.click(random_seed, None, tab.sampling.seed, queue=False, **PRIVATE)
-    # the progress (and a refusal's "Error" mark) goes where the results go, not on the seed box
-    event = run_call(ctx, tab, shared).on(tab.go.click, api_name="generate", show_progress_on=[tab.status])
+    event = run_call(ctx, tab, shared).on(tab.go.click, api_name="generate")
     Call(steps_used, [tab.prompts, tab.sampling.steps, tab.n_images], tab.sampling.steps).on(
         tab.go.click, show_progress="hidden", **PRIVATE)
     tab.go.click(None, js=SHOW_RESULTS, **PRIVATE)
     after_finished(event, tab.status, shared)
-    Call(refused, tab.status, tab.status).on(event.failure, show_progress="hidden", **PRIVATE)
     on_stop(ctx, tab.stop, [event])
     Call(remember_selection, None, tab.selected).on(tab.gallery.select, **PRIVATE)
-    Call(reuse_selected, [shared.last_run, tab.selected], tab.controls).on(tab.reuse.click, **PRIVATE)
-    Call(load_params, tab.png_in, tab.controls).on(tab.png_in.upload, api_name="load_params")
+    Call(reuse_selected, [shared.last_run, tab.selected], tab.controls, status=tab.status).on(
+        tab.reuse.click, show_progress="hidden", **PRIVATE)
+    Call(load_params, tab.png_in, tab.controls, status=tab.status).on(tab.png_in.upload, api_name="load_params",
+                                                                      show_progress="hidden")
     Call(reuse_negative, [shared.last_run, tab.selected], tab.negative).on(tab.reuse.click, **PRIVATE)
     Call(load_negative, tab.png_in, tab.negative).on(tab.png_in.upload, **PRIVATE)
 

@@ -77,6 +77,7 @@ class SimilarityTab:
     generated: gr.Checkbox
     over: gr.Radio
     go: gr.Button
+    status: gr.Markdown
     plot: gr.Plot
     nearest: gr.Dataframe
     json: gr.JSON
@@ -94,6 +95,7 @@ def build(ctx: Context) -> SimilarityTab:
                 generated = gr.Checkbox(True, label="include my generated images")
                 over = gr.Radio(list(SOFTMAX_OVER), value="texts", label="softmax over (the candidates)")
         go = gr.Button("Compare", variant="primary")
+        status = gr.Markdown(elem_id="similarity-status")      # a refusal's reason (its progress too)
         plot = gr.Plot(elem_id="similarity-plot")
         gr.Markdown(COSINE_NOTE)
         nearest_table = gr.Dataframe(headers=["image", "rank", "nearest caption", "cosine"],
@@ -102,12 +104,12 @@ def build(ctx: Context) -> SimilarityTab:
         rank = gr.Button("Rank my last run by CLIP score")
         ranked = gr.Gallery(label="best first", columns=8, height="auto", elem_classes=["pixelated"],
                             elem_id="ranked")
-    return SimilarityTab(texts, files, generated, over, go, plot, nearest_table, matrices, rank, ranked)
+    return SimilarityTab(texts, files, generated, over, go, status, plot, nearest_table, matrices, rank, ranked)
 
 
 def run_call(ctx: Context, tab: SimilarityTab, shared: Shared) -> Call:
     return Call(bind(similarity, ctx), [tab.texts, tab.files, tab.generated, tab.over, shared.last_run],
-                [tab.plot, tab.json, tab.nearest], ctx.model_group)
+                [tab.plot, tab.json, tab.nearest], ctx.model_group, status=tab.status)
 
 
 def rank_call(tab: SimilarityTab, last_run: gr.State) -> Call:
@@ -116,9 +118,10 @@ def rank_call(tab: SimilarityTab, last_run: gr.State) -> Call:
 
 
 def wire(ctx: Context, tab: SimilarityTab, shared: Shared) -> None:
-    run_call(ctx, tab, shared).on(tab.go.click, api_name="similarity", show_progress_on=[tab.plot])
+    run_call(ctx, tab, shared).on(tab.go.click, api_name="similarity")
     tab.go.click(None, js=scroll_to("#similarity-plot"), **PRIVATE)
-    Call(rank_last_run, shared.last_run, tab.ranked).on(tab.rank.click, api_name="rank")
+    Call(rank_last_run, shared.last_run, tab.ranked, status=tab.status).on(tab.rank.click, api_name="rank",
+                                                                           show_progress="hidden")
 
 
 def tour_fill(tab: SimilarityTab, then: tour.Similarity) -> dict:

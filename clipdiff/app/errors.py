@@ -87,7 +87,7 @@ def said_in_status(fn, outputs: list, status):
     where the run stopped), leaving every other output as it was, and then reaches the client as before: the corner
     message in the browser, an error for an API client. Always a generator (that update must go out before the
     error), with fn's signature (Gradio reads its parameters and `request` from it)."""
-    at = outputs.index(status) if status in outputs else None
+    at = next((k for k, c in enumerate(outputs) if c is status), None)
     width = len(outputs)
 
     def parts(update) -> list:

@@ -58,20 +58,20 @@ class Call:
     def on(self, trigger: Callable, **options):
         """Bind to a trigger (button.click, event.success, ...); returns the event, to chain or to cancel.
 
-        With a status, a refusal never hides a control or a result (issue 21.2): Gradio marks a failed event's
-        progress targets "Error" until their next update, so the progress goes to the status alone (unless hidden),
-        the refusal's reason goes to the status's outcome (errors.said_in_status) and, once the event has failed,
-        into the status itself (runs.said), which also lifts the mark; every other output stays as it was. An API
-        client still gets the refusal as an error."""
+        With a status, a refusal never hides a control or a result (issue 21.2). Gradio marks a failed event's
+        progress targets "Error" until their next update (with hidden progress too, in the page's markup), so the
+        progress goes to the status alone; the reason goes to the status's outcome (errors.said_in_status) and,
+        once the event has failed, into the status itself (runs.said), which lifts the mark; every other output
+        stays as it was. An API client still gets the refusal as an error."""
         if self.status is None:
             return trigger(self.fn, self.inputs, self.outputs, **self.group, **options)
         outcome = outcome_of(self.status)
-        if options.get("show_progress") != "hidden":
-            options["show_progress_on"] = [self.status]
-        event = trigger(said_in_status(self.fn, self.outputs, self.status), self.inputs, [*self.outputs, outcome],
+        outputs = list(self.outputs) if isinstance(self.outputs, (list, tuple)) else [self.outputs]
+        options["show_progress_on"] = [self.status]
+        event = trigger(said_in_status(self.fn, outputs, self.status), self.inputs, [*outputs, outcome],
                         **self.group, **options)
         Call(said, outcome, [self.status, outcome]).on(event.failure, show_progress="hidden", **PRIVATE)
-        if self.status not in self.outputs:     # a refusal's words go once the same button succeeds
+        if not any(c is self.status for c in outputs):     # a refusal's words go once the same button succeeds
             Call(cleared, outcome, [self.status, outcome]).on(event.success, show_progress="hidden", **PRIVATE)
         return event
 

@@ -279,7 +279,7 @@ def build(ctx: Context) -> GenerateTab:
                                      elem_classes=["pixelated", "results"])
                 reuse = gr.Button("Use parameters of the selected image")
                 png_in = gr.File(label="...or load parameters from a clipdiff PNG", file_types=[".png"],
-                                 type="filepath", height=120)
+                                 type="filepath", height=120, elem_id="png-in")
         selected = gr.State(None)
     return GenerateTab(prompts, tokens, token_summary, SamplingControls(w, seed, steps, sampler), dice, n_images,
                        go, stop, status, gallery, reuse, png_in, selected, negative)
@@ -303,10 +303,9 @@ def wire(ctx: Context, tab: GenerateTab, shared: Shared) -> None:
     after_finished(event, tab.status, shared)
     on_stop(ctx, tab.stop, [event])
     Call(remember_selection, None, tab.selected).on(tab.gallery.select, **PRIVATE)
-    Call(reuse_selected, [shared.last_run, tab.selected], tab.controls, status=tab.status).on(
-        tab.reuse.click, show_progress="hidden", **PRIVATE)
-    Call(load_params, tab.png_in, tab.controls, status=tab.status).on(tab.png_in.upload, api_name="load_params",
-                                                                      show_progress="hidden")
+    Call(reuse_selected, [shared.last_run, tab.selected], tab.controls, status=tab.status).on(tab.reuse.click,
+                                                                                              **PRIVATE)
+    Call(load_params, tab.png_in, tab.controls, status=tab.status).on(tab.png_in.upload, api_name="load_params")
     Call(reuse_negative, [shared.last_run, tab.selected], tab.negative).on(tab.reuse.click, **PRIVATE)
     Call(load_negative, tab.png_in, tab.negative).on(tab.png_in.upload, **PRIVATE)
 

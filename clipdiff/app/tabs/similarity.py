@@ -91,7 +91,8 @@ def build(ctx: Context) -> SimilarityTab:
             texts = gr.Textbox(label="Texts (one per line)", info="Ctrl+Enter compares", lines=4,
                                value="\n".join(REFERENCE_PROMPTS), elem_id="similarity-texts")
             with gr.Column():
-                files = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath")
+                files = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath",
+                                elem_id="similarity-files")
                 generated = gr.Checkbox(True, label="include my generated images")
                 over = gr.Radio(list(SOFTMAX_OVER), value="texts", label="softmax over (the candidates)")
         go = gr.Button("Compare", variant="primary")
@@ -120,8 +121,7 @@ def rank_call(tab: SimilarityTab, last_run: gr.State) -> Call:
 def wire(ctx: Context, tab: SimilarityTab, shared: Shared) -> None:
     run_call(ctx, tab, shared).on(tab.go.click, api_name="similarity")
     tab.go.click(None, js=scroll_to("#similarity-plot"), **PRIVATE)
-    Call(rank_last_run, shared.last_run, tab.ranked, status=tab.status).on(tab.rank.click, api_name="rank",
-                                                                           show_progress="hidden")
+    Call(rank_last_run, shared.last_run, tab.ranked, status=tab.status).on(tab.rank.click, api_name="rank")
 
 
 def tour_fill(tab: SimilarityTab, then: tour.Similarity) -> dict:

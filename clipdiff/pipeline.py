@@ -21,7 +21,8 @@ from .diffusion import DiffusionConfig, check_compatible, condition, load_diffus
 from .encoders import ClipEncoder
 from .prompts import edit_text, parse
 from .devices import resolve_device
-from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, Progress, SampleResult, Switch, run_to_end, sample_guided
+from .sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, Progress, SampleResult, Switch, run_to_end, sample_guided,
+                       seeds_from)
 from .unet import ConditionalUNet
 
 REFERENCE_PROMPTS = (
@@ -66,8 +67,8 @@ def with_prompt_edit(job: Job, steps: int) -> Job:
 
 
 def images_per_prompt(prompts: list[str], w: float, seed: int, n: int, negative: str = "") -> list[Job]:
-    """n images per prompt; image k of each prompt uses seed + k."""
-    return [Job(p, w, seed + k, negative=negative) for p in prompts for k in range(n)]
+    """n images per prompt; image k of each prompt uses seed + k (wrapping past the last seed: sampling.seeds_from)."""
+    return [Job(p, w, s, negative=negative) for p in prompts for s in seeds_from(seed, n)]
 
 
 def sweep(prompts: list[str], ws: list[float], seed: int, negative: str = "") -> list[Job]:

@@ -41,6 +41,12 @@ STEPS_RANGE = (1, 400)          # the training schedule's T: more steps than tim
 SEED_RANGE = (0, 2**31 - 1)
 
 
+def seeds_from(seed: int, n: int) -> list[int]:
+    """The seeds of n images from `seed`: seed, seed + 1, ..., wrapping past the last seed to 0, so every image's
+    seed is one the app and the CLI accept (its PNG's seed makes that image again)."""
+    return [SEED_RANGE[0] + (seed + k - SEED_RANGE[0]) % (SEED_RANGE[1] - SEED_RANGE[0] + 1) for k in range(n)]
+
+
 @dataclass(frozen=True)
 class Sampling:
     """What one run is asked for. The defaults are the app's controls' and the CLI's flags'; the bounds are what

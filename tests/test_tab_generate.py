@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -184,6 +185,21 @@ def test_a_failed_event_s_status_is_rendered_from_the_run_s_outcome_not_its_text
     assert said(RunStatus("Done: 4 image(s)", 4, 4, done=True))[0] == NOTHING_RAN
     misleading = RunStatus("Stopped at step 3 of 4? Done: the prompt said so", 4, 4, done=True)
     assert not said(misleading)[0].stopped, "the words of a status (a prompt inside it) decide nothing"
+
+
+def test_images_past_the_last_seed_wrap_and_each_one_s_parameters_make_it_again(ctx):
+    """Issue 21.4: 3 images from seed 2^31 - 2 use 2^31 - 2, 2^31 - 1 and 0 (said in the status), and "Use
+    parameters" of any of them makes that image again, alone."""
+    top = SEED_RANGE[1]
+    *_, status, seed, run = run_generate(ctx, PROMPTS[0], 2.0, 2, "ddim", top - 1, 3)[-1]
+    assert [p["seed"] for p in run.params] == [top - 1, top, 0] and seed == top - 1
+    assert f"Seeds wrap past {top} to 0: the images use seeds {top - 1}, {top}, 0." in status
+    for index in range(3):
+        controls = tab.reuse_selected(run, index)
+        assert controls[4] == run.params[index]["seed"] and controls[5] == 1
+        again = run_generate(ctx, *controls)[-1][3]
+        difference = np.abs(again.frames[0].astype(int) - run.frames[index].astype(int))
+        assert difference.max() <= 2, f"image {index} made again (within batch-size rounding)"
 
 
 def test_downloads_are_named_for_what_they_show(ctx):

@@ -119,8 +119,8 @@ def word_importance(ctx: Context, prompt, seed, w, steps, sampler):
                                                               f"of {frames.total}", frames), s.seed
             continue
         result = measure(pipe, words, jobs, frames.images)
-        yield shaded(result, split_words(text)), strip, as_json(result), checked.status(word_summary(result, s), frames), \
-            s.seed
+        status = checked.status(word_summary(result, s), frames)
+        yield shaded(result, split_words(text)), strip, as_json(result), status, s.seed
 
 
 def shaded(result: WordImportance, all_words: list[str]) -> list[tuple[str, float | None]]:

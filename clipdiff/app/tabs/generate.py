@@ -103,6 +103,7 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, nega
     prompts = checked.lines(prompts_text, MAX_PROMPTS)
     s = checked.sampling(w, seed, steps, sampler)
     n = images_each(checked, prompts, n_images)
+    checked.seeds(s.seed, n)
     for p in prompts:
         view = pipe.encoder.tokenize(p)
         if view.truncated:

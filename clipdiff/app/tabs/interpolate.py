@@ -88,7 +88,7 @@ def vary(ctx: Context, file, count, w, seed, steps, sampler, negative_prompt="")
     emb = pipe.encoder.encode_image([image])[0]
     seen = to_pil(to_uint8(pil_to_tensor01([image], pipe.encoder.image_size) * 2 - 1)[0], PREVIEW_SCALE)
     negative = checked.negative(negative_prompt)
-    jobs = [Job(variation_of(file), s.w, s.seed + k, embedding=emb, negative=negative) for k in range(n)]
+    jobs = [Job(variation_of(file), s.w, seed, embedding=emb, negative=negative) for seed in checked.seeds(s.seed, n)]
     s = checked.budget(s, len(jobs))
     seen_sent = False
     for frames in sample(ctx, pipe, jobs, s):

@@ -202,6 +202,33 @@ def test_images_past_the_last_seed_wrap_and_each_one_s_parameters_make_it_again(
         assert difference.max() <= 2, f"image {index} made again (within batch-size rounding)"
 
 
+def test_a_refusal_leaves_every_output_as_it_was_and_its_reason_in_the_status_s_outcome(ctx, tmp_path):
+    """errors.said_in_status, as the page's events run a handler (wiring.Call with a status): each update's status
+    also goes to the outcome (the last output); a refusal sends only the outcome, saying why, then reaches the client
+    as the same gr.Error; a handler whose outputs hold no status (load_params fills the controls) refuses alike."""
+    from functools import partial
+
+    from clipdiff.app.errors import said_in_status
+
+    outputs = ["gallery", "status", "seed", "last run"]       # stand-ins: the status is found by identity
+    generating = said_in_status(partial(tab.generate, ctx), outputs, outputs[1])
+    updates = list(generating(PROMPTS[0], 2.0, 2, "ddim", 4, 1))
+    assert all(u[4] is u[1] and isinstance(u[4], RunStatus) for u in updates), "the status, as data, beside it"
+    assert [(u[4].step, u[4].done) for u in updates] == [(1, False), (2, True)]
+    updates = []
+    with pytest.raises(gr.Error, match="Type at least one prompt"):
+        updates.extend(generating(" ", 2.0, 2, "ddim", 4, 1))
+    (*kept, outcome), = updates
+    assert kept == [gr.skip()] * 4 and outcome.refused and outcome == RunStatus.refusal(
+        "Type at least one prompt (one per line); the box is empty.")
+    foreign = solid_image(tmp_path, "not-ours.png", "red")
+    loading = said_in_status(tab.load_params, ["prompt", "w", "steps", "sampler", "seed", "n"], "status")
+    updates = []
+    with pytest.raises(gr.Error, match="carries no clipdiff parameters"):
+        updates.extend(loading(str(foreign)))
+    assert updates[0][:6] == (gr.skip(),) * 6 and updates[0][6].refused and len(updates) == 1
+
+
 def test_downloads_are_named_for_what_they_show(ctx):
     gallery = run_generate(ctx, "Eine gelbe Sonnenblume, 2 Blüten!\n玫瑰", 1.5, 1, "ddim", 7, 1)[-1][0]
     names = [Path(path).name for path, _ in gallery]

@@ -48,7 +48,7 @@ def outcome_of(status: gr.Markdown) -> gr.State:
 @dataclass
 class Call:
     """A handler with its input and output components, its concurrency group, and the status that says its refusals
-    (a tab's status Markdown; None: the handler refuses nothing)."""
+    (a tab's status Markdown; None: Gradio's own error display, its Error marks included)."""
     fn: Callable
     inputs: list
     outputs: list

@@ -59,6 +59,10 @@ def test_the_tour_states_what_the_models_do():
     assert f["elephant_cosine_purple"] > f["elephant_cosine_elephant"]
     # playback: the prompt cosine peaks early, then dips
     assert f["playback_peak_step"] <= 4 and f["playback_dip"] < f["playback_peak"]
+    # the README's word ranking and the switch strip committing early
+    assert f["drop_rose"] > f["drop_red"] > f["drop_a"]
+    assert f["wordy_colour_min"] > max(f["wordy_other_max"], f["wordy_opening_max"], f["wordy_tail_max"])
+    assert f["switch_follows_daisy_20"] <= f["switch_follows_daisy_30"] <= f["switch_follows_daisy_75"]
     # similarity: right pairs beat wrong ones, and even right pairs stay far from 1
     assert f["cosine_wrong_mean"] < f["cosine_right_mean"] < 0.8
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import caveats
 from .checkpoints import (CHECKPOINTS_DIR, DEFAULT_ATLAS_DIR, DEFAULT_CLIP_DIR, DEFAULT_UNET_DIR, PROJECT_ROOT,
                           atomic_save_json, read_json)
 from .evaluate import negative_effect_of
@@ -140,21 +141,15 @@ def measure(pipe, atlas, clip_eval: dict, seeds: int = SEEDS, playback_steps: in
     own = np.repeat(np.eye(3, dtype=bool), seeds, axis=1)
     f.update(generated_right_min=float(reference[own].min()), generated_right_max=float(reference[own].max()),
              generated_wrong_min=float(reference[~own].min()), generated_wrong_max=float(reference[~own].max()))
-    noise = torch.rand(len(seed_list), 3, pipe.image_size, pipe.image_size,
-                       generator=torch.Generator().manual_seed(0)) * 2 - 1
-    noise_emb = encoder.encode_image(noise)
     scores = {p: float(clip_score(by_prompt[k], text_emb[k].expand(seeds, -1)).mean()) for k, p in enumerate(prompts)}
-    noise_scores = {p: float(clip_score(noise_emb, text_emb[k].expand(seeds, -1)).mean())
-                    for k, p in enumerate(prompts)}
+    # the app's own baseline, shown beside every score: pure noise against the same prompt
+    noise_scores = dict(zip(prompts, caveats.noise_scores(encoder, text_emb, pipe.image_size).tolist()))
     f.update(ood_elephant_score=scores[OUT_OF_DISTRIBUTION[0]], ood_car_score=scores[OUT_OF_DISTRIBUTION[1]],
              ood_elephant_noise_score=noise_scores[OUT_OF_DISTRIBUTION[0]],
              ood_car_noise_score=noise_scores[OUT_OF_DISTRIBUTION[1]],
              rose_score=scores[ROSE], rose_noise_score=noise_scores[ROSE],
              reference_score_min=min(scores[p] for p in REFERENCE_PROMPTS),
-             reference_score_max=max(scores[p] for p in REFERENCE_PROMPTS),
-             ood_photo_likeness=float(photo_likeness(image_emb[3 * seeds:], photos).mean()),
-             reference_photo_likeness=float(photo_likeness(image_emb[:3 * seeds], photos).mean()),
-             noise_photo_likeness=float(photo_likeness(noise_emb, photos).mean()))
+             reference_score_max=max(scores[p] for p in REFERENCE_PROMPTS))
     # What the odd prompts' pictures are closer to: the colour the prompt names, or the thing?
     for k, (key, colour_text, thing_text) in enumerate(OOD_READINGS):
         pictures = by_prompt[len(REFERENCE_PROMPTS) + k]

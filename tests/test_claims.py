@@ -16,6 +16,25 @@ def test_the_claims_were_measured_on_the_shipped_models():
     assert claims.stale_models() == [], "re-measure: python -m clipdiff claims"
 
 
+def test_the_figures_that_need_no_sampling_match_a_fresh_measurement():
+    """What can be re-measured in seconds is: the CLIP's zero-shot top-1 (checkpoints/clip/eval.json), the atlas's
+    cosines and size, the U-Net's context dropout and the word effects."""
+    from clipdiff.atlas import Atlas
+    from clipdiff.checkpoints import DEFAULT_CLIP_DIR, DEFAULT_UNET_DIR, read_json
+    from clipdiff.diffusion import load_diffusion
+    from clipdiff.encoders import ClipEncoder
+
+    f = claims.figures()
+    assert f["zero_shot_top1"] == pytest.approx(read_json(DEFAULT_CLIP_DIR / "eval.json")["zero_shot"]["top1"],
+                                                abs=1e-4)
+    atlas = Atlas.load()
+    fresh = {**claims.atlas_cosines(atlas),
+             **claims.static_figures(ClipEncoder.load("default", None, "cpu"), atlas,
+                                     load_diffusion(DEFAULT_UNET_DIR, "cpu")[1])}
+    for name, value in fresh.items():
+        assert f[name] == pytest.approx(value, abs=2e-4), name
+
+
 def test_every_document_line_agrees_with_its_measurement():
     assert claims.stale_texts() == [], "re-measure (python -m clipdiff claims), then fix these lines"
 
@@ -99,3 +118,17 @@ def test_measuring_runs_on_the_tiny_models(tiny_pipeline, tiny_atlas_dir):
     assert set(claims.load()["figures"]) == set(f), "the committed file has every figure the code measures"
     assert all(np.isfinite(v) for v in f.values())
     assert 1 <= f["playback_peak_step"] <= 3 and 0 <= f["rose_red_colour_null"] <= 1
+
+
+def test_the_tour_runs_what_was_measured():
+    """The figures describe the tour's own runs: the same prompts, negatives, steps and w."""
+    by_id = {e.id: e for e in tour.EXPERIMENTS}
+    playback = by_id["playback"].runs[0].generate
+    assert playback.prompts == (claims.PLAYBACK_PROMPT,) and playback.sampling.steps == claims.PLAYBACK_STEPS
+    negatives = {(r.generate.prompts[0], r.generate.negative) for r in by_id["negative"].runs if r.generate.negative}
+    measured = {(prompt, negative) for _, prompt, negative, _ in claims.NEGATIVES}
+    assert negatives <= measured
+    ood = by_id["out-of-distribution"].runs[0]
+    assert ood.generate.prompts == claims.OUT_OF_DISTRIBUTION
+    for run in (playback, *(r.generate for r in by_id["negative"].runs), ood.generate):
+        assert run.sampling.w == 2.0 and run.sampling.seed == 0

@@ -33,6 +33,9 @@ from .similarity import clip_score, cosine_matrix, unit
 from .wording import split_words, without_each_word
 
 CLAIMS_PATH = CHECKPOINTS_DIR / "claims.json"
+GUIDANCE_PATH = PROJECT_ROOT / "assets" / "eval_gen.json"     # eval-gen's report: the README's guidance table
+GUIDANCE_ROWS = (("CLIP score", "clip_score", ".1f"), ("FD_CLIP", "frechet_distance", ".2f"),
+                 ("CMMD x1000", "cmmd", ".2f"), ("diversity", "diversity", ".2f"))
 SEEDS = 8
 WEIGHT_FILES = {"clip": (DEFAULT_CLIP_DIR, "open_clip_model.safetensors"),
                 "unet": (DEFAULT_UNET_DIR, "model.safetensors"),
@@ -102,25 +105,25 @@ def atlas_cosines(atlas) -> dict:
             "cosine_wrong_p10": float(np.percentile(wrong, 10)), "cosine_wrong_p90": float(np.percentile(wrong, 90))}
 
 
-def word_effects(encoder, prompt: str) -> dict[str, float]:
-    """Per word of the prompt (wording.py's ablation, text side only): 1 - cosine between the prompt's embedding
-    and the embedding of the prompt without that word."""
+def word_effects(encoder, prompt: str) -> list[tuple[str, float]]:
+    """Per word of the prompt, in order (wording.py's ablation, text side only): 1 - cosine between the prompt's
+    embedding and the embedding of the prompt without that word."""
     words = split_words(prompt)
     emb = encoder.encode_text([" ".join(words)] + without_each_word(words))
-    return dict(zip(words, (1 - cosine_matrix(emb[:1], emb[1:])[0]).tolist()))
+    return list(zip(words, (1 - cosine_matrix(emb[:1], emb[1:])[0]).tolist()))
 
 
 def static_figures(encoder, atlas, diffusion_config) -> dict[str, float]:
     """The figures that need no sampling: the atlas's size, the U-Net's context dropout, word effects."""
     f = {"atlas_photos": len(atlas.image_emb), "atlas_texts": len(atlas.texts),
          "context_dropout": float(diffusion_config.unet.cond_drop_prob)}
-    f.update({f"drop_{word}": effect for word, effect in word_effects(encoder, WORDS_PROMPT).items()})
-    wordy = list(word_effects(encoder, WORDY_CAPTION).items())   # its words are distinct but for "and"
+    f.update({f"drop_{word}": effect for word, effect in word_effects(encoder, WORDS_PROMPT)})
+    wordy = word_effects(encoder, WORDY_CAPTION)
     colours = [e for word, e in wordy if word in COLOUR_WORDS]
     f.update(wordy_colour_min=min(colours), wordy_colour_max=max(colours),
              wordy_other_max=max(e for word, e in wordy if word not in COLOUR_WORDS),
-             wordy_opening_max=max(e for _, e in wordy[:3]),
-             wordy_tail_max=max(e for _, e in wordy[-6:]))
+             wordy_opening_max=max(e for _, e in wordy[:3]),            # 'this flower has'
+             wordy_tail_max=max(e for _, e in wordy[-6:]))              # 'and long green leaves around it'
     return f
 
 
@@ -237,6 +240,7 @@ def placeholders(template: str) -> list[str]:
 # document (tests/test_claims.py; `python -m clipdiff claims` lists the ones that no longer hold).
 DOCUMENT_CLAIMS: dict[str, tuple[str, ...]] = {
     "README.md": (
+        "measured on `{unet_id}` with `eval-gen` (`assets/eval_gen.json`",
         "The app loads `{unet_id}` (U-Net), `{clip_id}` (CLIP) and `{atlas_id}` (atlas)",
         "On the shipped models (`{unet_id}` with `{clip_id}`, `python -m clipdiff claims`, {seeds} seeds per pair, "
         "w = 2, the default sampler):",
@@ -264,13 +268,23 @@ def document_values(claims: dict) -> dict:
             "seeds": claims["seeds"]}
 
 
+def guidance_table(report: dict) -> list[str]:
+    """The README's guidance table rows from eval-gen's report (its first model): w, then one row per figure."""
+    results = report["runs"][0]["results"]
+    return ([f"| w | {' | '.join(format(r['w'], 'g') for r in results)} |"]
+            + [f"| {label} | {' | '.join(format(r[key], spec) for r in results)} |" for label, key, spec in GUIDANCE_ROWS])
+
+
 def stale_texts(claims: dict | None = None, root: Path = PROJECT_ROOT) -> list[str]:
-    """Each document line whose rendered template is not in its document, as 'file: expected line'."""
+    """Each document line whose rendered template (or guidance-table row) is not in its document, as
+    'file: expected line'."""
     values = document_values(claims or load())
     stale = []
     for name, templates in DOCUMENT_CLAIMS.items():
         text = one_line((root / name).read_text())        # a sentence may wrap anywhere in the Markdown
         stale += [f"{name}: {line}" for line in (render(t, values) for t in templates) if one_line(line) not in text]
+    readme = (root / "README.md").read_text()
+    stale += [f"README.md: {row}" for row in guidance_table(read_json(GUIDANCE_PATH)) if row not in readme]
     return stale
 
 
@@ -280,6 +294,11 @@ def one_line(text: str) -> str:
 
 def stale_models(claims: dict | None = None) -> list[str]:
     """The models whose shipped weights differ from the ones the claims were measured on."""
-    recorded = (claims or load())["models"]
-    return [f"{name}: measured on {recorded.get(name)}, shipped {shipped}"
-            for name, shipped in shipped_model_ids().items() if recorded.get(name) != shipped]
+    recorded, shipped = (claims or load())["models"], shipped_model_ids()
+    stale = [f"{name}: measured on {recorded.get(name)}, shipped {ids}" for name, ids in shipped.items()
+             if recorded.get(name) != ids]
+    guidance = read_json(GUIDANCE_PATH)["runs"][0]["model"]
+    if guidance != shipped["unet"]:
+        stale.append(f"{GUIDANCE_PATH.name}: measured on {guidance}, shipped {shipped['unet']} (python -m clipdiff "
+                     "eval-gen --w -2 --w -1 --w -0.5 --w 0 --w 0.5 --w 1 --w 2 --n 8 --json assets/eval_gen.json)")
+    return stale

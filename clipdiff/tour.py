@@ -259,8 +259,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "flower, and the CLIP score cannot tell: over {seeds:.0f} seeds these 'elephants' score "
         "{ood_elephant_score:.1f} against their prompt, as much as the reference prompts' own flowers score against "
         "theirs ({reference_score_min:.1f} to {reference_score_max:.1f}). What the score does tell is a picture from "
-        "nothing: uniform noise scores {ood_elephant_noise_score:.1f} against the same prompt. The heatmap shows "
-        "why: CLIP reads the pictures as 'A purple flower' (cosine {elephant_cosine_colour:.2f}) rather than as "
+        "nothing: pure noise scores {ood_elephant_noise_score:.1f} against the same prompt (the app shows this "
+        "baseline beside every score). The heatmap shows why: CLIP reads the pictures as 'A purple flower' (cosine {elephant_cosine_colour:.2f}) rather than as "
         "'An elephant' ({elephant_cosine_thing:.2f}).",
         (run(generate=Generate(OUT_OF_DISTRIBUTION, images_per_prompt=2),
              then=Similarity(OUT_OF_DISTRIBUTION + OOD_READINGS)),)),

@@ -272,7 +272,8 @@ def guidance_table(report: dict) -> list[str]:
     """The README's guidance table rows from eval-gen's report (its first model): w, then one row per figure."""
     results = report["runs"][0]["results"]
     return ([f"| w | {' | '.join(format(r['w'], 'g') for r in results)} |"]
-            + [f"| {label} | {' | '.join(format(r[key], spec) for r in results)} |" for label, key, spec in GUIDANCE_ROWS])
+            + [f"| {label} | {' | '.join(format(r[key], spec) for r in results)} |"
+               for label, key, spec in GUIDANCE_ROWS])
 
 
 def stale_texts(claims: dict | None = None, root: Path = PROJECT_ROOT) -> list[str]:

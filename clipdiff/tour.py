@@ -2,8 +2,9 @@
 
 An Experiment says what it shows (a title and a short explanation written for this project's models) and
 carries one or more Runs. Every figure an explanation states about the shipped models is a placeholder filled from
-their measured claims (clipdiff/claims.py, checkpoints/claims.json), so the text follows the models. A Run is what one button does: optionally a Generate step first (its images and
-its recorded steps feed what follows), then one tab's settings. The app (clipdiff/app/tabs/tour.py) puts a Run's
+their measured claims (clipdiff/claims.py, checkpoints/claims.json), so the text follows the models. A Run is
+what one button does: optionally a Generate step first (its images and its recorded steps feed what follows), then
+one tab's settings. The app (clipdiff/app/tabs/tour.py) puts a Run's
 settings into the tabs' controls, switches to the Run's tab and runs that tab's own handler, so the attendee lands
 on a result they can keep playing with. Nothing here runs a model, so the tour can be read and checked without one.
 
@@ -191,7 +192,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         (run(generate=Generate(REFERENCE_PROMPTS), then=Similarity(REFERENCE_PROMPTS + ("A purple elephant",))),)),
     Experiment(
         "shared-space", "One space for texts and images",
-        "The map shows {atlas_photos:,.0f} flower photos and {atlas_texts:,.0f} texts (species prompts and captions) as our CLIP embeds "
+        "The map shows {atlas_photos:,.0f} flower photos and {atlas_texts:,.0f} texts (species prompts and captions) "
+        "as our CLIP embeds "
         "them, squeezed to 2-D. They share one space but not one region: the texts gather in clumps of their own "
         "among the photos (the *modality gap*), and your prompts (stars) land among the texts rather than on the "
         "photos they describe. The five flowers5 species stand apart as tight islands, each with its species "
@@ -224,7 +226,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         (run(generate=Generate((SUNFLOWER,), Sampling(w=2.0, steps=PLAYBACK_STEPS)), then=Playback()),)),
     Experiment(
         "dropout", "Context dropout: how one U-Net is also unconditional",
-        "Guidance needs an unconditional model, and ours is the same U-Net: in training, {context_dropout:.0%} of samples had their "
+        "Guidance needs an unconditional model, and ours is the same U-Net: in training, {context_dropout:.0%} of "
+        "samples had their "
         "CLIP embedding swapped for a *learned null embedding* (per-sample dropout). The top row (w = -1) is that "
         "unconditional model, the same picture for every prompt because the seed is shared; the row below (w = 0) "
         "is the conditional one. The reference masks each element of the embedding instead; clipdiff ships only "
@@ -260,7 +263,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "{ood_elephant_score:.1f} against their prompt, as much as the reference prompts' own flowers score against "
         "theirs ({reference_score_min:.1f} to {reference_score_max:.1f}). What the score does tell is a picture from "
         "nothing: pure noise scores {ood_elephant_noise_score:.1f} against the same prompt (the app shows this "
-        "baseline beside every score). The heatmap shows why: CLIP reads the pictures as 'A purple flower' (cosine {elephant_cosine_colour:.2f}) rather than as "
+        "baseline beside every score). The heatmap shows why: CLIP reads the pictures as 'A purple flower' (cosine "
+        "{elephant_cosine_colour:.2f}) rather than as "
         "'An elephant' ({elephant_cosine_thing:.2f}).",
         (run(generate=Generate(OUT_OF_DISTRIBUTION, images_per_prompt=2),
              then=Similarity(OUT_OF_DISTRIBUTION + OOD_READINGS)),)),
@@ -294,9 +298,12 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "Guidance pushes each step away from the unconditional guess: `eps = (1 + w) eps(prompt) - w eps(negative)`. "
         "A negative prompt puts its own guess where the learned null's was, so the picture is pushed away from *it*. "
         "With the negative 'yellow' the daisy's centre fades ({daisy_yellow_colour_null:.0%} of the pixels yellow, "
-        "then {daisy_yellow_colour_negative:.0%}, over {seeds:.0f} seeds) and it stays a daisy. The push can also "
-        "leave the flowers behind: 'A rose' with the negative 'red' loses its red ({rose_red_colour_null:.0%}, then "
-        "{rose_red_colour_negative:.0%}) and turns into grey, noisy shapes further from every real photo, because to "
+        "then {daisy_yellow_colour_negative:.0%}, over {seeds:.0f} seeds) and it stays a daisy (cosine to the "
+        "nearest real photo {daisy_yellow_photo_likeness_null:.2f}, then {daisy_yellow_photo_likeness_negative:.2f}). "
+        "The push can also leave the flowers behind: 'A rose' with the negative 'red' loses its red "
+        "({rose_red_colour_null:.0%}, then "
+        "{rose_red_colour_negative:.0%}) and turns into pale, grey, noisy shapes further from every real photo "
+        "({rose_red_photo_likeness_null:.2f}, then {rose_red_photo_likeness_negative:.2f}), because to "
         "this model a rose *is* mostly red. In the playback tab the last panel becomes the negative x0, the guess the "
         "guidance steers away from, and the plot adds the cosine to the negative prompt.",
         (run("Daisies", generate=Generate((DAISY,), images_per_prompt=4)),

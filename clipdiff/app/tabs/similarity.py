@@ -24,12 +24,12 @@ TAKES = (tour.Similarity,)
 SOFTMAX_OVER = ("texts", "images")
 COSINE_NOTE = """**Why is even a matching pair far from 1?** CLIP puts texts and images in two regions of its
 sphere (the *modality gap*), so a perfect caption still scores well below 1: about 0.2-0.4 with OpenAI's
-CLIP. With our small flowers CLIP a real photo scores {cosine_right_p10:.2f}-{cosine_right_p90:.2f} against its
-own species' prompt (80% of photos; wrong species {cosine_wrong_p10:.2f}-{cosine_wrong_p90:.2f}), and generated
-flowers spread wider: {generated_right_min:.2f}-{generated_right_max:.2f} for the right prompt, down to
-{generated_wrong_min:.2f} for a wrong one. What CLIP learned is the *ranking*: the right caption beats the wrong
-ones. The softmax turns that ranking into probabilities, sharpened by the model's learned temperature (logit
-scale), which is why small cosine differences become confident choices."""
+CLIP. With our small flowers CLIP a real photo scores {cosine_right_p10:.2f} to {cosine_right_p90:.2f} against
+its own species' prompt (the middle 80% of photos; a wrong species' prompt {cosine_wrong_p10:.2f} to
+{cosine_wrong_p90:.2f}), and generated flowers spread wider: {generated_right_min:.2f} to {generated_right_max:.2f}
+for the right prompt, down to {generated_wrong_min:.2f} for a wrong one. What CLIP learned is the *ranking*: the
+right caption beats the wrong ones. The softmax turns that ranking into probabilities, sharpened by the model's
+learned temperature (logit scale), which is why small cosine differences become confident choices."""
 
 
 def cosine_note() -> str:

@@ -134,3 +134,12 @@ def test_the_tour_runs_what_was_measured():
     assert ood.generate.prompts == claims.OUT_OF_DISTRIBUTION
     for run in (playback, *(r.generate for r in by_id["negative"].runs), ood.generate):
         assert run.sampling.w == 2.0 and run.sampling.seed == 0
+
+
+def test_the_claims_command_checks_without_measuring(capsys):
+    from clipdiff.__main__ import main
+
+    assert main(["claims", "--check"]) == 0
+    assert "every document line agrees" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["claims", "--seeds", "1"])

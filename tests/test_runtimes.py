@@ -14,6 +14,12 @@ EXACT = 1e-5
 
 
 @pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    """One export folder for the module: the ONNX and OpenVINO checks share one export, as the cache makes them."""
+    return tmp_path_factory.mktemp("runtimes")
+
+
+@pytest.fixture(scope="module")
 def tiny_unet(tiny_unet_dir):
     model, _ = load_diffusion(tiny_unet_dir, "cpu")
     return model
@@ -28,9 +34,9 @@ def inputs(model, batch: int, seed: int = 0, fractional: bool = False):
 
 
 @pytest.mark.parametrize("name", ["onnx", "openvino"])
-def test_fp32_runtimes_give_the_eager_eps_at_every_batch(name, tiny_unet, tmp_path):
+def test_fp32_runtimes_give_the_eager_eps_at_every_batch(name, tiny_unet, export_dir):
     pytest.importorskip(runtimes.PACKAGES[name][0])
-    model = with_runtime(tiny_unet, name, "fp32", cache_dir=tmp_path)
+    model = with_runtime(tiny_unet, name, "fp32", cache_dir=export_dir)
     assert runtime_of(model) == Runtime(name, "fp32") and runtime_of(model).exact
     for batch, fractional in ((1, False), (3, True), (8, False), (17, False)):
         x, t, cond = inputs(tiny_unet, batch, seed=batch, fractional=fractional)
@@ -41,21 +47,42 @@ def test_fp32_runtimes_give_the_eager_eps_at_every_batch(name, tiny_unet, tmp_pa
         assert (got - expected).abs().max().item() < EXACT, (name, batch)
 
 
-def test_a_runtime_drops_in_where_the_module_is_used(tiny_pipeline, tmp_path):
-    """The sampler reads config, the null embedding and the device from the model: the wrapped one gives the eager
-    pipeline's images (the pins' tolerance is two levels; fp32 should not move them at all here)."""
+def test_a_runtime_drops_in_where_the_module_is_used(tiny_clip_dir, tiny_unet_dir, tmp_path):
+    """The sampler reads config, the null embedding and the device from the model: the ONNX pipeline gives the
+    eager pipeline's images, and says in each image's parameters which runtime made it."""
     pytest.importorskip("onnxruntime")
     from clipdiff.pipeline import ClipDiffusionPipeline, images_per_prompt
     from clipdiff.sampling import to_uint8
 
-    onnx = ClipDiffusionPipeline(tiny_pipeline.encoder, with_runtime(tiny_pipeline.model, "onnx", cache_dir=tmp_path),
-                                 tiny_pipeline.config, tiny_pipeline.model_id)
+    eager = ClipDiffusionPipeline.load(tiny_unet_dir, clip=str(tiny_clip_dir), device="cpu", runtime="torch")
+    onnx = ClipDiffusionPipeline(eager.encoder, with_runtime(eager.model, "onnx", cache_dir=tmp_path), eager.config,
+                                 eager.model_id)
     jobs = images_per_prompt(["a red rose", "a daisy"], 2.0, 3, 2, negative="blue")
-    eager = to_uint8(tiny_pipeline.generate(jobs, steps=6, sampler="dpmsolver-karras").images).astype(int)
-    exported = to_uint8(onnx.generate(jobs, steps=6, sampler="dpmsolver-karras").images).astype(int)
-    assert abs(eager - exported).max() <= 1
-    assert onnx.model.null_condition(2).shape == tiny_pipeline.model.null_condition(2).shape
-    assert onnx.model.num_parameters() == tiny_pipeline.model.num_parameters()
+    expected = to_uint8(eager.generate(jobs, steps=6, sampler="dpmsolver-karras").images).astype(int)
+    got = to_uint8(onnx.generate(jobs, steps=6, sampler="dpmsolver-karras").images).astype(int)
+    assert abs(expected - got).max() <= 1
+    assert onnx.model.num_parameters() == eager.model.num_parameters()
+    assert eager.parameters_of(jobs[0], 6, "ddim")["runtime"] == "torch fp32"
+    assert onnx.parameters_of(jobs[0], 6, "ddim")["runtime"] == "onnx fp32"
+
+
+def test_the_pipeline_loads_the_default_runtime_and_refuses_an_impossible_one(tiny_clip_dir, tiny_unet_dir):
+    from clipdiff.pipeline import ClipDiffusionPipeline
+
+    pipe = ClipDiffusionPipeline.load(tiny_unet_dir, clip=str(tiny_clip_dir), device="cpu")
+    assert runtime_of(pipe.model) == Runtime(runtimes.default_runtime("cpu"), "fp32")
+    with pytest.raises(RuntimeUnavailable, match="ONNX Runtime has no bf16"):
+        ClipDiffusionPipeline.load(tiny_unet_dir, clip=str(tiny_clip_dir), device="cpu", runtime="onnx",
+                                   precision="bf16")
+
+
+def test_app_flags_refuse_an_impossible_runtime_before_loading(capsys):
+    import app
+
+    with pytest.raises(SystemExit):
+        app.parse_args(["--runtime", "onnx", "--precision", "bf16"])
+    assert "--runtime openvino" in capsys.readouterr().err
+    assert app.parse_args(["--device", "cpu"]).runtime == runtimes.default_runtime("cpu")
 
 
 def test_the_export_is_cached_by_the_weights(tiny_unet, tmp_path):

@@ -135,10 +135,16 @@ def runtime_of(model: nn.Module) -> Runtime:
     return getattr(model, "runtime", Runtime())
 
 
+def eager_module(model: nn.Module) -> nn.Module:
+    """The torch module a (possibly wrapped) U-Net was made from."""
+    return model.module if isinstance(model, RuntimeUNet) else model
+
+
 def with_runtime(model: nn.Module, runtime: str | None = None, precision: str = "fp32",
                  cache_dir: Path | None = None) -> nn.Module:
     """The U-Net on this runtime and precision (None: default_runtime for its device). Eager fp32 is the module
     itself; anything that cannot run here raises RuntimeUnavailable with what to do instead."""
+    model = eager_module(model)
     device = next(model.parameters()).device
     runtime = default_runtime(device) if runtime is None else runtime
     found = problems(runtime, precision, device)

@@ -56,8 +56,8 @@ REQUEST_TIMEOUT_S = 600
 KEYS = ("unet_forward_ms_b8", "generate_4_s", "first_preview_s", "sampler_overhead_ratio", "reference_s",
         "speedup_vs_reference", "playback_frame_ms", "map_place_ms", "atlas_load_s", "app_ready_s",
         "peak_rss_mb", "rss_growth_mb", "concurrent_p95_s", "concurrent_errors")
-# The issue's targets on 2 CPU cores: (comparison, value).
-TARGETS = {"generate_4_s": ("<=", 1.0), "first_preview_s": ("<=", 0.25), "sampler_overhead_ratio": ("<=", 1.10),
+# The issues' targets on 2 CPU cores: (comparison, value); generate_4_s with the default runtime (issue 23).
+TARGETS = {"generate_4_s": ("<=", 0.5), "first_preview_s": ("<=", 0.25), "sampler_overhead_ratio": ("<=", 1.10),
            "speedup_vs_reference": (">=", 20.0), "playback_frame_ms": ("<=", 50.0), "map_place_ms": ("<=", 100.0),
            "app_ready_s": ("<=", 15.0), "peak_rss_mb": ("<=", 1500.0), "rss_growth_mb": ("<=", 50.0),
            "concurrent_errors": ("<=", 0)}

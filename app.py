@@ -67,11 +67,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "are fastest; when other work keeps the cores busy, 1 thread can be several times "
                              "faster than 2 (benchmarks/README.md)")
     parser.add_argument("--runtime", choices=RUNTIMES, default=None,
-                        help=f"where the U-Net's forward runs (default: {DEFAULT_RUNTIME} on the CPU, the fastest whose "
-                             "pictures match eager PyTorch; torch on a GPU); exported once into .cache/")
+                        help=f"where the U-Net's forward runs (default: {DEFAULT_RUNTIME} on the CPU, the fastest "
+                             "whose pictures match eager PyTorch; torch on a GPU); exported once into .cache/")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="bf16: faster on CPUs with AVX-512 BF16 or AMX, but other pictures (recorded in each PNG); "
-                             "with --runtime openvino or torch")
+                        help="bf16: faster on CPUs with AVX-512 BF16 or AMX, but other pictures (recorded in each "
+                             "PNG); with --runtime openvino or torch")
     args = parser.parse_args(argv)
     if args.runtime is None:
         args.runtime = default_runtime(resolve_device(args.device))

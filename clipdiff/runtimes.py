@@ -184,20 +184,29 @@ def export_onnx(model: nn.Module, cache_dir: Path) -> Path:
     """The U-Net as an ONNX file with a dynamic batch, from the cache or exported now (written atomically, so
     processes that export at once never read half a file)."""
     cfg = model.config
-    path = Path(cache_dir) / f"unet-{weights_key(model)}.onnx"
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    name = f"unet-{weights_key(model)}.onnx"
+    folders = (Path(cache_dir), Path(tempfile.gettempdir()) / "clipdiff-runtimes")   # the second: a read-only checkout
+    for folder in folders:
+        path = folder / name
+        if path.is_file():
+            return path
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            os.close(fd)
+            break
+        except OSError:
+            if folder == folders[-1]:
+                raise
     # t goes in as float32: diffusers turns timesteps to float before anything else, so one graph takes the
     # samplers' integer timesteps and fractional ones alike.
     example = (torch.zeros(2, cfg.channels, cfg.image_size, cfg.image_size), torch.zeros(2),
                torch.zeros(2, model.cond_dim))
     batch = {0: "batch"}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        # Under no_grad, not inference_mode: after inference_mode torch's exporter fails (benchmarks/README.md).
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(None):
+        # Under no_grad, never inference_mode: torch's exporter can fail there (benchmarks/README.md).
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(), \
+                contextlib.redirect_stdout(None):
             warnings.simplefilter("ignore")          # the tracer's notes on diffusers' shape checks
             torch.onnx.export(model, example, tmp, dynamo=False, opset_version=ONNX_OPSET,
                               input_names=list(INPUT_NAMES), output_names=["eps"],

@@ -578,7 +578,8 @@ def run(args: argparse.Namespace) -> int:
                                           precision=args.precision)
     except RuntimeUnavailable as e:
         sys.exit(f"error: {e}")
-    result.update({"model": pipe.model_id, "runtime": runtime_of(pipe.model).label, "clip": pipe.encoder.identity, "sampler": args.sampler,
+    result.update({"model": pipe.model_id, "runtime": runtime_of(pipe.model).label, "clip": pipe.encoder.identity,
+                   "sampler": args.sampler,
                    "steps": args.steps, "defaults": args.sampler == DEFAULT_SAMPLER and args.steps == DEFAULT_STEPS,
                    "w": DEFAULT_W, "load_s": time.perf_counter() - t0,
                    "plan": asdict(plan), "quick": args.quick})

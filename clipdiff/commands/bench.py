@@ -135,7 +135,7 @@ def unet_forward(pipe: ClipDiffusionPipeline):
     g = torch.Generator("cpu").manual_seed(SEED)
     x = torch.randn(8, cfg.channels, cfg.image_size, cfg.image_size, generator=g)
     t = torch.randint(0, pipe.config.schedule.num_train_timesteps, (8,), generator=g)
-    cond = torch.cat([pipe.conditions(images_per_prompt(list(GENERATE_PROMPTS), DEFAULT_W, SEED, 1)),
+    cond = torch.cat([pipe.prepare(images_per_prompt(list(GENERATE_PROMPTS), DEFAULT_W, SEED, 1)).inputs.cond,
                       model.null_condition(4).detach()])
 
     def forward():
@@ -236,7 +236,7 @@ def bench_runtimes(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler:
     pipes = {label: ClipDiffusionPipeline(pipe.encoder, model, pipe.config, pipe.model_id)
              for label, model in models.items()}
     cfg, g = eager.config, torch.Generator("cpu").manual_seed(SEED)
-    conds = pipe.conditions(images_per_prompt(list(GENERATE_PROMPTS), DEFAULT_W, SEED, 1))
+    conds = pipe.prepare(images_per_prompt(list(GENERATE_PROMPTS), DEFAULT_W, SEED, 1)).inputs.cond
     batches = {b: (torch.randn(b, cfg.channels, cfg.image_size, cfg.image_size, generator=g),
                    torch.randint(0, pipe.config.schedule.num_train_timesteps, (b,), generator=g),
                    conds.repeat(-(-b // len(conds)), 1)[:b]) for b in RUNTIME_BATCHES}

@@ -67,7 +67,7 @@ def test_the_core_figures_time_the_apps_own_streaming_loop(tiny_pipeline, monkey
 def test_bench_puts_every_runtime_side_by_side(tmp_path, tiny_clip_dir, tiny_unet_dir, capsys):
     """One row per runtime that runs here, each with forwards at batch 2/8/32, generate_4_s and its distance from
     eager fp32; the default is named, and the exact (fp32) rows are the eager model's within 1e-5 on eps."""
-    from clipdiff.commands.bench import RUNTIME_BATCHES, runtimes_here
+    from clipdiff.commands.bench_runtimes import RUNTIME_BATCHES, runtimes_here
     from clipdiff.runtimes import DEFAULT_RUNTIME
 
     out = tmp_path / "bench.json"

@@ -38,10 +38,10 @@ from PIL import Image, ImageDraw
 
 from ..checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR
 from ..pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, images_per_prompt, sweep
-from ..runtimes import (DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, Runtime, RuntimeUnavailable, eager_module,
-                        problems, runtime_of, with_runtime)
+from ..runtimes import DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, RuntimeUnavailable, runtime_of
 from ..sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, STEPS_RANGE, stream, to_uint8
 from ..schedulers import SAMPLERS
+from .bench_runtimes import bench_runtimes, runtime_table
 
 # The four prompts of `generate_4_s`: the reference's three and one more, one image each.
 GENERATE_PROMPTS = (*REFERENCE_PROMPTS, "A bright yellow daffodil")
@@ -210,80 +210,6 @@ def bench_core(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler: str
             "sampler_overhead_ratio": generate_s / (calls * forward_ms / 1000),
             "unet_in_loop_ms": median(r["network"] for r in runs) / calls * 1000,
             "loop_overhead_ratio": median(r["total"] / r["network"] for r in runs)}, runs[-1]["records"]
-
-
-# -- runtimes ----------------------------------------------------------------------------------------------------
-RUNTIME_BATCHES = (2, 8, 32)
-
-
-def runtimes_here(device) -> list[Runtime]:
-    """Every runtime and precision that can run on this machine (bf16 only where the CPU has it)."""
-    return [Runtime(name, precision) for name in RUNTIMES for precision in PRECISIONS
-            if not problems(name, precision, device)]
-
-
-def bench_runtimes(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler: str) -> dict:
-    """Every runtime side by side on the same U-Net: forward ms at batch 2, 8 and 32 and generate_4_s, the
-    minimum over rounds that take each runtime in turn (a shared machine's speed drifts, so the runtimes must be
-    compared within one round), and how far each is from eager fp32: eps at batch 8 and the 4 images' pixels."""
-    eager = eager_module(pipe.model)
-    device = next(eager.parameters()).device
-    models, load_s = {}, {}
-    for runtime in runtimes_here(device):
-        t0 = time.perf_counter()
-        models[runtime.label] = with_runtime(eager, runtime.name, runtime.precision)
-        load_s[runtime.label] = time.perf_counter() - t0    # the export is cached by now: session start or compile
-    pipes = {label: ClipDiffusionPipeline(pipe.encoder, model, pipe.config, pipe.model_id)
-             for label, model in models.items()}
-    cfg, g = eager.config, torch.Generator("cpu").manual_seed(SEED)
-    conds = pipe.prepare(images_per_prompt(list(GENERATE_PROMPTS), DEFAULT_W, SEED, 1)).inputs.cond
-    batches = {b: (torch.randn(b, cfg.channels, cfg.image_size, cfg.image_size, generator=g),
-                   torch.randint(0, pipe.config.schedule.num_train_timesteps, (b,), generator=g),
-                   conds.repeat(-(-b // len(conds)), 1)[:b]) for b in RUNTIME_BATCHES}
-    jobs = images_per_prompt(list(GENERATE_PROMPTS), DEFAULT_W, SEED, 1)
-    forward_s = {label: {b: [] for b in RUNTIME_BATCHES} for label in models}
-    generate_s = {label: [] for label in models}
-    for round_ in range(plan.runtime_trials + 1):            # round 0 warms up every runtime
-        for label, model in models.items():
-            for b, inputs in batches.items():
-                with torch.inference_mode():
-                    t0 = time.perf_counter()
-                    model(*inputs)
-                    elapsed = time.perf_counter() - t0
-                if round_:
-                    forward_s[label][b].append(elapsed)
-            run = generate_once(pipes[label], jobs, steps, sampler)
-            if round_:
-                generate_s[label].append(run["total"])
-    with torch.inference_mode():
-        eps = {label: model(*batches[8]) for label, model in models.items()}
-        images = {label: to_uint8(p.generate(jobs, steps=steps, sampler=sampler).images).astype(np.int16)
-                  for label, p in pipes.items()}
-    reference = Runtime().label
-    rows = {}
-    for label, model in models.items():
-        rows[label] = {**{f"forward_ms_b{b}": min(forward_s[label][b]) * 1000 for b in RUNTIME_BATCHES},
-                       "generate_4_s": min(generate_s[label]), "load_s": load_s[label],
-                       "max_eps_diff": float((eps[label] - eps[reference]).abs().max()),
-                       "max_pixel_diff": int(abs(images[label] - images[reference]).max()),
-                       "exact": runtime_of(model).exact}
-    fastest_exact = min((label for label in rows if rows[label]["exact"]), key=lambda k: rows[k]["generate_4_s"])
-    return {"runtimes": rows, "runtime_default": Runtime(DEFAULT_RUNTIME).label,
-            "runtime_fastest_exact": fastest_exact, "runtime_rounds": plan.runtime_trials}
-
-
-def runtime_table(result: dict) -> str:
-    columns = [*(f"forward_ms_b{b}" for b in RUNTIME_BATCHES), "generate_4_s", "max_eps_diff", "max_pixel_diff"]
-    rows = [("runtime", *columns, "")]
-    for label, row in result["runtimes"].items():
-        notes = [n for n, yes in (("default", label == result["runtime_default"]),
-                                  ("fastest exact", label == result["runtime_fastest_exact"]),
-                                  ("changes pixels", not row["exact"])) if yes]
-        rows.append((label, *(fmt(row[c]) for c in columns), ", ".join(notes)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return f"U-Net runtimes (minimum of {result['runtime_rounds']} interleaved rounds):\n" + "\n".join(lines)
 
 
 def grid_image(frames: np.ndarray, prompts, ws) -> Image.Image:
@@ -590,7 +516,9 @@ def run(args: argparse.Namespace) -> int:
         skipped.append("runtimes")
     else:
         stage("U-Net runtimes side by side, interleaved")
-        result.update(bench_runtimes(pipe, plan, args.steps, args.sampler))
+        jobs = images_per_prompt(list(GENERATE_PROMPTS), DEFAULT_W, SEED, 1)
+        result.update(bench_runtimes(pipe, jobs, plan.runtime_trials, args.steps, args.sampler,
+                                     lambda p: generate_once(p, jobs, args.steps, args.sampler)["total"]))
     stage("playback frame")
     result.update(bench_playback(pipe, records, plan))
     if args.skip_atlas:
@@ -618,7 +546,7 @@ def run(args: argparse.Namespace) -> int:
                          for k, (op, v) in TARGETS.items()}
     print(table(result))
     if result.get("runtimes"):
-        print(runtime_table(result))
+        print(runtime_table(result, fmt))
     if skipped:
         print(f"skipped: {', '.join(skipped)}")
     if args.json:

@@ -13,6 +13,7 @@ from PIL import Image
 from ..caveats import caveat, noise_note, noise_scores
 from ..images import labelled_grid, save_png, to_pil
 from ..pipeline import ClipDiffusionPipeline, Job, PreparedRun
+from ..runtimes import runtime_of
 from ..sampling import Frames, from_uint8, stream
 from ..similarity import clip_score
 from .context import Context
@@ -96,12 +97,14 @@ def save_results(ctx: Context, pipe: ClipDiffusionPipeline, images: np.ndarray,
     scores = clip_scores(pipe, images, run)
     noise = noise_scores(pipe.encoder, run.final, images.shape[1]).tolist()
     gallery, params = [], []
+    runtime = runtime_of(pipe.model)     # bf16 makes other pictures than fp32: the caption says so, as the PNG does
+    runtime_note = "" if runtime.exact else f" | U-Net in {runtime.label}"
     for image, job, score, baseline in zip(images, run.jobs, scores, noise):
         p = pipe.parameters_of(job, run.steps, run.sampler)
         p["clip_score"] = round(score, 2)
         path = save_png(to_pil(image), ctx.outputs.path(".png", file_name(job.text, job.w, job.seed)), p)
         unreliable = " UNRELIABLE" if caveat(run.steps, run.sampler, job.w) else ""
-        gallery.append((str(path), f"{caption(job, score)} ({noise_note(baseline)}){unreliable}"))
+        gallery.append((str(path), f"{caption(job, score)} ({noise_note(baseline)}){unreliable}{runtime_note}"))
         params.append(p)
     return gallery, params, scores
 

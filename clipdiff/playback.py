@@ -34,6 +34,7 @@ NEGATIVE_GAP_PANEL = "|eps_c - eps_neg|"
 GUIDANCE_PANEL = "guidance |w (eps_c - eps_u)|"
 NEGATIVE_GUIDANCE_PANEL = "guidance |w (eps_c - eps_neg)|"
 HEAT_COLORMAP = "inferno"           # black at 0: a w = 0 run's guidance map is black
+HEAT_PERCENTILE = 99                # the heat maps' brightest colour: this percentile of an image's values
 
 
 @dataclass
@@ -85,18 +86,19 @@ class PlaybackRun:
                 for name, attr in ((gap, "eps_gap"), (guidance, "guidance"))}
 
     def heat_scale(self, sample: int) -> float:
-        """The heat maps' top colour: the largest value of either map over every recorded step of the sample, so
-        that every step (and both maps) share one scale. 0 when both are zero everywhere."""
-        return max((float(np.max(getattr(r, attr)[sample])) for r in self.records for attr in ("eps_gap", "guidance")),
-                   default=0.0)
-
-    def opening_step(self, sample: int = 0) -> int:
-        """The recorded step (0-based) worth opening on: where the guided and unconditional x0 differ most (the
-        prompt's effect at its clearest); the first third of the run where they never differ (w = -1)."""
+        """The heat maps' top colour, one for every recorded step of the sample and both its maps, so that steps
+        can be compared: the 99th percentile of all their values (a few speckles in the last steps would otherwise
+        leave every earlier map black). 0 when the maps are zero (almost) everywhere."""
         if not self.records:
-            return 0
-        differences = [np.abs(r.x0[sample].astype(np.int16) - r.x0_uncond[sample]).mean() for r in self.records]
-        return int(np.argmax(differences)) if max(differences) > 0 else (len(self.records) - 1) // 3
+            return 0.0
+        values = np.stack([getattr(r, attr)[sample] for r in self.records for attr in ("eps_gap", "guidance")])
+        return float(np.percentile(values.astype(np.float32), HEAT_PERCENTILE))
+
+    def opening_step(self) -> int:
+        """The recorded step (0-based) worth opening on: a third of the way in, where the layout is set but the
+        guided, conditional and unconditional guesses still differ. (Where the guided and unconditional x0 differ
+        most was tried: on the shipped models that is the first step, whose x_t is pure noise.)"""
+        return round((len(self.records) - 1) / 3) if self.records else 0
 
     def frame(self, step: int, sample: int, cell: int = 128) -> Image.Image:
         """x_t, guided x0, conditional x0 and unconditional x0 of one sample at one recorded step, then its two heat

@@ -24,14 +24,13 @@ def run(ctx):
     return last
 
 
-def test_after_a_run_the_tab_opens_where_guided_and_unconditional_differ_most(ctx, run):
+def test_after_a_run_the_tab_opens_a_third_of_the_way_in(ctx, run):
     sample, step, frame, caption, figure, gif, hint = tab.show_playback(ctx, run)
     pb = run.playback
     assert sample["choices"] == [(f"{PROMPTS[0]} (seed 5)", 0), (f"{PROMPTS[1]} (seed 5)", 1)] and sample["value"] == 0
-    differences = [np.abs(r.x0[0].astype(int) - r.x0_uncond[0]).mean() for r in pb.records]
-    opening = int(np.argmax(differences))
+    opening = 1       # of steps 0..3: a third of the way in, neither pure noise nor the finished image
     assert (step["minimum"], step["maximum"], step["value"], step["visible"]) == (1, STEPS, opening + 1, True), \
-        "the slider counts recorded steps 1..n, as the caption does, and opens on the step that shows the prompt most"
+        "the slider counts recorded steps 1..n, as the caption does"
     assert frame.size == (6 * 128 + 7 * 4, 44 + 128 + 2 * 4), "x_t, guided, conditional, unconditional x0, 2 maps"
     assert frame.tobytes() == tab.scrub(run, 0, opening + 1)[0].tobytes()
     assert caption.startswith(f"Recorded step {opening + 1} of {STEPS}: timestep t = ")
@@ -54,7 +53,8 @@ def test_heat_maps_share_one_scale_over_the_steps_and_a_w0_run_has_no_guidance(c
     assert all(not r.guidance.any() for r in pb.records), "w = 0: the guidance term is zero at every pixel and step"
     assert any(r.eps_gap.any() for r in pb.records), "though the prompt changes the prediction"
     scale = pb.heat_scale(0)
-    assert scale == max(float(r.eps_gap[0].max()) for r in pb.records) > 0
+    values = np.stack([m[0] for r in pb.records for m in (r.eps_gap, r.guidance)]).astype(np.float32)
+    assert scale == np.percentile(values, 99) > 0 and (values > scale).mean() < 0.011, "about 1% above the top"
     cell = 128
     for k in range(STEPS):
         frame = np.asarray(pb.frame(k, 0, cell))
@@ -65,6 +65,7 @@ def test_heat_maps_share_one_scale_over_the_steps_and_a_w0_run_has_no_guidance(c
     top, left = 44 + 4, 4 + 4 * (cell + 4)
     gap_panel = np.asarray(pb.frame(brightest, 0, cell))[top:top + cell, left:left + cell]
     assert gap_panel.sum(-1).max() > 600, "the step with the largest gap reaches the top of the scale (yellow)"
+    assert "Heat maps: black 0 to yellow " in tab.step_caption(pb, 0, 0)
     _, _, _, caption, figure, _, _ = tab.show_playback(ctx, plain)
     guidance = next(trace for trace in figure.data if trace.name == "mean guidance |w (eps_c - eps_u)|")
     assert not np.any(guidance.y), "the plot's mean of the guidance term is zero too"

@@ -29,13 +29,12 @@ HINT = ("Generate first; every step of the last run is recorded. Scrubbing shows
 
 @answers_clearly
 def show_playback(ctx: Context, run):
-    """Runs after every new run: the playback tab at the run's opening step (where its first image's guided and
-    unconditional x0 differ most), its CLIP cosines computed now, the previous run's GIF gone and the hint to
-    generate first hidden."""
+    """Runs after every new run: the playback tab at the run's opening step (a third of the way in), its CLIP cosines
+    computed now, the previous run's GIF gone and the hint to generate first hidden."""
     if not has_playback(run):
         return (gr.skip(),) * 7
     pb = run.playback_with_cosines(ctx.models.need_encoder())
-    opening = pb.opening_step(0)
+    opening = pb.opening_step()
     return (gr.update(choices=[(label, i) for i, label in enumerate(pb.labels)], value=0),
             step_slider(len(pb.records), opening + 1), pb.frame(opening, 0), step_caption(pb, opening, 0),
             playback_figure(pb, 0, opening), None, gr.update(visible=False))
@@ -53,8 +52,8 @@ def step_caption(pb: PlaybackRun, step: int, sample: int) -> str:
     cos = f", {cosine_note(pb, step, sample)}" if pb.cosines is not None else ""
     only = " (a one-step run: its only frame)" if len(pb.records) == 1 else ""
     scale = pb.heat_scale(sample)
-    heat = (f"Heat maps: black 0 to yellow {scale:.3g}, one scale for every step of this image"
-            if scale > 0 else "Heat maps: all black, zero at every step")
+    heat = (f"Heat maps: black 0 to yellow {scale:.3g} and above (the top 1% of this image's values), one scale for "
+            "every step" if scale > 0 else "Heat maps: black, zero (almost) everywhere at every step")
     return (f"Recorded step {step + 1} of {len(pb.records)}{only}: timestep t = {pb.records[step].timestep}{cos}"
             f"  \nPanels, left to right: {' | '.join(pb.panels(sample))}  \n{heat}")
 

@@ -151,14 +151,14 @@ def build(ctx: Context) -> PlaybackTab:
         step = gr.Slider(1, 2, value=1, step=1, label="recorded step (1: pure noise; the last: the image)",
                          elem_id="pb-step")
         with gr.Row(equal_height=False):
-            with gr.Column(scale=5, min_width=400):
+            with gr.Column(scale=7, min_width=400):    # six panels in a row: the wider side
                 caption = gr.Markdown(elem_id="pb-caption")
                 # the picture names its own panels (and the caption above lists them, negative x0 included): no
                 # label badge or toolbar over those titles
                 frame = gr.Image(label="recorded frame", show_label=False, buttons=[], type="pil", format="png",
                                  interactive=False, elem_id="pb-frame", elem_classes=["pixelated"])
                 file = gr.File(label="GIF", elem_id="pb-gif", height=90)
-            with gr.Column(scale=6, min_width=400):
+            with gr.Column(scale=5, min_width=400):
                 plot = gr.Plot(show_label=False, elem_id="pb-plot")   # the figure has its own titles: no label
     return PlaybackTab(sample, play_button, pause_button, fps, gif_button, step, caption, frame, plot, file, hint)
 

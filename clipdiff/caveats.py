@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import torch
 
+from .schedulers import sampler_spec
 from .similarity import unit
 
-# Fewer steps than these leave a visibly unfinished image (benchmarks/README.md, "Choosing the sampler": solver
-# error against a 200-step solution; DDPM, being stochastic, needs far more steps to lose its noise).
-MIN_STEPS = {"ddpm": 50, "ddim": 10, "dpmsolver": 8, "dpmsolver-karras": 6}
 MAX_TRUSTED_W = 4.0     # past this, the guided prediction extrapolates beyond anything the U-Net made in training
 NOISE_SAMPLES = 8
 
 
 def caveat(steps: int, sampler: str, w: float) -> str | None:
-    """Why a CLIP score of a run with these settings cannot be trusted, in words; None when nothing is known."""
-    needed = MIN_STEPS.get(sampler, 0)
+    """Why a CLIP score of a run with these settings cannot be trusted, in words; None when nothing is known. The
+    steps a sampler needs are the registry's (schedulers.REGISTRY); an unknown sampler is a ValueError."""
+    needed = sampler_spec(sampler).min_steps
     if steps < needed:
         steps_leave = f"{steps} {sampler} step leaves" if steps == 1 else f"{steps} {sampler} steps leave"
         return (f"{steps_leave} the image unfinished (about {needed} are needed): this CLIP scores colour, so a blob "

@@ -6,8 +6,23 @@ tabs stay plain Python; serve() hands them to launch().
   its container's width when the tab is shown.
 - Figures that carry thumbnails (layout.meta.thumbnails: label -> picture) show the hovered image's thumbnail
   beside the pointer: plotly's own hover labels take text only.
+- Gradio's empty-value boxes get the role their aria-label needs.
+- THEME: Gradio's default theme with text and buttons dark enough to read (WCAG AA, 4.5:1, which an axe-core audit
+  checks in tests/test_accessibility.py): its light-grey info texts and white-on-orange buttons fall short.
 """
 from __future__ import annotations
+
+import gradio as gr
+
+THEME = gr.themes.Default().set(
+    body_text_color_subdued="*neutral_600",            # info texts, slider bounds, the footer: 7.7:1 on white
+    input_placeholder_color="*neutral_500",
+    color_accent="*primary_700",                        # the selected tab's name
+    button_primary_background_fill="*primary_700",      # white on orange-700: 5.2:1 (orange-500: 2.8:1)
+    button_primary_background_fill_hover="*primary_800",
+    button_cancel_background_fill="#b91c1c",            # white on red-700: 6.5:1 (red-500: 3.8:1)
+    button_cancel_background_fill_hover="#991b1b",
+)
 
 CSS = """
 .pixelated img, .pixelated canvas, img.pixelated { image-rendering: pixelated; }
@@ -117,5 +132,9 @@ JS = """() => {
     gd.on('plotly_hover', (ev) => show(gd, ev));
     gd.on('plotly_unhover', hide);
   });
-  new MutationObserver(watch).observe(document.body, {childList: true, subtree: true});
+  // Gradio's empty-value box carries an aria-label but no role, which ARIA forbids on a plain div: it is an icon
+  const name = () => document.querySelectorAll('div.empty[aria-label]:not([role])')
+    .forEach((box) => box.setAttribute('role', 'img'));
+  new MutationObserver(() => { watch(); name(); }).observe(document.body, {childList: true, subtree: true});
+  name();
 }"""

@@ -44,3 +44,25 @@ def test_axe_finds_no_critical_or_serious_violation_on_any_tab(live_app, size):
         page.click("#generate")
         wait_for_text(page, "#status", "Done")
         assert audit_every_tab(page) == {}, "with a run's results on the page"
+
+
+def test_every_picture_component_has_alt_text(live_app):
+    """The composite pictures (strips, the sweep grid, the playback frame) say what they show; galleries' pictures
+    take their captions as alt text (the next test)."""
+    import gradio as gr
+
+    images = [b for b in live_app.demo.blocks.values() if isinstance(b, gr.Image)]
+    assert len(images) >= 7
+    assert [b.label for b in images if not (b.alt_text or "").strip()] == []
+
+
+def test_generated_images_have_alt_text_naming_prompt_w_and_seed(live_app, laptop):
+    laptop.goto(live_app.url)
+    open_tab(laptop, "Generate")
+    laptop.fill("#prompts textarea", "A deep red rose flower")
+    laptop.click("#generate")
+    wait_for_text(laptop, "#status", "Done")
+    alts = laptop.locator("#gallery img").evaluate_all("imgs => imgs.map(i => i.alt)")
+    assert len(alts) == 2
+    for k, alt in enumerate(alts):
+        assert alt.startswith("A deep red rose flower | w 2 | seed ") and f"seed {k}" in alt, alts

@@ -71,6 +71,7 @@ def tab_names(page) -> list[str]:
 def open_tab(page, name: str) -> None:
     """Click a tab by its name and wait until it is the selected one. On a narrow screen Gradio lists the tabs that
     do not fit under its "More tabs" button: the tab is picked from there."""
+    page.get_by_role("tab", selected=True).wait_for()       # the tabs are drawn (and measured)
     tab = page.get_by_role("tab", name=name, exact=True)
     if tab.count() and tab.is_visible():
         tab.click()

@@ -49,7 +49,12 @@ CSS = """
    overflow with overflow: hidden, which would make it the note's scroll box: clip does the same without that) */
 .gradio-container { overflow: clip !important; }
 #tour-note { border: 2px solid var(--color-accent); border-radius: 8px; padding: 4px 12px; position: sticky;
-  top: 0; z-index: 50; background: var(--background-fill-primary); max-height: 40vh; overflow-y: auto; }
+  top: 0; z-index: 50; background: var(--background-fill-primary); max-height: 40vh; overflow-y: auto;
+  align-items: flex-start; }
+/* folded, the note is one line: its title beside its three buttons */
+#tour-note-details { padding: 4px 8px; }
+#tour-note-buttons { flex: 0 1 auto; flex-wrap: nowrap; gap: 6px; width: auto; }
+#tour-note-buttons button { white-space: nowrap; }
 .compare-runs { display: flex; gap: 12px; align-items: flex-start; overflow-x: auto; }
 .compare-run { flex: 1 1 0; min-width: 220px; border: 1px solid var(--border-color-primary); border-radius: 8px;
   padding: 8px; }

@@ -116,19 +116,37 @@ def test_an_empty_prompt_is_refused_without_leaving_error_marks(live_app, laptop
     assert error_marks(laptop) == 0
 
 
-def test_a_tour_button_lands_with_its_explanation_in_view_and_gives_settings_back(live_app, laptop):
+def test_a_tour_button_lands_with_its_explanation_in_view_and_gives_settings_back(live_app, laptop, tmp_path):
+    """The note: in view on the run's tab, one line when folded, only on that tab; Restore puts back the attendee's
+    prompt and the sweep grid they had; Back returns to the experiment."""
     laptop.goto(live_app.url)
     open_tab(laptop, "Guidance sweep")
     laptop.fill("#sweep-prompts textarea", "my own prompt")
+    laptop.click("#sweep")
+    wait_for_text(laptop, "#sweep-status", "Done")
+    mine = laptop.locator("#sweep-grid img").get_attribute("src")
     open_tab(laptop, "Tour")
     laptop.click("#tour-guidance-0")
     laptop.get_by_role("tab", name="Guidance sweep", selected=True).wait_for()
     wait_for_text(laptop, "#tour-note", "What guidance does")
+    laptop.wait_for_function("src => document.querySelector('#sweep-grid img')?.src !== src", arg=mine)
     wait_for_text(laptop, "#sweep-status", "Done")
     assert in_view(laptop, "#tour-note"), "the explanation stays on screen"
     assert laptop.locator("#sweep-grid img").bounding_box()["y"] < laptop.viewport_size["height"], "and the result"
+    laptop.screenshot(path=str(tmp_path / "tour-note-open.png"))
+    laptop.locator("#tour-note-details").get_by_role("button").first.click()      # fold the explanation
+    laptop.locator("#tour-note-text").wait_for(state="hidden")
+    assert laptop.locator("#tour-note").bounding_box()["height"] <= 90, "folded: one line"
+    assert in_view(laptop, "#tour-note") and "What guidance does" in laptop.inner_text("#tour-note")
+    laptop.screenshot(path=str(tmp_path / "tour-note-folded.png"))
+    open_tab(laptop, "Generate")
+    laptop.locator("#tour-note").wait_for(state="hidden")                 # not the tab the experiment opened
+    open_tab(laptop, "Guidance sweep")
+    laptop.locator("#tour-note").wait_for(state="visible")
     laptop.click("#tour-restore")
     laptop.wait_for_function("() => document.querySelector('#sweep-prompts textarea').value === 'my own prompt'")
+    laptop.wait_for_function("src => document.querySelector('#sweep-grid img')?.src === src", arg=mine)
+    assert "1 prompt(s)" in laptop.inner_text("#sweep-status"), "the status of the attendee's own run"
     laptop.click("#tour-back")
     laptop.get_by_role("tab", name="Tour", selected=True).wait_for()
     laptop.wait_for_function("() => { const r = document.getElementById('tour-guidance').getBoundingClientRect();"

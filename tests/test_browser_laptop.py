@@ -192,3 +192,15 @@ def test_similarity_shows_each_image_s_thumbnail(live_app, laptop):
         apart = (thumb["x"] + thumb["width"] <= label["x"] or label["x"] + label["width"] <= thumb["x"]
                  or thumb["y"] + thumb["height"] <= label["y"] or label["y"] + label["height"] <= thumb["y"])
         assert apart, f"the thumbnail {thumb} covers plotly's hover text {label}"
+
+
+def test_enter_in_a_single_line_box_runs_its_tab_s_action(live_app, laptop):
+    """Enter in a one-line box (here the second prompt of the switch strip) clicks the tab's main button, the first
+    primary button after the box, and adds no new line to the box."""
+    laptop.goto(live_app.url)
+    open_tab(laptop, "Debug a prompt")
+    laptop.focus("#pe-b textarea")
+    laptop.keyboard.press("Enter")
+    wait_for_text(laptop, "#pe-status", "Done")
+    assert "\n" not in laptop.input_value("#pe-b textarea")
+    assert error_marks(laptop) == 0

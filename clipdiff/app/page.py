@@ -1,7 +1,8 @@
 """The page's own CSS and JavaScript: what Gradio's components do not do by themselves. Kept here, as text, so the
 tabs stay plain Python; serve() hands them to launch().
 
-- Ctrl+Enter (Cmd+Enter) in a text box clicks its tab's main button: the first primary button after the box.
+- Ctrl+Enter (Cmd+Enter) in a text box, and Enter in a single-line one, clicks its tab's main button: the first
+  primary button after the box.
 - A plotly figure drawn while its tab was hidden gets plotly's default 700 px width; a ResizeObserver redraws it to
   its container's width when the tab is shown.
 - Figures that carry thumbnails (layout.meta.thumbnails: label -> picture) show the hovered image's thumbnail
@@ -80,8 +81,10 @@ SHOW_RESULTS = scroll_to("#results")
 
 JS = """() => {
   document.addEventListener('keydown', (e) => {
-    if (e.key !== 'Enter' || !(e.ctrlKey || e.metaKey)) return;
-    const box = e.target.closest && e.target.closest('textarea, input[type=text]');
+    if (e.key !== 'Enter' || e.shiftKey || e.isComposing) return;
+    const box = e.target.closest && e.target.closest('textarea, input[type=text]:not([role=combobox])');
+    const singleLine = box && (box.tagName === 'INPUT' || box.getAttribute('rows') === '1');
+    if (!(e.ctrlKey || e.metaKey || singleLine)) return;
     const panel = box && box.closest('[role=tabpanel]');
     if (!panel) return;
     const buttons = [...panel.querySelectorAll('button.primary')].filter(b => b.offsetParent !== null);

@@ -158,7 +158,7 @@ def build(ctx: Context) -> InterpolateTab:
     with gr.Tab("Interpolate and vary", id="interpolate"):
         gr.Markdown("### Slerp between two prompts (one seed)")
         with gr.Row():
-            a = gr.Textbox(REFERENCE_PROMPTS[0], label="from", info="Ctrl+Enter interpolates", elem_id="ip-a")
+            a = gr.Textbox(REFERENCE_PROMPTS[0], label="from", info="Enter interpolates", elem_id="ip-a")
             b = gr.Textbox(REFERENCE_PROMPTS[2], label="to", elem_id="ip-b")
         with gr.Row():
             points = gr.Slider(*INTERPOLATION_POINTS, value=INTERPOLATION_POINTS_DEFAULT, step=1, label="images")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from ..caveats import steps_of
 from .figures import thumbnail
 from .inputs import shorten
 from .limits import HISTORY_FRAME_BYTES, MAX_PINNED, MAX_RUNS
@@ -37,7 +38,7 @@ class Entry:
         s, prompts = self.settings, self.prompts
         more = f" (+{len(prompts) - 1} more)" if len(prompts) > 1 else ""
         return (f"#{self.number} at {self.when}: {shorten(prompts[0] if prompts else '', 40)}{more} | w {s['w']:g} | "
-                f"{s['steps']} {s['sampler']} steps | seed {s['seed']}")
+                f"{steps_of(s['steps'], s['sampler'])} | seed {s['seed']}")
 
 
 @dataclass

@@ -11,6 +11,7 @@ import numpy as np
 from open_clip.tokenizer import SimpleTokenizer
 
 from ... import tour
+from ...caveats import steps_of
 from ...pipeline import REFERENCE_PROMPTS, images_per_prompt
 from ...playback import PlaybackRun, playback_of_jobs
 from ...prompts import edit_text
@@ -124,7 +125,7 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, nega
         run = LastRun(frames.images, labels, params, scores, playback_of_jobs(pipe, jobs, labels, frames.records),
                       pipe.final_conditions(jobs))
         best = int(np.argmax(scores))
-        yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {s.seed}, {s.steps} {s.sampler} steps "
+        yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {s.seed}, {steps_of(s.steps, s.sampler)} "
                                       f"in {time.perf_counter() - started:.1f} s. "
                                       f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])}). "
                                       f"{score_note(s, [s.w])}"), s.seed, run

@@ -204,3 +204,19 @@ def test_enter_in_a_single_line_box_runs_its_tab_s_action(live_app, laptop):
     wait_for_text(laptop, "#pe-status", "Done")
     assert "\n" not in laptop.input_value("#pe-b textarea")
     assert error_marks(laptop) == 0
+
+
+def test_a_long_prompt_s_caption_is_one_line_whole_on_hover_and_stop_looks_idle(live_app, laptop):
+    from clipdiff.tour import LONG_PROMPT
+
+    laptop.goto(live_app.url)
+    generate(laptop, LONG_PROMPT)
+    caption = laptop.locator("#gallery .caption-label").first
+    caption.wait_for()
+    assert caption.get_attribute("title").startswith(LONG_PROMPT[:100]), "the whole caption on hover"
+    line = laptop.evaluate("() => parseFloat(getComputedStyle(document.querySelector('#gallery .caption-label'))"
+                           ".lineHeight)")
+    assert caption.bounding_box()["height"] < 2 * line, "cut to one line"
+    idle, working = laptop.evaluate("""() => { const s = getComputedStyle(document.getElementById('stop'));
+        return [s.backgroundColor, getComputedStyle(document.getElementById('generate')).backgroundColor]; }""")
+    assert idle != "rgb(185, 28, 28)" and working != idle, "Stop is grey while nothing runs"

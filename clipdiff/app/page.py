@@ -8,6 +8,9 @@ tabs stay plain Python; serve() hands them to launch().
 - Figures that carry thumbnails (layout.meta.thumbnails: label -> picture) show the hovered image's thumbnail
   beside the pointer: plotly's own hover labels take text only.
 - Gradio's empty-value boxes get the role their aria-label needs.
+- A gallery caption longer than LONG_CAPTION is cut to one line and shown whole on hover (its picture's alt text
+  keeps all of it).
+- A Stop button looks inactive (grey) while nothing runs in its tab; it still answers a click.
 - THEME: Gradio's default theme with text and buttons dark enough to read (WCAG AA, 4.5:1, which an axe-core audit
   checks in tests/test_accessibility.py): its light-grey info texts and white-on-orange buttons fall short.
 """
@@ -42,6 +45,12 @@ CSS = """
   !important; }
 .results .grid-container > :only-child > .thumbnail-item img { width: auto; height: auto; min-width: 128px;
   max-width: 100%; }
+.results .thumbnail-item .caption-label.long-caption, .caption-label.long-caption { white-space: nowrap !important;
+  overflow: hidden; text-overflow: ellipsis; }
+/* Stop looks inactive while nothing in its tab is running or queued (Gradio marks an event's outputs .generating or
+   .pending meanwhile) */
+[role=tabpanel]:not(:has(.generating, .pending)) button.stop { background: var(--button-secondary-background-fill);
+  color: var(--body-text-color-subdued); }
 /* the playback's GIF box only once there is a GIF (or one is being made) */
 #pb-gif:not(:has(.file-preview)):not(:has(.generating)):not(:has(.pending)) { display: none !important; }
 #clipdiff-thumb { position: fixed; z-index: 1000; pointer-events: none; width: 128px; height: 128px;
@@ -79,7 +88,12 @@ def scroll_to(selector: str) -> str:
 SHOW_RESULTS = scroll_to("#results")
 
 
+# characters: a caption past this holds a prompt of about CLIP's 77 tokens or more (a caption's w, seed and scores take
+# about 60 of them)
+LONG_CAPTION = 300
+
 JS = """() => {
+  const LONG_CAPTION = %d;
   document.addEventListener('keydown', (e) => {
     if (e.key !== 'Enter' || e.shiftKey || e.isComposing) return;
     const box = e.target.closest && e.target.closest('textarea, input[type=text]:not([role=combobox])');
@@ -140,9 +154,16 @@ JS = """() => {
     gd.on('plotly_hover', (ev) => show(gd, ev));
     gd.on('plotly_unhover', hide);
   });
-  // Gradio's empty-value box carries an aria-label but no role, which ARIA forbids on a plain div: it is an icon
-  const name = () => document.querySelectorAll('div.empty[aria-label]:not([role])')
-    .forEach((box) => box.setAttribute('role', 'img'));
-  new MutationObserver(() => { watch(); name(); }).observe(document.body, {childList: true, subtree: true});
-  name();
-}"""
+  // Gradio's empty-value box carries an aria-label but no role, which ARIA forbids on a plain div: it is an icon.
+  // A caption too long for its picture (a prompt past CLIP's 77 tokens) is cut to one line, whole on hover.
+  const mark = () => {
+    document.querySelectorAll('div.empty[aria-label]:not([role])').forEach((box) => box.setAttribute('role', 'img'));
+    document.querySelectorAll('.caption-label').forEach((c) => {
+      const long = c.textContent.length > LONG_CAPTION;
+      c.classList.toggle('long-caption', long);
+      if (long) c.title = c.textContent; else c.removeAttribute('title');
+    });
+  };
+  new MutationObserver(() => { watch(); mark(); }).observe(document.body, {childList: true, subtree: true});
+  mark();
+}""" % LONG_CAPTION

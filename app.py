@@ -23,7 +23,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from clipdiff.app.limits import MODEL_CONCURRENCY, QUEUE_SIZE  # noqa: E402  (gradio-free: --help stays quick)
 from clipdiff.checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR  # noqa: E402
-from clipdiff.serving.backend import BACKENDS, SamplerOptions, make_backend  # noqa: E402
+from clipdiff.serving.backend import BACKENDS, make_backend  # noqa: E402
+from clipdiff.serving.options import SamplerOptions  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,13 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     serving.add_argument("--backend", choices=BACKENDS, default="local",
                          help="where sampler steps run: local (this process) or ray (a Ray Serve deployment, "
                               "batched across users; pip install -r requirements-serve.txt)")
-    serving.add_argument("--replicas", type=int, default=2, help="--backend ray: Sampler replicas to deploy")
-    serving.add_argument("--replica-cpus", type=float, default=1.0,
-                         help="--backend ray: Ray CPUs (and torch threads) per replica")
-    serving.add_argument("--max-batch", type=int, default=8,
-                         help="--backend ray: requests that may share one U-Net forward")
-    serving.add_argument("--batch-wait-ms", type=float, default=10.0,
-                         help="--backend ray: how long a step waits for batch mates when its batch is not full")
+    SamplerOptions.add_flags(serving)      # --replicas, --replica-cpus, --max-batch, --batch-wait-ms
     serving.add_argument("--ray-address", default=None,
                          help="--backend ray: join this Ray cluster (HOST:PORT) and share its deployment instead of "
                               "starting a local Ray on 127.0.0.1")
@@ -66,7 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.ray_address and args.backend != "ray":
         parser.error("--ray-address needs --backend ray")
-    args.sampler_options = SamplerOptions(args.replicas, args.replica_cpus, args.max_batch, args.batch_wait_ms / 1000)
+    args.sampler_options = SamplerOptions.from_args(args)
     if args.backend == "ray" and args.sampler_options.problems():
         parser.error("; ".join(args.sampler_options.problems()))
     if args.concurrency is None:

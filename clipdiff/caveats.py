@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import torch
 
+from .schedulers import sampler_spec
 from .similarity import unit
 
-# Fewer steps than these leave a visibly unfinished image (benchmarks/README.md, "Choosing the sampler": solver
-# error against a 200-step solution; DDPM, being stochastic, needs far more steps to lose its noise).
-MIN_STEPS = {"ddpm": 50, "ddim": 10, "dpmsolver": 8, "dpmsolver-karras": 6}
 MAX_TRUSTED_W = 4.0     # past this, the guided prediction extrapolates beyond anything the U-Net made in training
 NOISE_SAMPLES = 8
 
@@ -30,8 +28,9 @@ def steps_of(steps: int, sampler: str) -> str:
 
 
 def caveat(steps: int, sampler: str, w: float) -> str | None:
-    """Why a CLIP score of a run with these settings cannot be trusted, in words; None when nothing is known."""
-    needed = MIN_STEPS.get(sampler, 0)
+    """Why a CLIP score of a run with these settings cannot be trusted, in words; None when nothing is known. The
+    steps a sampler needs are the registry's (schedulers.REGISTRY); an unknown sampler is a ValueError."""
+    needed = sampler_spec(sampler).min_steps
     if steps < needed:
         return (f"{steps_of(steps, sampler)} {'leaves' if steps == 1 else 'leave'} the image unfinished (about {needed} are needed): this CLIP scores colour, so a blob "
                 "of the prompt's colour scores like a finished flower")

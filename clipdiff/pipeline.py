@@ -3,7 +3,8 @@
 A run is a list of Jobs, one per image: what conditions it (a prompt, or an embedding), its guidance
 weight and its seed, and optionally what guidance pushes away from (a negative prompt) and a second prompt that
 takes over part way (prompt editing). Layout helpers build the usual lists: n images per prompt, or prompts x w
-with one seed (the guidance sweep).
+with one seed (the guidance sweep). `prepare` turns the jobs into a PreparedRun once (as diffusers' pipelines
+prepare their prompt embeddings and latents before the loop), and everything after reads that value.
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from . import __version__
 from .checkpoints import DEFAULT_UNET_DIR, WEIGHTS_NAME
 from .diffusion import DiffusionConfig, check_compatible, condition, load_diffusion
 from .encoders import ClipEncoder
-from .prompts import edit_text, parse
+from .prompts import PromptEdit, edit_text, parse
 from .devices import resolve_device
-from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, Progress, SampleResult, Switch, run_to_end, sample_guided
+from .sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, GuidedRun, Progress, SampleResult, SamplerInputs, Switch, drive,
+                       run_to_end)
 from .unet import ConditionalUNet
 
 REFERENCE_PROMPTS = (
@@ -35,7 +37,8 @@ REFERENCE_WS = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 @dataclass
 class Job:
     """One image to make."""
-    prompt: str                       # the text shown with the image (a label when embedding is given)
+    prompt: str                       # as written, a [from:to:when] included (a label when embedding is given);
+                                      # in a PreparedRun's jobs, the text before the switch
     w: float
     seed: int
     embedding: torch.Tensor | None = field(default=None, repr=False)  # raw CLIP embedding instead of prompt
@@ -56,13 +59,43 @@ class Job:
             f"{self.prompt} -> {self.switch_to} at {self.switch_at:g}"
 
 
-def with_prompt_edit(job: Job, steps: int) -> Job:
-    """The job with the [from:to:when] in its prompt (if any) as a switch; raises prompts.PromptSyntaxError for
-    brackets that do not parse."""
-    edit = parse(job.prompt)
-    if not edit.switches:
+def _with_switch(job: Job, edit: PromptEdit | None, steps: int) -> Job:
+    """The job as it runs: a [from:to:when] in its prompt as its switch (prompt: the text before it)."""
+    if edit is None or not edit.switches:
         return job
     return replace(job, prompt=edit.before, switch_to=edit.after, switch_at=edit.fraction(steps))
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run's inputs, built once by ClipDiffusionPipeline.prepare: the local run, a served request, the CLIP
+    scores, playback and the session's last run all read this one value."""
+    jobs: tuple[Job, ...]                 # as they run: a [from:to:when] is the job's switch, its prompt the first text
+    inputs: SamplerInputs                 # what the sampler takes: conditions, w, seeds, steps, negatives, switch
+    edits: tuple[PromptEdit | None, ...]  # each job's prompt as parsed (None: it came with its switch, or embedding)
+    embeddings: dict[str, torch.Tensor] = field(repr=False)   # each distinct text of the run -> its raw CLIP embedding
+
+    @property
+    def steps(self) -> int:
+        return self.inputs.steps
+
+    @property
+    def sampler(self) -> str:
+        return self.inputs.sampler
+
+    @property
+    def ws(self) -> list[float]:
+        """Each image's w: the run's one home for it."""
+        return self.inputs.w.tolist()
+
+    @property
+    def final(self) -> torch.Tensor:
+        """(N, D) the conditions each job ends on: what its image is scored against."""
+        return self.inputs.final
+
+    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
+        """(len(texts), D) raw CLIP embeddings of texts of this run (its prompts, negatives, prompts switched to)."""
+        return torch.stack([self.embeddings[t] for t in texts])
 
 
 def images_per_prompt(prompts: list[str], w: float, seed: int, n: int, negative: str = "") -> list[Job]:
@@ -104,52 +137,56 @@ class ClipDiffusionPipeline:
     def image_size(self) -> int:
         return self.config.unet.image_size
 
-    def conditions(self, jobs: list[Job]) -> torch.Tensor:
-        texts = [j.prompt for j in jobs if j.embedding is None]
-        text_emb = iter(self.encoder.encode_text(texts)) if texts else iter(())
-        raw = torch.stack([j.embedding.float() if j.embedding is not None else next(text_emb) for j in jobs])
-        return condition(raw, self.config.embedding_norm)
-
-    def text_conditions(self, texts: list[str]) -> torch.Tensor:
-        return condition(self.encoder.encode_text(texts), self.config.embedding_norm)
-
-    def negative_conditions(self, jobs: list[Job]) -> torch.Tensor | None:
-        """(N, D) conditions of the unconditional half: each negative prompt's, the learned null where a job has
-        none; None when no job has one (the sampler's own null: runs without negatives stay bit-identical)."""
+    def prepare(self, jobs: list[Job], steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER) -> PreparedRun:
+        """The run's inputs, built once: each prompt parsed (a [from:to:when] becomes the job's switch, its when a
+        fraction of these steps), each distinct text encoded once (prompts, then negatives, then the prompts switched
+        to, each group in one batch), and from those the conditions, the negatives' (the learned null where a job has
+        none), the switch, w and seeds. Raises prompts.PromptSyntaxError (its `prompt` says which) for brackets that
+        do not parse, before anything is encoded."""
+        edits = {}
+        for job in jobs:
+            if not job.switches and job.embedding is None and job.prompt not in edits:
+                edits[job.prompt] = parse(job.prompt)
+        parsed = tuple(None if j.switches else edits.get(j.prompt) for j in jobs)
+        jobs = tuple(_with_switch(j, edit, steps) for j, edit in zip(jobs, parsed))
+        embeddings: dict[str, torch.Tensor] = {}
+        self._embed(embeddings, [j.prompt for j in jobs if j.embedding is None])
         negatives = [j.negative.strip() for j in jobs]
-        if not any(negatives):
-            return None
-        null = self.model.null_condition(len(jobs)).detach().float().cpu().clone()
-        given = [k for k, text in enumerate(negatives) if text]
-        null[given] = self.text_conditions([negatives[k] for k in given])
-        return null
+        self._embed(embeddings, [text for text in negatives if text])
+        self._embed(embeddings, [j.switch_to for j in jobs if j.switches])
+        cond = self._condition([j.embedding.float() if j.embedding is not None else embeddings[j.prompt]
+                                for j in jobs])
+        uncond = None      # None: the sampler's own null, so runs without negatives stay bit-identical
+        if any(negatives):
+            uncond = self.model.null_condition(len(jobs)).detach().float().cpu().clone()
+            given = [k for k, text in enumerate(negatives) if text]
+            uncond[given] = self._condition([embeddings[negatives[k]] for k in given])
+        switch = None
+        if any(j.switches for j in jobs):
+            after = cond.clone()
+            switching = [k for k, j in enumerate(jobs) if j.switches]
+            after[switching] = self._condition([embeddings[jobs[k].switch_to] for k in switching])
+            switch = Switch(after, tuple(float(j.switch_at) if j.switches else 1.0 for j in jobs))
+        inputs = SamplerInputs(cond, torch.tensor([j.w for j in jobs], dtype=torch.float32),
+                               tuple(int(j.seed) for j in jobs), int(steps), sampler, uncond, switch)
+        return PreparedRun(jobs, inputs, parsed, embeddings)
 
-    def switch(self, jobs: list[Job]) -> Switch | None:
-        """Prompt editing: the conditions each job switches to (its own where it never switches), and when."""
-        if not any(j.switches for j in jobs):
-            return None
-        cond = self.conditions(jobs)
-        switching = [k for k, j in enumerate(jobs) if j.switches]
-        cond[switching] = self.text_conditions([jobs[k].switch_to for k in switching])
-        return Switch(cond, tuple(float(j.switch_at) if j.switches else 1.0 for j in jobs))
+    def _embed(self, embeddings: dict[str, torch.Tensor], texts: list[str]) -> None:
+        new = [t for t in dict.fromkeys(texts) if t not in embeddings]
+        if new:
+            embeddings.update(zip(new, self.encoder.encode_text(new)))
 
-    def final_conditions(self, jobs: list[Job]) -> torch.Tensor:
-        """(N, D) the conditions each job ends on: what its image is scored against."""
-        switch = self.switch(jobs)
-        if switch is None:
-            return self.conditions(jobs)
-        first = self.conditions(jobs)
-        ends = torch.tensor([f < 1 for f in switch.at]).unsqueeze(1)
-        return torch.where(ends, switch.cond, first)
+    def _condition(self, raw: list[torch.Tensor]) -> torch.Tensor:
+        return condition(torch.stack(raw), self.config.embedding_norm)
+
+    def sample(self, run: PreparedRun, record_every: int = 0) -> Iterator[Progress]:
+        """Sample a prepared run's jobs in one batch; yields after each step (see sampling.sample_guided)."""
+        return drive(GuidedRun.of(self.model, run.inputs, self.config.schedule, record_every), self.model)
 
     def run(self, jobs: list[Job], steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
             record_every: int = 0) -> Iterator[Progress]:
-        """Sample every job in one batch; yields after each step (see sampling.sample_guided)."""
-        cond = self.conditions(jobs)
-        w = torch.tensor([j.w for j in jobs], dtype=torch.float32)
-        yield from sample_guided(self.model, cond, w, [j.seed for j in jobs], sampler=sampler, steps=steps,
-                                 schedule=self.config.schedule, record_every=record_every,
-                                 uncond=self.negative_conditions(jobs), switch=self.switch(jobs))
+        """prepare, then sample: what a script that needs no more than the images calls."""
+        yield from self.sample(self.prepare(jobs, steps, sampler), record_every)
 
     def generate(self, jobs: list[Job], steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
                  record_every: int = 0) -> SampleResult:

@@ -21,7 +21,7 @@ from PIL import Image
 
 from .encoders import ClipEncoder
 from .images import labelled_grid
-from .pipeline import ClipDiffusionPipeline, Job
+from .pipeline import PreparedRun
 from .sampling import StepRecord, from_uint8, switch_step
 from .similarity import unit
 
@@ -124,22 +124,22 @@ def make_playback(encoder: ClipEncoder, labels: list[str], records: list[StepRec
     return PlaybackRun(labels, list(records), prompt_x0_cosines(encoder, records, conditions))
 
 
-def playback_of_jobs(pipe: ClipDiffusionPipeline, jobs: list[Job], labels: list[str],
-                     records: list[StepRecord]) -> PlaybackRun:
-    """A pipeline run's recorded steps as a PlaybackRun that knows each sample's negative prompt and switch: the
+def playback_of_run(run: PreparedRun, labels: list[str], records: list[StepRecord]) -> PlaybackRun:
+    """A prepared run's recorded steps as a PlaybackRun that knows each sample's negative prompt and switch: the
     negative panel, the switch's timestep, and the embeddings to draw cosines to ("negative prompt", "first
     prompt"; NaN rows for the samples without one)."""
-    run = PlaybackRun(labels, list(records))
-    negatives = [j.negative.strip() for j in jobs]
+    playback = PlaybackRun(labels, list(records))
+    negatives = [j.negative.strip() for j in run.jobs]
     if any(negatives):
-        run.negative = [bool(text) for text in negatives]
-        run.references["negative prompt"] = _rows(pipe.encoder.encode_text([t or "-" for t in negatives]),
-                                                  run.negative)
-    switching = [j.switches for j in jobs]
+        playback.negative = [bool(text) for text in negatives]
+        given = next(text for text in negatives if text)      # a stand-in for the rows without one: NaN below
+        playback.references["negative prompt"] = _rows(run.text_embeddings([t or given for t in negatives]),
+                                                       playback.negative)
+    switching = [j.switches for j in run.jobs]
     if any(switching):
-        run.switch_timesteps = switch_timesteps(records, [j.switch_at if j.switches else 1.0 for j in jobs])
-        run.references["first prompt"] = _rows(pipe.conditions(jobs), switching)
-    return run
+        playback.switch_timesteps = switch_timesteps(records, [j.switch_at if j.switches else 1.0 for j in run.jobs])
+        playback.references["first prompt"] = _rows(run.inputs.cond, switching)
+    return playback
 
 
 def _rows(embeddings: torch.Tensor, keep: list[bool]) -> torch.Tensor:

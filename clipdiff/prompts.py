@@ -21,7 +21,9 @@ SYNTAX = "[from:to:when], e.g. [a daisy:a sunflower:0.5]"
 
 
 class PromptSyntaxError(ValueError):
-    """A prompt whose square brackets are not prompt editing; the message says what is wrong and how to write it."""
+    """A prompt whose square brackets are not prompt editing; the message says what is wrong and how to write it,
+    `prompt` which prompt it is."""
+    prompt: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,14 @@ class PromptEdit:
 
 def parse(text: str) -> PromptEdit:
     """A prompt, with its `[from:to:when]` edits if it has any."""
+    try:
+        return _parse(text)
+    except PromptSyntaxError as e:
+        e.prompt = text
+        raise
+
+
+def _parse(text: str) -> PromptEdit:
     if "[" not in text and "]" not in text:
         return PromptEdit(text)
     pieces = re.split(r"(\[[^\[\]]*\])", text)

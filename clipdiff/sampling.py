@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 import torch
 
-from .schedulers import SAMPLERS, NoiseSchedule, make_scheduler, predicted_x0
+from .schedulers import DEFAULT_SAMPLER, SAMPLERS, NoiseSchedule, make_scheduler, predicted_x0, step_options
 
 if TYPE_CHECKING:   # only named in annotations: the settings above are read without loading diffusers
     from .unet import ConditionalUNet
 
-# Measured on the shipped U-Net (benchmarks/README.md): DPM-Solver++(2M) with Karras noise levels at 12 steps
-# beats the evenly spaced DPM-Solver++ at 20 on CLIP score, FD_CLIP and CMMD, in 0.6x the time.
-DEFAULT_SAMPLER = "dpmsolver-karras"
+# Measured on the shipped U-Net (benchmarks/README.md): DPM-Solver++(2M) with Karras noise levels (DEFAULT_SAMPLER,
+# schedulers.py) at 12 steps beats the evenly spaced DPM-Solver++ at 20 on CLIP score, FD_CLIP and CMMD, in 0.6x the
+# time.
 DEFAULT_STEPS = 12
 DEFAULT_W = 2.0
 W_RANGE = (-10.0, 10.0)         # the reference sweeps -2..2; past 10 every image is blown out
@@ -143,6 +143,27 @@ class Switch:
             raise ValueError(f"switch fractions must be between 0 and 1, not {list(self.at)}")
 
 
+@dataclass(frozen=True)
+class SamplerInputs:
+    """Everything one guided run samples from, as the sampler takes it: built once per run (the local run and a
+    served request take the same value, see pipeline.ClipDiffusionPipeline.prepare)."""
+    cond: torch.Tensor                  # (N, D) conditions of the conditional half
+    w: torch.Tensor                     # (N,) guidance weights
+    seeds: tuple[int, ...]              # (N,)
+    steps: int = DEFAULT_STEPS
+    sampler: str = DEFAULT_SAMPLER
+    uncond: torch.Tensor | None = None  # (N, D) the unconditional half's (negative prompts, null rows); None: null
+    switch: Switch | None = None        # prompt editing; None: no switch
+
+    @property
+    def final(self) -> torch.Tensor:
+        """(N, D) the condition each sample ends on (what its image is scored against): its switch's where f < 1."""
+        if self.switch is None:
+            return self.cond
+        ends = torch.tensor([f < 1 for f in self.switch.at]).unsqueeze(1)
+        return torch.where(ends, self.switch.cond, self.cond)
+
+
 # The one U-Net call of a sampler step: (x_in (B, C, H, W), t (B,), cond (B, D)) -> eps (B, C, H, W). A step asks
 # for B = 2N predictions (conditional and unconditional); the default is the local model, a served one may share
 # the forward with other requests' steps (clipdiff.serving).
@@ -155,8 +176,8 @@ def sample_guided(
     cond: torch.Tensor,
     w: torch.Tensor | float,
     seeds: list[int],
-    sampler: str = "dpmsolver",
-    steps: int = 20,
+    sampler: str = DEFAULT_SAMPLER,
+    steps: int = DEFAULT_STEPS,
     schedule: NoiseSchedule | None = None,
     record_every: int = 0,
     predict: Predictor | None = None,
@@ -173,7 +194,12 @@ def sample_guided(
     Stop iterating (or close the generator) to cancel between steps.
     """
     run = GuidedRun(model, cond, w, seeds, sampler, steps, schedule, record_every, uncond, switch)
-    predict = predict or model
+    return drive(run, predict or model)
+
+
+@torch.inference_mode()
+def drive(run: "GuidedRun", predict: Predictor) -> Iterator[Progress]:
+    """Yield a Progress after every step of run, predict called once per step."""
     while not run.done:
         yield run.advance(predict(*run.model_input()))
 
@@ -185,7 +211,7 @@ class GuidedRun:
 
     @torch.inference_mode()
     def __init__(self, model: ConditionalUNet, cond: torch.Tensor, w: torch.Tensor | float, seeds: list[int],
-                 sampler: str = "dpmsolver", steps: int = 20, schedule: NoiseSchedule | None = None,
+                 sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS, schedule: NoiseSchedule | None = None,
                  record_every: int = 0, uncond: torch.Tensor | None = None, switch: Switch | None = None):
         n = cond.shape[0]
         if len(seeds) != n:
@@ -213,7 +239,17 @@ class GuidedRun:
         self.switch_steps = None if switch is None else \
             torch.tensor([switch_step(f, self.total) for f in switch.at] * 2, device=device)
         self.stride = record_stride(self.total, record_every)
+        # What this scheduler's step takes beyond (eps, t, x): DDPM draws per-sample noise from a list of generators
+        # (CPU ones keep seeds portable); the deterministic samplers ignore it.
+        self.step_kwargs = step_options(self.scheduler, generator=self.generators)
         self.i = 0
+
+    @classmethod
+    def of(cls, model: ConditionalUNet, inputs: SamplerInputs, schedule: NoiseSchedule | None = None,
+           record_every: int = 0) -> "GuidedRun":
+        """The run a prepared SamplerInputs asks for: the one way both the local and the served sampler start."""
+        return cls(model, inputs.cond, inputs.w, list(inputs.seeds), inputs.sampler, inputs.steps, schedule,
+                   record_every, inputs.uncond, inputs.switch)
 
     @property
     def done(self) -> bool:
@@ -223,7 +259,8 @@ class GuidedRun:
     def model_input(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This step's question to the U-Net: x twice (conditional, unconditional), t, the two conditions."""
         t = self.scheduler.timesteps[self.i]
-        return torch.cat([self.x, self.x]), t.expand(2 * self.n), self.conditions_now()
+        x_in = self.scheduler.scale_model_input(self.x, t)     # the identity for DDPM/DDIM/DPM-Solver, not Euler's
+        return torch.cat([x_in, x_in]), t.expand(2 * self.n), self.conditions_now()
 
     def conditions_now(self) -> torch.Tensor:
         """(2N, D): this step's conditions, conditional half then unconditional half."""
@@ -246,9 +283,7 @@ class GuidedRun:
                 x0_cond=to_uint8(predicted_x0(x, eps_cond, a_bar)),
                 x0_uncond=to_uint8(predicted_x0(x, eps_uncond, a_bar)),
                 eps_cond_norm=_rms(eps_cond), eps_uncond_norm=_rms(eps_uncond), eps_guided_norm=_rms(eps))
-        # diffusers draws DDPM's per-sample noise from a list of generators; CPU ones keep seeds portable.
-        step_kwargs = {"generator": self.generators} if self.sampler == "ddpm" else {}
-        self.x = self.scheduler.step(eps, t, x, **step_kwargs).prev_sample
+        self.x = self.scheduler.step(eps, t, x, **self.step_kwargs).prev_sample
         self.i += 1
         last = self.done
         return Progress(step=i + 1, total=self.total, timestep=int(t), x0=x0, record=record,

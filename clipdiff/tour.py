@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from .pipeline import REFERENCE_PROMPTS, REFERENCE_WS
 from .sampling import Sampling
+from .schedulers import sampler_spec
 
 # A single-run image at the app's defaults (Sampling()) takes under a second.
 SWEEP = Sampling(steps=10)         # a 21-cell sweep is a 42-image U-Net batch per step
@@ -303,12 +304,10 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "levels, packed where little noise is left and the details are decided; at 10 steps it lands about three "
         "times closer to the exact solution than even spacing. The same seed and prompts every time; the status "
         "line gives the time and the best CLIP score.",
-        tuple(run(label, generate=Generate(REFERENCE_PROMPTS, Sampling(sampler=sampler, steps=steps)))
-              for label, sampler, steps in (("DDPM, 10 steps", "ddpm", 10), ("DDPM, 50 steps", "ddpm", 50),
-                                            ("DDIM, 10 steps", "ddim", 10),
-                                            ("DPM-Solver++, even steps, 10", "dpmsolver", 10),
-                                            ("DPM-Solver++, Karras steps, 10", "dpmsolver-karras", 10),
-                                            ("DPM-Solver++, Karras steps, 4", "dpmsolver-karras", 4)))),
+        tuple(run(f"{sampler_spec(sampler).title}, {steps} steps",
+                  generate=Generate(REFERENCE_PROMPTS, Sampling(sampler=sampler, steps=steps)))
+              for sampler, steps in (("ddpm", 10), ("ddpm", 50), ("ddim", 10), ("dpmsolver", 10),
+                                     ("dpmsolver-karras", 10), ("dpmsolver-karras", 4)))),
 )
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .pipeline import ClipDiffusionPipeline, Job
-from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, from_uint8, to_uint8
+from .pipeline import ClipDiffusionPipeline, Job, PreparedRun
+from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, from_uint8, run_to_end, to_uint8
 from .similarity import clip_score, cosine_matrix
 
 
@@ -74,10 +74,12 @@ class WordImportance:
                 "clip_score": [round(s, 2) for s in self.clip_score], "full_clip_score": round(self.full_clip_score, 2)}
 
 
-def measure(pipe: ClipDiffusionPipeline, words: list[str], jobs: list[Job], images: np.ndarray) -> WordImportance:
-    """The figures of a finished ablation run (jobs and images as ablation_jobs made and the sampler drew them)."""
+def measure(pipe: ClipDiffusionPipeline, words: list[str], run: PreparedRun, images: np.ndarray) -> WordImportance:
+    """The figures of a finished ablation run (its jobs as ablation_jobs made them, images as the sampler drew them);
+    the texts' embeddings are the ones the run was prepared with."""
+    jobs = run.jobs
     texts = [j.prompt for j in jobs]
-    text_emb = pipe.encoder.encode_text(texts)
+    text_emb = run.text_embeddings(texts)
     cosines = cosine_matrix(text_emb[:1], text_emb[1:])[0].tolist()
     image_emb = pipe.encoder.encode_image(from_uint8(images))
     scores = clip_score(image_emb, text_emb[:1].expand(len(jobs), -1)).tolist()
@@ -90,5 +92,6 @@ def word_importance(pipe: ClipDiffusionPipeline, prompt: str, w: float, seed: in
     words, jobs = ablation_jobs(prompt, w, seed, max_words)
     if not words:
         raise ValueError("the prompt has no words")
-    images = to_uint8(pipe.generate(jobs, steps=steps, sampler=sampler).images)
-    return measure(pipe, words, jobs, images)
+    run = pipe.prepare(jobs, steps, sampler)
+    images = to_uint8(run_to_end(pipe.sample(run)).images)
+    return measure(pipe, words, run, images)

@@ -61,10 +61,10 @@ class GatedBackend:
         self.holding, self.release = threading.Event(), threading.Event()
         self.started = 0
 
-    def run(self, pipe, jobs, steps, sampler, record_every=0):
+    def run(self, pipe, run, record_every=0):
         self.started += 1
         held = self.started == 1
-        for p in self.local.run(pipe, jobs, steps, sampler, record_every):
+        for p in self.local.run(pipe, run, record_every):
             yield p
             if held and p.step == 1:
                 self.holding.set()

@@ -138,7 +138,8 @@ def test_playback_reads_recorded_frames_and_exports_a_gif(tiny_pipeline, tmp_pat
 
     jobs = images_per_prompt(PROMPTS, 2.0, 0, 1)
     result = tiny_pipeline.generate(jobs, steps=4, sampler="ddim", record_every=1)
-    run = make_playback(tiny_pipeline.encoder, PROMPTS, result.records, tiny_pipeline.conditions(jobs))
+    conditions = tiny_pipeline.prepare(jobs).inputs.cond
+    run = make_playback(tiny_pipeline.encoder, PROMPTS, result.records, conditions)
     assert run.cosines.shape == (4, 2) and np.all(np.abs(run.cosines) <= 1 + 1e-5)
     assert run.timesteps == sorted(run.timesteps, reverse=True)
     norms = run.noise_norms(1)
@@ -155,7 +156,7 @@ def test_playback_reads_recorded_frames_and_exports_a_gif(tiny_pipeline, tmp_pat
     from clipdiff.playback import PlaybackRun
 
     last = LastRun(result.images, PROMPTS, [{}, {}], [0.0, 0.0], PlaybackRun(PROMPTS, list(result.records)),
-                   tiny_pipeline.conditions(jobs))
+                   conditions)
     assert last.playback.cosines is None
-    again = make_playback(tiny_pipeline.encoder, PROMPTS, result.records, tiny_pipeline.conditions(jobs))
+    again = make_playback(tiny_pipeline.encoder, PROMPTS, result.records, conditions)
     assert np.allclose(last.playback_with_cosines(tiny_pipeline.encoder).cosines, again.cosines, atol=1e-6)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clipdiff.caveats import MAX_TRUSTED_W, MIN_STEPS, caveat, noise_note, noise_scores
+from clipdiff.caveats import MAX_TRUSTED_W, caveat, noise_note, noise_scores
 from clipdiff.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W
+from clipdiff.schedulers import REGISTRY
 
 
 def test_few_steps_and_extreme_guidance_are_named_and_the_defaults_are_not():
     assert caveat(DEFAULT_STEPS, DEFAULT_SAMPLER, DEFAULT_W) is None
     assert caveat(1, "ddpm", 2.0).startswith("1 ddpm step leaves the image unfinished (about 50 are needed)")
-    assert caveat(MIN_STEPS["ddim"] - 1, "ddim", 2.0).startswith("9 ddim steps")
-    assert caveat(MIN_STEPS["ddim"], "ddim", 2.0) is None
+    assert caveat(REGISTRY["ddim"].min_steps - 1, "ddim", 2.0).startswith("9 ddim steps")
+    assert caveat(REGISTRY["ddim"].min_steps, "ddim", 2.0) is None
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        caveat(100, "euler", 2.0)      # an unknown sampler is an error, not "needs 0 steps"
     assert caveat(12, "dpmsolver-karras", MAX_TRUSTED_W + 1).startswith("w = 5 is far past the guidance")
     assert caveat(12, "dpmsolver-karras", -2.0) is None, "pushed away from the prompt: a low score is the point"
 

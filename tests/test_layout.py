@@ -109,3 +109,36 @@ def test_functions_and_modules_stay_readable(path):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
     assert long == []
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_two_modules_import_each_other():
+    """No import circle among clipdiff's modules, counting imports inside functions too: a circle means two modules
+    share an idea that belongs in a third (as SamplerOptions did, serving/backend.py <-> serving/ray_sampler.py)."""
+    modules = {module_name(p): p for p in python_files(PACKAGE)}
+    graph = {name: sorted({m for m in imported_modules(path) if m in modules and m != name and
+                           not name.startswith(m + ".")})      # a package's __init__ runs first: not an edge back
+             for name, path in modules.items()}
+    done, path = set(), []
+
+    def visit(name: str) -> list[str] | None:
+        if name in path:
+            return path[path.index(name):] + [name]
+        if name in done:
+            return None
+        path.append(name)
+        for other in graph[name]:
+            circle = visit(other)
+            if circle:
+                return circle
+        path.pop()
+        done.add(name)
+        return None
+
+    for name in sorted(graph):
+        circle = visit(name)
+        assert circle is None, " -> ".join(circle)

@@ -112,11 +112,12 @@ def test_f1_is_the_first_prompt_alone_and_f0_the_second_same_seed(model, sampler
 
 def test_pipeline_prompt_edits_and_their_png_parameters(tiny_pipeline):
     jobs = prompt_edits("a white daisy", "a sunflower", [0.0, 0.5, 1.0], 2.0, 3)
-    switch = tiny_pipeline.switch(jobs)
+    run = tiny_pipeline.prepare(jobs, 3, "ddim")
+    switch = run.inputs.switch
     assert switch.at == (0.0, 0.5, 1.0)
-    assert torch.equal(switch.cond[0], tiny_pipeline.text_conditions(["a sunflower"])[0])
-    ends = tiny_pipeline.final_conditions(jobs)
-    assert torch.equal(ends[0], switch.cond[0]) and torch.equal(ends[2], tiny_pipeline.conditions(jobs)[2])
+    sunflower = tiny_pipeline.prepare([Job("a sunflower", 2.0, 3)]).inputs.cond[0]
+    assert torch.equal(switch.cond[0], sunflower)
+    assert torch.equal(run.final[0], switch.cond[0]) and torch.equal(run.final[2], run.inputs.cond[2])
     strip = tiny_pipeline.generate(jobs, steps=3, sampler="ddim").images
     alone = tiny_pipeline.generate([Job("a sunflower", 2.0, 3), Job("a white daisy", 2.0, 3),
                                     Job("a white daisy", 2.0, 3)], steps=3, sampler="ddim").images
@@ -128,11 +129,12 @@ def test_pipeline_prompt_edits_and_their_png_parameters(tiny_pipeline):
 
 def test_pipeline_negatives_encode_once_per_prompt_and_stay_off_when_unused(tiny_pipeline):
     plain = [Job("a red rose", 2.0, 1), Job("a daisy", 2.0, 1)]
-    assert tiny_pipeline.negative_conditions(plain) is None and tiny_pipeline.switch(plain) is None
+    prepared = tiny_pipeline.prepare(plain).inputs
+    assert prepared.uncond is None and prepared.switch is None
     assert "negative_prompt" not in tiny_pipeline.parameters_of(plain[0], 3, "ddim")
     jobs = [Job("a red rose", 2.0, 1, negative=" red "), Job("a daisy", 2.0, 1)]
-    uncond = tiny_pipeline.negative_conditions(jobs)
-    assert torch.equal(uncond[0], tiny_pipeline.text_conditions(["red"])[0])
+    uncond = tiny_pipeline.prepare(jobs).inputs.uncond
+    assert torch.equal(uncond[0], tiny_pipeline.prepare([Job("red", 2.0, 1)]).inputs.cond[0])
     assert torch.equal(uncond[1], tiny_pipeline.model.null_condition(1)[0].detach())
     assert tiny_pipeline.parameters_of(jobs[0], 3, "ddim")["negative_prompt"] == "red"
     with_negative = tiny_pipeline.generate(jobs, steps=3, sampler="ddim").images
@@ -217,7 +219,8 @@ def test_word_importance_is_one_batched_run_with_text_cosines_and_clip_scores(ti
     alone = tiny_pipeline.generate([Job("a rose", 2.0, 4)], steps=3, sampler="ddim").images
     assert np.abs(result.images[2].astype(int) - to_frames(alone)[0]).max() <= 1, "the same-seed image without 'red'"
     assert sorted(result.ranking()) == sorted(result.words)
-    again = measure(tiny_pipeline, result.words, ablation_jobs("a red rose", 2.0, 4)[1], result.images)
+    prepared = tiny_pipeline.prepare(ablation_jobs("a red rose", 2.0, 4)[1])
+    again = measure(tiny_pipeline, result.words, prepared, result.images)
     assert again.to_json() == result.to_json()
     assert set(result.to_json()) == {"prompt", "words", "text_cosine", "clip_score", "full_clip_score"}
 

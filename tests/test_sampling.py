@@ -342,7 +342,7 @@ def test_job_layouts():
 def test_embedding_job_equals_its_prompt_job(tiny_pipeline):
     raw = tiny_pipeline.encoder.encode_text(["a red rose"])[0]
     jobs = [Job("a white daisy", 1.0, 2), Job("a red rose", 1.0, 2), Job("label only", 1.0, 2, embedding=raw)]
-    cond = tiny_pipeline.conditions(jobs)
+    cond = tiny_pipeline.prepare(jobs).inputs.cond
     assert torch.equal(cond[1], cond[2])
     images = tiny_pipeline.generate(jobs, steps=2, sampler="ddim").images
     assert torch.equal(images[1], images[2])

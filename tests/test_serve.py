@@ -33,10 +33,11 @@ from PIL import Image
 from clipdiff.pipeline import Job, images_per_prompt
 from clipdiff.sampling import run_to_end, sample_guided, to_uint8
 from clipdiff.schedulers import SAMPLERS
-from clipdiff.serving.backend import LocalBackend, SamplerOptions, make_backend
+from clipdiff.serving.backend import LocalBackend, make_backend
 from clipdiff.serving.batching import predict_batch
 from clipdiff.serving.fairness import AlreadyRunning, InFlight
 from clipdiff.serving.loop import SampleRequest, sample_async, start_run
+from clipdiff.serving.options import SamplerOptions
 from clipdiff.unet import ConditionalUNet
 
 from clipdiff.testing import tiny_unet_config
@@ -222,7 +223,7 @@ def test_a_sample_request_says_what_is_wrong_with_it():
 # -- backends ----------------------------------------------------------------------------------------------------
 def test_the_local_backend_is_the_pipelines_own_run(tiny_pipeline):
     jobs = images_per_prompt([PROMPT], 2.0, 3, 2)
-    via_backend = list(LocalBackend().run(tiny_pipeline, jobs, 3, "ddim", record_every=1))
+    via_backend = list(LocalBackend().run(tiny_pipeline, tiny_pipeline.prepare(jobs, 3, "ddim"), record_every=1))
     direct = list(tiny_pipeline.run(jobs, steps=3, sampler="ddim", record_every=1))
     assert [p.step for p in via_backend] == [1, 2, 3]
     assert torch.equal(via_backend[-1].images, direct[-1].images)
@@ -246,12 +247,24 @@ def load_app_script():
     return module
 
 
+def test_the_backend_chooser_loads_no_ray():
+    """backend.py and ray_sampler.py share SamplerOptions through serving/options.py: importing the chooser (as
+    app.py does) loads neither Ray nor the deployment's module."""
+    import subprocess
+
+    code = ("import sys, clipdiff.serving.backend; "
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.endswith('ray_sampler')))")
+    found = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0 and found.stdout.strip() == "[]", found.stderr
+
+
 def test_app_flags_local_by_default_one_switch_for_ray():
     app_script = load_app_script()
     local = app_script.parse_args([])
     assert (local.backend, local.concurrency, local.max_queue, local.ray_address) == ("local", 1, 16, None)
-    ray = app_script.parse_args(["--backend", "ray", "--replicas", "3"])
-    assert ray.sampler_options == SamplerOptions(replicas=3, replica_cpus=1.0, max_batch_size=8, batch_wait_s=0.01)
+    assert local.sampler_options == SamplerOptions(), "the flags' defaults are SamplerOptions' own"
+    ray = app_script.parse_args(["--backend", "ray", "--replicas", "3", "--batch-wait-ms", "20"])
+    assert ray.sampler_options == SamplerOptions(replicas=3, replica_cpus=1.0, max_batch_size=8, batch_wait_s=0.02)
     assert ray.concurrency == 3 * 8 and ray.max_queue == 48, "the front lets every replica fill its batches"
     assert ray.host == "127.0.0.1"
     for bad in (["--ray-address", "10.0.0.1:6379"], ["--backend", "ray", "--replicas", "0"],
@@ -425,7 +438,7 @@ def replica_records(backend) -> list[dict]:
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_ray_streams_every_step_and_makes_the_local_pictures(ray_backend, tiny_pipeline, sampler):
     jobs = images_per_prompt(["a red rose", "a white daisy"], 2.0, 11, 2)
-    served = list(ray_backend.run(tiny_pipeline, jobs, 4, sampler, record_every=1))
+    served = list(ray_backend.run(tiny_pipeline, tiny_pipeline.prepare(jobs, 4, sampler), record_every=1))
     local = list(tiny_pipeline.run(jobs, steps=4, sampler=sampler, record_every=1))
     assert [p.step for p in served] == [1, 2, 3, 4] and served[-1].images is not None
     assert_same_picture(served[-1].images, local[-1].images)
@@ -439,7 +452,7 @@ def test_ray_carries_negative_prompts_and_prompt_switches(ray_backend, tiny_pipe
     """Issue 15: a request's negative conditions and switch travel with it; the replica makes the local pictures."""
     jobs = [Job("a red rose", 2.0, 3, negative="red"), Job("a red rose", 2.0, 3),
             Job("a white daisy", 2.0, 4, switch_to="a sunflower", switch_at=0.5)]
-    served = list(ray_backend.run(tiny_pipeline, jobs, 4, "dpmsolver", record_every=1))
+    served = list(ray_backend.run(tiny_pipeline, tiny_pipeline.prepare(jobs, 4, "dpmsolver"), record_every=1))
     local = list(tiny_pipeline.run(jobs, steps=4, sampler="dpmsolver", record_every=1))
     assert_same_picture(served[-1].images, local[-1].images)
     plain = tiny_pipeline.generate([Job("a red rose", 2.0, 3)] * 3, steps=4, sampler="dpmsolver").images

@@ -4,13 +4,16 @@
     context.py   the loaded models, the output folder and the app's settings: what every handler gets first
     inputs.py    the server-side checks of what a browser or API client sends
     session.py   what a browser session keeps between events: its last run
-    runs.py      a run as the tabs show it: streamed previews, PNGs that carry their parameters, CLIP scores
+    history.py   a session's runs, the ones it pins kept for comparing
+    runs.py      a prepared run as the tabs show it: sample() streams previews, save_results() writes PNGs that
+                 carry their parameters with CLIP scores, stop_run() stops it
     figures.py   the plotly figures
     errors.py    the last line of defence: an unexpected failure answered in one sentence
     controls.py  the sampling controls every tab builds the same way
     wiring.py    a handler bound to its components (Call), and what the tabs link to (Shared)
+    page.py      the page's own CSS and JavaScript
     tabs/        one module per tab: its handlers as top-level functions of (ctx, values...), build(), wire(),
-                 and fill() and steps() for the tour
+                 and tour_fill() and tour_steps() for the tour
     blocks.py    build_app (the list of tabs) and serve
 
 Handlers are plain functions of the values the browser (or a gradio_client script) sends: they check and clamp

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ..sampling import Sampling
+from ..schedulers import REGISTRY
 from .limits import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, MAX_TEXT_CHARS, SAMPLERS, STEPS_RANGE, W_RANGE
 
-SAMPLER_INFO = ("ddpm: the reference's stochastic sampler, wants hundreds of steps; ddim: deterministic; dpmsolver: "
-                "DPM-Solver++ (2nd order), evenly spaced steps; dpmsolver-karras: the same, steps packed at low noise")
+SAMPLER_INFO = "; ".join(f"{spec.name}: {spec.description}" for spec in REGISTRY.values())
 
 
 def w_slider(label: str = "w", **options) -> gr.Slider:

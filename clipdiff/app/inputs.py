@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..images import read_params
-from ..pipeline import Job, with_prompt_edit
+from ..pipeline import ClipDiffusionPipeline, Job, PreparedRun
 from ..prompts import PromptSyntaxError, parse
 from ..sampling import Sampling
 from .limits import (DEFAULT_STEPS, DEFAULT_W, MAX_IMAGE_PIXELS, MAX_IMAGE_STEPS, MAX_PROMPT_EDIT_FRACTIONS,
@@ -104,20 +104,27 @@ class Checked:
         return Sampling(w=self.w(w), seed=self.seed(seed), steps=self.steps(steps),
                         sampler=self.choice(sampler, SAMPLERS, "sampler"))
 
+    def number_list(self, value, name: str, low: float, high: float, limit: int, example: str,
+                    ascending: bool = False) -> list[float]:
+        """Comma- or space-separated numbers, each clamped to low..high, without repeats, in the order given (or
+        ascending), at most `limit` of them; none is a gr.Error that shows an example."""
+        found = []
+        for item in self.text(value, f"{name}s").replace(",", " ").split():
+            x = self.number(item, name, low, high)
+            if x not in found:
+                found.append(x)
+        if ascending:
+            found.sort()
+        if not found:
+            raise gr.Error(f"Give at least one {name}, e.g. {example}.")
+        if len(found) > limit:
+            self.warn(f"{len(found)} {name}s: using the first {limit}.")
+            found = found[:limit]
+        return found
+
     def ws(self, value) -> list[float]:
-        """Comma- or space-separated guidance weights."""
-        text = self.text(value, "w values").replace(",", " ")
-        ws = []
-        for item in text.split():
-            w = self.number(item, "w value", *W_RANGE)
-            if w not in ws:
-                ws.append(w)
-        if not ws:
-            raise gr.Error("Give at least one w value, e.g. -2, -1, 0, 1, 2.")
-        if len(ws) > MAX_SWEEP_WS:
-            self.warn(f"{len(ws)} w values: using the first {MAX_SWEEP_WS}.")
-            ws = ws[:MAX_SWEEP_WS]
-        return ws
+        """Comma- or space-separated guidance weights, in the order given."""
+        return self.number_list(value, "w value", *W_RANGE, MAX_SWEEP_WS, "-2, -1, 0, 1, 2")
 
     def budget(self, s: Sampling, images: int) -> Sampling:
         """The run's sampling with its steps lowered if images x steps would exceed the per-run budget."""
@@ -138,14 +145,8 @@ class Checked:
 
     def fractions(self, value) -> list[float]:
         """Comma- or space-separated switch fractions, each clamped to 0..1, ascending and without repeats."""
-        text = self.text(value, "switch fractions").replace(",", " ")
-        found = sorted({self.number(item, "switch fraction", 0, 1) for item in text.split()})
-        if not found:
-            raise gr.Error("Give at least one switch fraction from 0 to 1, e.g. 0, 0.25, 0.5, 0.75, 1.")
-        if len(found) > MAX_PROMPT_EDIT_FRACTIONS:
-            self.warn(f"{len(found)} switch fractions: using the first {MAX_PROMPT_EDIT_FRACTIONS}.")
-            found = found[:MAX_PROMPT_EDIT_FRACTIONS]
-        return found
+        return self.number_list(value, "switch fraction", 0, 1, MAX_PROMPT_EDIT_FRACTIONS, "0, 0.25, 0.5, 0.75, 1",
+                                ascending=True)
 
     def edit(self, text: str, name: str = "prompt"):
         """A prompt's [from:to:when] (prompts.parse), or a clear gr.Error for brackets that do not parse."""
@@ -154,14 +155,18 @@ class Checked:
         except PromptSyntaxError as e:
             raise gr.Error(f"{name} {shorten(text, 40)!r}: {e}.") from None
 
-    def prompt_edits(self, jobs: list[Job], steps: int) -> list[Job]:
-        """The jobs with the [from:to:when] of their prompts as switches; a switch after the last step is said."""
-        for text in dict.fromkeys(j.prompt for j in jobs):
-            edit = self.edit(text)
-            if edit.at_step is not None and edit.at_step >= steps:
-                self.warn(f"{shorten(text, 40)!r} switches at step {edit.at_step}, but the run has {steps}: it "
+    def prepare(self, pipe: ClipDiffusionPipeline, jobs: list[Job], s: Sampling) -> PreparedRun:
+        """The run's inputs (pipeline.prepare: each prompt parsed and encoded once); brackets that do not parse are
+        a clear gr.Error, a switch after the last step is said."""
+        try:
+            run = pipe.prepare(jobs, s.steps, s.sampler)
+        except PromptSyntaxError as e:
+            raise gr.Error(f"prompt {shorten(e.prompt, 40)!r}: {e}.") from None
+        for text, edit in dict(zip((j.prompt for j in jobs), run.edits)).items():
+            if edit is not None and edit.at_step is not None and edit.at_step >= s.steps:
+                self.warn(f"{shorten(text, 40)!r} switches at step {edit.at_step}, but the run has {s.steps}: it "
                           "never switches.")
-        return [with_prompt_edit(j, steps) for j in jobs]
+        return run
 
 
 def shorten(text: str, limit: int = 60) -> str:

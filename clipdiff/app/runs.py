@@ -12,19 +12,19 @@ from PIL import Image
 
 from ..caveats import caveat, noise_note, noise_scores
 from ..images import labelled_grid, save_png, to_pil
-from ..pipeline import ClipDiffusionPipeline, Job
-from ..sampling import Frames, Sampling, from_uint8, stream
+from ..pipeline import ClipDiffusionPipeline, Job, PreparedRun
+from ..sampling import Frames, from_uint8, stream
 from ..similarity import clip_score
 from .context import Context
 from .limits import PREVIEW_SCALE, STREAM_SCALE
 
 
-def sample(ctx: Context, pipe: ClipDiffusionPipeline, jobs: list[Job], s: Sampling,
-           record: bool = False) -> Iterator[Frames]:
-    """The run as the app streams it: previews at most every ctx.preview_every_s, then the final images (with
-    every step recorded for playback when record); or, once Stop sets ctx.stop, the step's x0 marked `stopped`."""
-    run = ctx.models.backend.run(pipe, jobs, s.steps, s.sampler, record_every=1 if record else 0)
-    return stream(run, ctx.preview_every_s, ctx.stop)
+def sample(ctx: Context, pipe: ClipDiffusionPipeline, run: PreparedRun, record: bool = False) -> Iterator[Frames]:
+    """The prepared run as the app streams it: previews at most every ctx.preview_every_s, then the final images
+    (with every step recorded for playback when record); or, once Stop sets ctx.stop, the step's x0 marked
+    `stopped`."""
+    progress = ctx.models.backend.run(pipe, run, record_every=1 if record else 0)
+    return stream(progress, ctx.preview_every_s, ctx.stop)
 
 
 # How long Stop waits for the run to close before Gradio cancels it: a run stops within one sampler step (well
@@ -42,11 +42,11 @@ def stop_run(ctx: Context, unstarted_stops, request: gr.Request = None):
     return unstarted_stops + 1     # a gr.State: the server's own value, never one from the browser
 
 
-def strip(ctx: Context, pipe: ClipDiffusionPipeline, jobs: list[Job], s: Sampling,
+def strip(ctx: Context, pipe: ClipDiffusionPipeline, run: PreparedRun,
           labels: list[str]) -> Iterator[tuple[Image.Image, Frames]]:
     """The run as one labelled row of images, with the Frames it shows."""
-    for frames in sample(ctx, pipe, jobs, s):
-        yield labelled_grid(frames.images, rows=1, cols=len(jobs), col_labels=labels), frames
+    for frames in sample(ctx, pipe, run):
+        yield labelled_grid(frames.images, rows=1, cols=len(run.jobs), col_labels=labels), frames
 
 
 def preview_grid(frames: np.ndarray, cols: int | None = None, scale: int = STREAM_SCALE, pad: int = 2) -> np.ndarray:
@@ -76,9 +76,9 @@ def preview_gallery(frames: Frames) -> list:
     return [(preview_grid(frames.images, scale=scale), caption)]
 
 
-def clip_scores(pipe: ClipDiffusionPipeline, images: np.ndarray, jobs: list[Job]) -> list[float]:
+def clip_scores(pipe: ClipDiffusionPipeline, images: np.ndarray, run: PreparedRun) -> list[float]:
     image_emb = pipe.encoder.encode_image(from_uint8(images))
-    return clip_score(image_emb, pipe.final_conditions(jobs)).tolist()   # a switched prompt: the one it ends on
+    return clip_score(image_emb, run.final).tolist()   # a switched prompt: the one it ends on
 
 
 def caption(job: Job, score: float) -> str:
@@ -88,27 +88,27 @@ def caption(job: Job, score: float) -> str:
     return f"{job.text} | w {job.w:g} | seed {job.seed} | CLIP score {score:.1f}{negative}"
 
 
-def save_results(ctx: Context, pipe: ClipDiffusionPipeline, images: np.ndarray, jobs: list[Job],
-                 s: Sampling) -> tuple[list, list[dict], list[float]]:
+def save_results(ctx: Context, pipe: ClipDiffusionPipeline, images: np.ndarray,
+                 run: PreparedRun) -> tuple[list, list[dict], list[float]]:
     """The final images as PNGs in the output folder, each carrying its parameters and its CLIP score:
     (gallery of (path, caption), parameters, scores). Each caption gives the score beside what pure noise scores
     against the same prompt, and says when the run's settings make it unreliable (clipdiff.caveats)."""
-    scores = clip_scores(pipe, images, jobs)
-    noise = noise_scores(pipe.encoder, pipe.final_conditions(jobs), images.shape[1]).tolist()
+    scores = clip_scores(pipe, images, run)
+    noise = noise_scores(pipe.encoder, run.final, images.shape[1]).tolist()
     gallery, params = [], []
-    for image, job, score, baseline in zip(images, jobs, scores, noise):
-        p = pipe.parameters_of(job, s.steps, s.sampler)
+    for image, job, score, baseline in zip(images, run.jobs, scores, noise):
+        p = pipe.parameters_of(job, run.steps, run.sampler)
         p["clip_score"] = round(score, 2)
         path = save_png(to_pil(image), ctx.outputs.path(".png", file_name(job.text, job.w, job.seed)), p)
-        unreliable = " UNRELIABLE" if caveat(s.steps, s.sampler, job.w) else ""
+        unreliable = " UNRELIABLE" if caveat(run.steps, run.sampler, job.w) else ""
         gallery.append((str(path), f"{caption(job, score)} ({noise_note(baseline)}){unreliable}"))
         params.append(p)
     return gallery, params, scores
 
 
-def score_note(s: Sampling, ws: list[float]) -> str:
+def score_note(run: PreparedRun) -> str:
     """What a run's status says about its CLIP scores: how to read them, and why they say little when they do."""
-    reasons = list(dict.fromkeys(r for r in (caveat(s.steps, s.sampler, w) for w in ws) if r))
+    reasons = list(dict.fromkeys(r for r in (caveat(run.steps, run.sampler, j.w) for j in run.jobs) if r))
     if reasons:
         return "**These CLIP scores say little:** " + "; ".join(reasons) + "."
     return "(In brackets: what pure noise scores against the same prompt. A score means something only well above it.)"

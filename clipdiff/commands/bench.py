@@ -132,7 +132,7 @@ def unet_forward(pipe: ClipDiffusionPipeline):
     g = torch.Generator("cpu").manual_seed(SEED)
     x = torch.randn(8, cfg.channels, cfg.image_size, cfg.image_size, generator=g)
     t = torch.randint(0, pipe.config.schedule.num_train_timesteps, (8,), generator=g)
-    cond = torch.cat([pipe.conditions(images_per_prompt(list(GENERATE_PROMPTS), DEFAULT_W, SEED, 1)),
+    cond = torch.cat([pipe.prepare(images_per_prompt(list(GENERATE_PROMPTS), DEFAULT_W, SEED, 1)).inputs.cond,
                       model.null_condition(4).detach()])
 
     def forward():

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ..checkpoints import DEFAULT_UNET_DIR
 from ..images import labelled_grid, save_png, to_pil
-from ..pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, sweep, with_prompt_edit
+from ..pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, sweep
 from ..prompts import PromptSyntaxError
-from ..sampling import SEED_RANGE, STEPS_RANGE, W_RANGE, Sampling, to_uint8
+from ..sampling import SEED_RANGE, STEPS_RANGE, W_RANGE, Sampling, run_to_end, to_uint8
 from ..schedulers import SAMPLERS
 
 
@@ -44,24 +44,22 @@ def main(argv=None):
     ws = args.w or list(REFERENCE_WS)
     if any(not p.strip() for p in prompts):
         parser.error("prompts must not be empty")
-    jobs = sweep(prompts, ws, args.seed, args.negative)
-    columns = [prompts.index(job.prompt) for job in jobs]      # before the edits take [from:to:when] apart
-    try:
-        jobs = [with_prompt_edit(job, args.steps) for job in jobs]
-    except PromptSyntaxError as e:
-        parser.error(str(e))
     runs = [Sampling(w, args.steps, args.sampler, args.seed) for w in ws]   # the bounds the app holds to
     problems = sorted({p for s in runs for p in s.problems()})
     if problems:
         parser.error("; ".join(problems))
 
     pipe = ClipDiffusionPipeline.load(args.unet, args.clip, args.clip_pretrained, args.device)
-    result = pipe.generate(jobs, steps=args.steps, sampler=args.sampler)
-    frames = to_uint8(result.images)
+    try:
+        run = pipe.prepare(sweep(prompts, ws, args.seed, args.negative), args.steps, args.sampler)
+    except PromptSyntaxError as e:
+        parser.error(f"{e.prompt!r}: {e}")
+    frames = to_uint8(run_to_end(pipe.sample(run)).images)
+    columns = [k % len(prompts) for k in range(len(run.jobs))]     # sweep's order: rows are w, columns prompts
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = []
-    for k, (job, frame, column) in enumerate(zip(jobs, frames, columns)):
+    for k, (job, frame, column) in enumerate(zip(run.jobs, frames, columns)):
         params = pipe.parameters_of(job, args.steps, args.sampler)
         name = f"{k:03d}_w{job.w:+g}_p{column}_s{job.seed}.png"
         save_png(to_pil(frame), out / name, params)
@@ -70,7 +68,7 @@ def main(argv=None):
                          col_labels=prompts)
     grid.save(out / "grid.png")
     (out / "manifest.json").write_text(json.dumps({"model": pipe.model_id, "images": manifest}, indent=2) + "\n")
-    print(f"{len(jobs)} images, grid.png and manifest.json in {out}")
+    print(f"{len(run.jobs)} images, grid.png and manifest.json in {out}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """What the app runs a job list through. The front keeps everything but the U-Net's steps: CLIP encoding, PNG
-writing, previews, playback frames. A backend turns (pipeline, jobs, sampler settings) into the same stream of
-Progress events that ClipDiffusionPipeline.run yields, so the app's handlers do not know where the steps ran.
+writing, previews, playback frames. A backend turns a prepared run (ClipDiffusionPipeline.prepare) into the same
+stream of Progress events that ClipDiffusionPipeline.sample yields, so the app's handlers do not know where the steps ran.
 
-    local  the steps run in this process (today's pipeline.run); one sampling worker per --concurrency
+    local  the steps run in this process (pipeline.sample); one sampling worker per --concurrency
     ray    the steps run on a Ray Serve deployment of Sampler replicas (ray_sampler.py), batched across users
 
 Cancelling is closing the iterator (Gradio does so when Stop is pressed): the local sampler stops between two
@@ -10,45 +10,24 @@ steps; the ray backend cancels its response stream and the replica stops at its 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Protocol
 
+from .options import SamplerOptions
+
 if TYPE_CHECKING:   # named in annotations only: app.py reads the flags' types before loading torch and diffusers
-    from ..pipeline import ClipDiffusionPipeline, Job
+    from ..pipeline import ClipDiffusionPipeline, PreparedRun
     from ..sampling import Progress
 
 BACKENDS = ("local", "ray")
 SERVE_REQUIREMENTS = "requirements-serve.txt"
 
 
-@dataclass
-class SamplerOptions:
-    """How the deployment runs. Every field is an app.py flag."""
-    replicas: int = 2
-    replica_cpus: float = 1.0             # Ray CPUs per replica; also its torch threads (at least 1)
-    max_batch_size: int = 8               # requests per U-Net forward (each one 2 x its images)
-    batch_wait_s: float = 0.01            # how long a step waits for batch mates when the batch is not full
-
-    def problems(self) -> list[str]:
-        found = []
-        if self.replicas < 1:
-            found.append("replicas must be at least 1")
-        if self.replica_cpus <= 0:
-            found.append("replica CPUs must be positive")
-        if self.max_batch_size < 1:
-            found.append("the batch size must be at least 1")
-        if not 0 <= self.batch_wait_s <= 1:
-            found.append("the batch wait must be 0 to 1 s")
-        return found
-
-
 class Backend(Protocol):
     name: str
 
-    def run(self, pipe: ClipDiffusionPipeline, jobs: list[Job], steps: int, sampler: str,
-            record_every: int = 0) -> Iterator[Progress]:
-        """Sample every job together; yields after each step, the last Progress carries the images."""
+    def run(self, pipe: ClipDiffusionPipeline, run: PreparedRun, record_every: int = 0) -> Iterator[Progress]:
+        """Sample a prepared run's jobs together; yields after each step, the last Progress carries the images."""
         ...
 
     def describe(self) -> dict:
@@ -63,9 +42,8 @@ class LocalBackend:
     """In this process, on the pipeline's own U-Net."""
     name = "local"
 
-    def run(self, pipe: ClipDiffusionPipeline, jobs: list[Job], steps: int, sampler: str,
-            record_every: int = 0) -> Iterator[Progress]:
-        return pipe.run(jobs, steps=steps, sampler=sampler, record_every=record_every)
+    def run(self, pipe: ClipDiffusionPipeline, run: PreparedRun, record_every: int = 0) -> Iterator[Progress]:
+        return pipe.sample(run, record_every)
 
     def describe(self) -> dict:
         return {"backend": self.name, "replicas": 1}

@@ -14,7 +14,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import torch
 
-from ..sampling import GuidedRun, Progress, Switch
+from ..sampling import GuidedRun, Progress, SamplerInputs, Switch
 from ..schedulers import SAMPLERS, NoiseSchedule
 from ..unet import ConditionalUNet
 from .batching import ModelInput
@@ -40,9 +40,24 @@ class SampleRequest:
     switch_cond: torch.Tensor | None = None     # (N, D) prompt editing: the conditions after each sample's switch
     switch_at: list[float] | None = None        # (N,) ... and when, as fractions of the steps
 
+    @classmethod
+    def of(cls, inputs: SamplerInputs, record_every: int = 0, model_id: str | None = None) -> "SampleRequest":
+        """A prepared run's sampler inputs as a request (plain lists and tensors: what travels to a replica)."""
+        switch = inputs.switch
+        return cls(cond=inputs.cond, w=[float(w) for w in inputs.w], seeds=[int(s) for s in inputs.seeds],
+                   steps=int(inputs.steps), sampler=inputs.sampler, record_every=int(record_every), model_id=model_id,
+                   uncond=inputs.uncond, switch_cond=None if switch is None else switch.cond,
+                   switch_at=None if switch is None else list(switch.at))
+
     @property
     def switch(self) -> Switch | None:
         return None if self.switch_cond is None else Switch(self.switch_cond, tuple(self.switch_at))
+
+    @property
+    def inputs(self) -> SamplerInputs:
+        """The request as the sampler takes it: the value the front's prepare built."""
+        return SamplerInputs(self.cond, torch.tensor(self.w, dtype=torch.float32), tuple(self.seeds), self.steps,
+                             self.sampler, self.uncond, self.switch)
 
     def problems(self, cond_dim: int) -> list[str]:
         n = self.cond.shape[0] if self.cond.ndim == 2 else -1
@@ -81,10 +96,8 @@ class SampleRequest:
 
 
 def start_run(model: ConditionalUNet, request: SampleRequest, schedule: NoiseSchedule | None) -> GuidedRun:
-    """The request as a GuidedRun, set up exactly as ClipDiffusionPipeline.run sets up the local one."""
-    w = torch.tensor(request.w, dtype=torch.float32)
-    return GuidedRun(model, request.cond, w, list(request.seeds), request.sampler, request.steps, schedule,
-                     request.record_every, request.uncond, request.switch)
+    """The request as a GuidedRun: GuidedRun.of, as ClipDiffusionPipeline.sample starts the local one."""
+    return GuidedRun.of(model, request.inputs, schedule, request.record_every)
 
 
 async def sample_async(run: GuidedRun, predict: AsyncPredictor) -> AsyncIterator[Progress]:

@@ -36,9 +36,9 @@ from ray import serve  # noqa: E402
 
 from ..checkpoints import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
 from ..diffusion import load_diffusion  # noqa: E402
-from ..pipeline import ClipDiffusionPipeline, Job  # noqa: E402
+from ..pipeline import ClipDiffusionPipeline, PreparedRun  # noqa: E402
 from ..sampling import Progress  # noqa: E402
-from .backend import SamplerOptions  # noqa: E402
+from .options import SamplerOptions  # noqa: E402
 from .batching import ModelInput, forward_size, predict_batch  # noqa: E402
 from .loop import SampleRequest, sample_async, start_run  # noqa: E402
 
@@ -184,16 +184,8 @@ class RaySamplerBackend:
             raise RuntimeError(f"the Sampler deployment serves {info['model_id']} ({info['schedule']}), but this app "
                                f"loaded {pipe.model_id} ({pipe.config.schedule.to_dict()}); deploy the same --unet")
 
-    def run(self, pipe: ClipDiffusionPipeline, jobs: list[Job], steps: int, sampler: str,
-            record_every: int = 0) -> Iterator[Progress]:
-        switch = pipe.switch(jobs)
-        request = SampleRequest(cond=pipe.conditions(jobs), w=[float(j.w) for j in jobs],
-                                seeds=[int(j.seed) for j in jobs], steps=int(steps), sampler=sampler,
-                                record_every=int(record_every), model_id=pipe.model_id,
-                                uncond=pipe.negative_conditions(jobs),
-                                switch_cond=None if switch is None else switch.cond,
-                                switch_at=None if switch is None else list(switch.at))
-        return self.stream(request)
+    def run(self, pipe: ClipDiffusionPipeline, run: PreparedRun, record_every: int = 0) -> Iterator[Progress]:
+        return self.stream(SampleRequest.of(run.inputs, record_every, pipe.model_id))
 
     def stream(self, request: SampleRequest) -> Iterator[Progress]:
         """The replica's Progress events. Closing this generator (Gradio's Stop) cancels the response: the replica

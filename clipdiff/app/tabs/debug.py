@@ -10,7 +10,7 @@ import gradio as gr
 from ... import tour
 from ...images import data_uri, labelled_grid
 from ...pipeline import REFERENCE_PROMPTS, prompt_edits
-from ...playback import playback_of_jobs
+from ...playback import playback_of_run
 from ...sampling import from_uint8, switch_step
 from ...similarity import clip_score
 from ...wording import WordImportance, ablation_jobs, measure, split_words
@@ -48,10 +48,10 @@ def edit_inputs(checked: Checked, prompt_a, prompt_b, fractions_text, steps: int
     return a, b[0], fractions
 
 
-def scores_against(pipe, images, texts: list[str]) -> list[list[float]]:
-    """Per text, the CLIP score of every image against it."""
+def scores_against(pipe, images, text_emb) -> list[list[float]]:
+    """Per text embedding (raw CLIP, (T, D)), the CLIP score of every image against it."""
     image_emb = pipe.encoder.encode_image(from_uint8(images))
-    return [clip_score(image_emb, e.expand(len(images), -1)).tolist() for e in pipe.encoder.encode_text(texts)]
+    return [clip_score(image_emb, e.expand(len(images), -1)).tolist() for e in text_emb]
 
 
 @answers_clearly
@@ -65,8 +65,9 @@ def prompt_edit(ctx: Context, prompt_a, prompt_b, fractions_text, seed, w, steps
     a, b, fractions = edit_inputs(checked, prompt_a, prompt_b, fractions_text, s.steps)
     jobs = prompt_edits(a, b, fractions, s.w, s.seed)
     s = checked.budget(s, len(jobs))
+    run = checked.prepare(pipe, jobs, s)
     columns = [f"f = {f:.2g}" for f in fractions]
-    for frames in sample(ctx, pipe, jobs, s, record=True):
+    for frames in sample(ctx, pipe, run, record=True):
         strip = labelled_grid(frames.images, rows=1, cols=len(jobs), col_labels=columns)
         if frames.stopped:
             yield strip, gr.skip(), checked.status(stopped_note(frames.step, frames.total)), s.seed, gr.skip()
@@ -75,13 +76,11 @@ def prompt_edit(ctx: Context, prompt_a, prompt_b, fractions_text, seed, w, steps
             yield strip, gr.skip(), checked.status(f"Sampling: step {frames.step} of {frames.total}"), s.seed, \
                 gr.skip()
             continue
-        gallery, params, scores = save_results(ctx, pipe, frames.images, jobs, s)
+        gallery, params, scores = save_results(ctx, pipe, frames.images, run)
         labels = [f"f = {f:.2g} (seed {j.seed})" for f, j in zip(fractions, jobs)]
-        run = LastRun(frames.images, labels, params, scores, playback_of_jobs(pipe, jobs, labels, frames.records),
-                      pipe.final_conditions(jobs))
-        yield strip, gallery, checked.status(switch_summary(a, b, fractions, scores_against(pipe, frames.images,
-                                                                                                 [a, b]), s)), \
-            s.seed, run
+        last = LastRun(frames.images, labels, params, scores, playback_of_run(run, labels, frames.records), run.final)
+        against = scores_against(pipe, frames.images, run.text_embeddings([a, b]))
+        yield strip, gallery, checked.status(switch_summary(a, b, fractions, against, s)), s.seed, last
 
 
 def switch_summary(a: str, b: str, fractions: list[float], scores: list[list[float]], s) -> str:
@@ -108,8 +107,9 @@ def word_importance(ctx: Context, prompt, seed, w, steps, sampler):
         checked.warn(f"{count} words: dropping only the first {MAX_ABLATED_WORDS}, one at a time (the rest stay).")
     words, jobs = ablation_jobs(text, s.w, s.seed, MAX_ABLATED_WORDS)
     s = checked.budget(s, len(jobs))
+    run = checked.prepare(pipe, jobs, s)
     columns = ["all words"] + [f"without {shorten(word, 16)}" for word in words]
-    for frames in sample(ctx, pipe, jobs, s):
+    for frames in sample(ctx, pipe, run):
         strip = labelled_grid(frames.images, rows=1, cols=len(jobs), col_labels=columns, cell=80)
         if frames.stopped:
             yield gr.skip(), strip, gr.skip(), checked.status(stopped_note(frames.step, frames.total)), s.seed
@@ -118,7 +118,7 @@ def word_importance(ctx: Context, prompt, seed, w, steps, sampler):
             yield gr.skip(), strip, gr.skip(), checked.status(f"Sampling {len(jobs)} images: step {frames.step} "
                                                               f"of {frames.total}"), s.seed
             continue
-        result = measure(pipe, words, jobs, frames.images)
+        result = measure(pipe, words, run, frames.images)
         yield shaded(result, split_words(text)), strip, as_json(result), checked.status(word_summary(result, s)), \
             s.seed
 

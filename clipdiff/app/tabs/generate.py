@@ -13,7 +13,7 @@ from open_clip.tokenizer import SimpleTokenizer
 from ... import tour
 from ...caveats import steps_of
 from ...pipeline import REFERENCE_PROMPTS, images_per_prompt
-from ...playback import PlaybackRun, playback_of_jobs
+from ...playback import PlaybackRun, playback_of_run
 from ...prompts import edit_text
 from ...sampling import Sampling
 from ...vocabulary import RARE_BELOW
@@ -43,9 +43,7 @@ def show_tokens(ctx: Context, text):
         return [], ctx.models.missing("CLIP model")
     if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
         return [], f"**Too long:** {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}."
-    text = text if isinstance(text, str) else ""
-    lines = [clean_line(line) for line in text.splitlines()]
-    lines = [line for line in lines if line][:MAX_PROMPTS]
+    lines = Checked(quiet=True).lines(text if isinstance(text, str) else "", MAX_PROMPTS, required=False)
     pieces, summary = [], []
     for n, line in enumerate(lines, start=1):
         view = encoder.tokenize(line)
@@ -110,10 +108,10 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, nega
             checked.warn(f"Prompt truncated to {view.context_length} tokens: {view.kept_text[:60]!r}...")
     jobs = images_per_prompt(prompts, s.w, s.seed, n, checked.negative(negative_prompt))
     s = checked.budget(s, len(jobs))
-    jobs = checked.prompt_edits(jobs, s.steps)
-    labels = [f"{shorten(j.text)} (seed {j.seed})" for j in jobs]
+    run = checked.prepare(pipe, jobs, s)
+    labels = [f"{shorten(j.text)} (seed {j.seed})" for j in run.jobs]
     started = time.perf_counter()
-    for frames in sample(ctx, pipe, jobs, s, record=True):
+    for frames in sample(ctx, pipe, run, record=True):
         if frames.stopped:
             yield preview_gallery(frames), checked.status(stopped_note(frames.step, frames.total)), s.seed, gr.skip()
             return
@@ -121,14 +119,13 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, nega
             status = checked.status(f"Sampling: step {frames.step} of {frames.total}")
             yield preview_gallery(frames), status, s.seed, gr.skip()
             continue
-        gallery, params, scores = save_results(ctx, pipe, frames.images, jobs, s)
-        run = LastRun(frames.images, labels, params, scores, playback_of_jobs(pipe, jobs, labels, frames.records),
-                      pipe.final_conditions(jobs))
+        gallery, params, scores = save_results(ctx, pipe, frames.images, run)
+        last = LastRun(frames.images, labels, params, scores, playback_of_run(run, labels, frames.records), run.final)
         best = int(np.argmax(scores))
         yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {s.seed}, {steps_of(s.steps, s.sampler)} "
                                       f"in {time.perf_counter() - started:.1f} s. "
                                       f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])}). "
-                                      f"{score_note(s, [s.w])}"), s.seed, run
+                                      f"{score_note(run)}"), s.seed, last
 
 
 def images_each(checked: Checked, prompts: list[str], n_images) -> int:

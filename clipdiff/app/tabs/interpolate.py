@@ -47,7 +47,8 @@ def interpolate(ctx: Context, prompt_a, prompt_b, points, w, seed, steps, sample
     jobs = [Job(f"{a} -> {b} @ {t:.2f}", s.w, s.seed, embedding=e, negative=negative)
             for t, e in zip(fractions, path)]
     s = checked.budget(s, len(jobs))
-    for row, frames in strip(ctx, pipe, jobs, s, [f"{t:.2f}" for t in fractions]):
+    run = checked.prepare(pipe, jobs, s)
+    for row, frames in strip(ctx, pipe, run, [f"{t:.2f}" for t in fractions]):
         yield row, checked.status(strip_status(frames, f"{a!r} -> {b!r}", s)), s.seed
 
 
@@ -66,7 +67,8 @@ def mix_prompts(ctx: Context, prompt_a, prompt_b, weight, w, seed, steps, sample
                 negative=negative)
     jobs = [Job(a, s.w, s.seed, negative=negative), mixed, Job(b, s.w, s.seed, negative=negative)]
     s = checked.budget(s, len(jobs))
-    for row, frames in strip(ctx, pipe, jobs, s, [shorten(a, 40), f"mix, weight {weight:g}", shorten(b, 40)]):
+    run = checked.prepare(pipe, jobs, s)
+    for row, frames in strip(ctx, pipe, run, [shorten(a, 40), f"mix, weight {weight:g}", shorten(b, 40)]):
         yield row, checked.status(strip_status(frames, f"{1 - weight:g} x {a!r} + {weight:g} x {b!r}", s)), s.seed
 
 
@@ -91,8 +93,9 @@ def vary(ctx: Context, file, count, w, seed, steps, sampler, negative_prompt="")
     negative = checked.negative(negative_prompt)
     jobs = [Job(variation_of(file), s.w, s.seed + k, embedding=emb, negative=negative) for k in range(n)]
     s = checked.budget(s, len(jobs))
+    run = checked.prepare(pipe, jobs, s)
     seen_sent = False
-    for frames in sample(ctx, pipe, jobs, s):
+    for frames in sample(ctx, pipe, run):
         if frames.stopped:
             yield preview_gallery(frames), gr.skip() if seen_sent else seen, \
                 checked.status(stopped_note(frames.step, frames.total)), s.seed
@@ -101,7 +104,7 @@ def vary(ctx: Context, file, count, w, seed, steps, sampler, negative_prompt="")
                 checked.status(f"step {frames.step} of {frames.total}"), s.seed
             seen_sent = True
         else:
-            gallery, _, _ = save_results(ctx, pipe, frames.images, jobs, s)
+            gallery, _, _ = save_results(ctx, pipe, frames.images, run)
             yield gallery, seen, checked.status(f"Done: {n} variation(s)."), s.seed
 
 

@@ -32,9 +32,9 @@ def run_sweep(ctx: Context, prompts_text, ws_text, seed, steps, sampler, negativ
     s = checked.sampling(None, seed, steps, sampler)      # no w of its own: the rows are the ws
     jobs = sweep(prompts, ws, s.seed, checked.negative(negative_prompt))
     s = checked.budget(s, len(jobs))
-    jobs = checked.prompt_edits(jobs, s.steps)
+    run = checked.prepare(pipe, jobs, s)
     row_labels = [f"w = {w:g}" for w in ws]
-    for frames in sample(ctx, pipe, jobs, s):
+    for frames in sample(ctx, pipe, run):
         grid = labelled_grid(frames.images, rows=len(ws), cols=len(prompts), row_labels=row_labels,
                              col_labels=prompts)
         if frames.stopped:
@@ -43,7 +43,7 @@ def run_sweep(ctx: Context, prompts_text, ws_text, seed, steps, sampler, negativ
             yield grid, gr.skip(), checked.status(f"Sampling {len(jobs)} images: step {frames.step} of "
                                                   f"{frames.total}"), s.seed
         else:
-            gallery, _, _ = save_results(ctx, pipe, frames.images, jobs, s)
+            gallery, _, _ = save_results(ctx, pipe, frames.images, run)
             yield grid, gallery, checked.status(f"Done: {len(prompts)} prompt(s) x {len(ws)} w value(s), "
                                                 f"seed {s.seed}."), s.seed
 

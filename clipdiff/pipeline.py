@@ -22,8 +22,8 @@ from .diffusion import DiffusionConfig, check_compatible, condition, load_diffus
 from .encoders import ClipEncoder
 from .prompts import PromptEdit, edit_text, parse
 from .devices import resolve_device
-from .sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, GuidedRun, Progress, SampleResult, SamplerInputs, Switch, drive,
-                       run_to_end)
+from .sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, GuidedRun, Progress, SampleResult, SamplerInputs, Start, Switch,
+                       drive, run_to_end)
 from .unet import ConditionalUNet
 
 REFERENCE_PROMPTS = (
@@ -45,6 +45,8 @@ class Job:
     negative: str = ""                # guidance pushes away from this prompt instead of the learned null ("": null)
     switch_to: str | None = None      # prompt editing: this prompt conditions the steps from switch_at on
     switch_at: float = 1.0            # fraction of the steps conditioned on `prompt` (1: never switches)
+    photo: torch.Tensor | None = field(default=None, repr=False)  # SDEdit: (C, H, W) in [-1, 1] to start from ...
+    photo_at: float = 1.0             # ... noised to this fraction of T (1: from noise alone, 0: the photo as it is)
 
     @property
     def switches(self) -> bool:
@@ -108,10 +110,26 @@ def sweep(prompts: list[str], ws: list[float], seed: int, negative: str = "") ->
     return [Job(p, w, seed, negative=negative) for w in ws for p in prompts]
 
 
+def photo_edits(photo: torch.Tensor, prompt: str, w: float, seed: int, at: float, negative: str = "") -> list[Job]:
+    """SDEdit: the photo (C, H, W) noised to `at` of the way to pure noise, then denoised towards the prompt."""
+    return [Job(prompt, w, seed, negative=negative, photo=photo, photo_at=at)]
+
+
 def prompt_edits(a: str, b: str, fractions: list[float], w: float, seed: int) -> list[Job]:
     """One image per switch fraction, all from one seed: prompt a for the first f of the steps, then prompt b
     (f = 0: b alone, f = 1: a alone)."""
     return [Job(a, w, seed, switch_to=b, switch_at=f) for f in fractions]
+
+
+def start_of(jobs) -> Start | None:
+    """SDEdit: the photos the jobs start from (one start for the batch: every job edits a photo, at one fraction), or
+    None when none does."""
+    photos = [j.photo for j in jobs if j.photo is not None]
+    if not photos:
+        return None
+    if len(photos) != len(jobs) or len({j.photo_at for j in jobs}) != 1:
+        raise ValueError("a run edits a photo in every job at one start, or in none")
+    return Start(torch.stack([p.float() for p in photos]), float(jobs[0].photo_at))
 
 
 class ClipDiffusionPipeline:
@@ -168,7 +186,7 @@ class ClipDiffusionPipeline:
             after[switching] = self._condition([embeddings[jobs[k].switch_to] for k in switching])
             switch = Switch(after, tuple(float(j.switch_at) if j.switches else 1.0 for j in jobs))
         inputs = SamplerInputs(cond, torch.tensor([j.w for j in jobs], dtype=torch.float32),
-                               tuple(int(j.seed) for j in jobs), int(steps), sampler, uncond, switch)
+                               tuple(int(j.seed) for j in jobs), int(steps), sampler, uncond, switch, start_of(jobs))
         return PreparedRun(jobs, inputs, parsed, embeddings)
 
     def _embed(self, embeddings: dict[str, torch.Tensor], texts: list[str]) -> None:
@@ -201,6 +219,8 @@ class ClipDiffusionPipeline:
             params["negative_prompt"] = job.negative.strip()
         if job.switches:
             params.update(switch_to=job.switch_to, switch_at=job.switch_at)
+        if job.photo is not None:    # an edit: the photo itself is not carried, so the PNG alone cannot remake it
+            params["edited_photo_at"] = job.photo_at
         return params
 
 

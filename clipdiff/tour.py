@@ -128,7 +128,25 @@ class Words:
     sampling: Sampling = Sampling()
 
 
-NEEDS_GENERATED = (Playback, Similarity, Vary)
+@dataclass(frozen=True)
+class ForwardNoise:
+    """The Photo tab's forward process, on the first image of the Generate step before it."""
+    TAB: ClassVar[str] = "photo"
+    t: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EditPhoto:
+    """The Photo tab's SDEdit, on the first image of the Generate step before it: noised to `at` of T, then
+    denoised with the prompt (and a strip of the same edit from other starts)."""
+    TAB: ClassVar[str] = "photo"
+    prompt: str
+    at: float = 0.6
+    sampling: Sampling = Sampling()
+
+
+NEEDS_GENERATED = (Playback, Similarity, Vary, ForwardNoise, EditPhoto)
 
 
 @dataclass(frozen=True)
@@ -136,7 +154,8 @@ class Run:
     """One button: the Generate step (if any) runs first, then `then` on its own tab."""
     label: str
     generate: Generate | None = None
-    then: Sweep | Playback | Similarity | Map | Interpolate | Mix | Vary | PromptEdit | Words | None = None
+    then: Sweep | Playback | Similarity | Map | Interpolate | Mix | Vary | PromptEdit | Words | ForwardNoise | \
+        EditPhoto | None = None
 
     def __post_init__(self):
         if self.generate is None and (self.then is None or isinstance(self.then, NEEDS_GENERATED)):
@@ -308,6 +327,23 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                   generate=Generate(REFERENCE_PROMPTS, Sampling(sampler=sampler, steps=steps)))
               for sampler, steps in (("ddpm", 10), ("ddpm", 50), ("ddim", 10), ("dpmsolver", 10),
                                      ("dpmsolver-karras", 10), ("dpmsolver-karras", 4)))),
+    Experiment(
+        "forward-process", "What noise does to a picture",
+        "Training teaches the U-Net to undo one recipe: `x_t = sqrt(a_bar_t) x0 + sqrt(1 - a_bar_t) eps`. The strip "
+        "mixes one picture with one seed's noise at more and more t, so only the mix changes; the plot shows the "
+        "picture's weight falling and the noise's rising. With this schedule (T = 400, linear betas) the picture is "
+        "hard to make out by the middle, yet at the last step a_bar_t is still about 0.02: a trace of it is left, "
+        "which the samplers treat as pure noise. Move the t slider, or upload a photo of your own.",
+        (run("Noise a rose", generate=Generate((ROSE,), images_per_prompt=1), then=ForwardNoise(t=100)),)),
+    Experiment(
+        "sdedit", "Edit a picture: from a rose towards a sunflower",
+        "SDEdit (Meng et al. 2021) noises a picture part way, to a fraction of T, and lets the model denoise it "
+        "with a new prompt. A little noise keeps the picture's layout and colours; a lot gives the prompt a free "
+        "hand; from 1 T it is a plain generation that ignores the picture. The strip shows the same edit from "
+        "several starts and one seed. Below it, DDIM inversion walks the picture back up to the noise that makes it "
+        "and down again: the round trip's error says how exact that noise is.",
+        (run("Rose -> sunflower", generate=Generate((ROSE,), images_per_prompt=1),
+             then=EditPhoto(SUNFLOWER, 0.6)),)),
 )
 
 

@@ -22,6 +22,7 @@ from ..context import Context
 from ..controls import SamplingControls, negative_box, sampler_radio, seed_number, steps_slider, w_slider
 from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, clean_line, png_parameters, shorten
+from ..links import ABSOLUTE_LINK, COPY_LINK, fill_from_link, link_query
 from ..limits import (DEFAULT_SAMPLER, IMAGES_PER_PROMPT, MAX_BATCH, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS,
                       MAX_TEXT_CHARS, SAMPLERS, SEED_RANGE)
 from ..runs import preview_gallery, refused, sample, save_results, score_note, stopped_note
@@ -225,6 +226,8 @@ class GenerateTab:
     png_in: gr.File
     selected: gr.State
     negative: gr.Textbox
+    link: gr.Textbox
+    copy_link: gr.Button
 
     @property
     def controls(self) -> list:
@@ -275,12 +278,16 @@ def build(ctx: Context) -> GenerateTab:
                                      columns=4, height="auto", object_fit="contain", format="png",
                                      allow_preview=True, interactive=False, elem_id="gallery",
                                      elem_classes=["pixelated", "results"])
+                with gr.Row():
+                    link = gr.Textbox(label="share link: opens the app with these settings; Generate makes the same "
+                                            "pictures", interactive=False, elem_id="share-link", scale=4)
+                    copy_link = gr.Button("Copy link", elem_id="copy-link", scale=1)
                 reuse = gr.Button("Use parameters of the selected image")
                 png_in = gr.File(label="...or load parameters from a clipdiff PNG", file_types=[".png"],
                                  type="filepath", height=120)
         selected = gr.State(None)
     return GenerateTab(prompts, tokens, token_summary, SamplingControls(w, seed, steps, sampler), dice, n_images,
-                       go, stop, status, gallery, reuse, png_in, selected, negative)
+                       go, stop, status, gallery, reuse, png_in, selected, negative, link, copy_link)
 
 
 def run_call(ctx: Context, tab: GenerateTab, shared: Shared) -> Call:
@@ -300,6 +307,11 @@ def wire(ctx: Context, tab: GenerateTab, shared: Shared) -> None:
         tab.go.click, show_progress="hidden", **PRIVATE)
     tab.go.click(None, js=SHOW_RESULTS, **PRIVATE)
     after_finished(event, tab.status, shared)
+    s = tab.sampling    # the link of a finished run: its controls, the seed used included
+    Call(link_query, [tab.prompts, tab.negative, s.w, s.steps, s.sampler, s.seed, tab.n_images], tab.link).on(
+        event.success, show_progress="hidden", **PRIVATE).then(None, tab.link, tab.link, js=ABSOLUTE_LINK, **PRIVATE)
+    tab.copy_link.click(None, tab.link, tab.link, js=COPY_LINK, **PRIVATE)
+    Call(fill_from_link, None, tab.inputs).on(shared.demo.load, show_progress="hidden", **PRIVATE)
     Call(refused, tab.status, tab.status).on(event.failure, show_progress="hidden", **PRIVATE)
     on_stop(ctx, tab.stop, [event])
     Call(remember_selection, None, tab.selected).on(tab.gallery.select, **PRIVATE)

@@ -172,6 +172,7 @@ def map_figure(atlas: Atlas, method: str, show_texts: bool, live: list[dict]) ->
                         "line": {"width": 1, "color": "white"}}))
     thumbnails = {p["label"]: p["thumbnail"] for p in live if p.get("thumbnail")}
     fig.update_layout(height=620, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      title=f"{method}: hover for labels and pictures; colours are species",
+                      title=f"{method}: hover for labels{' (and your images, for their pictures)' if thumbnails else ''}; "
+                            "colours are species",
                       meta={"thumbnails": thumbnails} if thumbnails else None)
     return fig

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from ..caveats import steps_of
 from ..pipeline import Job
 from .figures import thumbnail
 from .inputs import shorten
@@ -74,7 +75,7 @@ class Entry:
         negative = f" | negative: {shorten(', '.join(negatives), 30)}" if negatives else ""
         switch, strip, fractions = (prompts[0] if prompts else "").partition(STRIP)   # a strip's fractions stay whole
         return (f"#{self.number} at {self.when}: {shorten(switch, 60)}{strip}{fractions}{more}{negative} | "
-                f"w {s['w']:g} | {s['steps']} {s['sampler']} steps | seed {self.seeds}")
+                f"w {s['w']:g} | {steps_of(s['steps'], s['sampler'])} | seed {self.seeds}")
 
 
 @dataclass

@@ -156,7 +156,9 @@ def build(ctx: Context) -> PlaybackTab:
                 # the picture names its own panels (and the caption above lists them, negative x0 included): no
                 # label badge or toolbar over those titles
                 frame = gr.Image(label="recorded frame", show_label=False, buttons=[], type="pil", format="png",
-                                 interactive=False, elem_id="pb-frame", elem_classes=["pixelated"])
+                                 interactive=False, elem_id="pb-frame", elem_classes=["pixelated"],
+                                 alt_text="The recorded step named above: the noisy x_t and the guided, conditional "
+                                 "and unconditional x0 guesses side by side")
                 file = gr.File(label="GIF", elem_id="pb-gif", height=90)
             with gr.Column(scale=5, min_width=400):
                 plot = gr.Plot(show_label=False, elem_id="pb-plot")   # the figure has its own titles: no label

@@ -243,8 +243,9 @@ def sweep_tab(page, url):
     scroll_top(page)
 
 
-@shot("playback", "the denoising playback of a run scrubbed to step 4 of 12: the four panels, the step marked on "
-                  "the plot, the image picker, Play, Pause and the speed control")
+@shot("playback", "the denoising playback of a run scrubbed to step 4 of 12: the four panels and the two heat maps "
+                  "of where guidance acts, the step marked on the plot, the image picker, Play, Pause and the speed "
+                  "control")
 def playback_tab(page, url):
     open_app(page, url)
     generate(page)
@@ -380,14 +381,14 @@ def generate_stopped(page, url):
     expect("of 400" in page.inner_text("#status"), "the status does not say of how many steps")
 
 
-@shot("generate-empty-prompt", "an empty prompt refused: 'Nothing ran' in the status, the reason in the corner, no "
-                               "red Error marks", allow_error_toast=True)
+@shot("generate-empty-prompt", "an empty prompt refused: 'Nothing ran' and the reason in the status, the reason in "
+                               "the corner too, no red Error marks", allow_error_toast=True)
 def generate_empty_prompt(page, url):
     open_app(page, url)
     open_tab(page, "Generate")
     page.fill("#prompts textarea", "")
     page.click("#generate")
-    wait_for_text(page, "#status", "Nothing ran")
+    wait_for_text(page, "#status", "Nothing ran. Type at least one prompt")
     page.locator(".toast-body").first.wait_for()
     page.wait_for_function("() => { for (let e = document.querySelector('.toast-body'); e; e = e.parentElement) "
                            "if (getComputedStyle(e).opacity !== '1') return false; return true; }")   # faded in

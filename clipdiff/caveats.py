@@ -6,10 +6,9 @@ prompts): a 1-step image, a blob of the prompt's colour that no one would call a
 baseline of pure noise does not catch those (noise scores 3-26 against the flower prompts), so the settings that
 make a score meaningless are named outright (`caveat`).
 
-The noise baseline is still shown beside every score, for the other half of the story: against a prompt this CLIP
-cannot read ("A purple elephant", "una rosa roja") pure noise already scores 40-50, so a 60 there means little,
-while against "A deep red rose flower" noise scores about 11 and a 60 is a real match. A score is worth as much as
-its distance above what noise gets for the same prompt.
+The noise baseline is still shown beside every score, for the other half of the story: what noise scores depends on
+the prompt (for the shipped models, checkpoints/claims.json has it for the tour's prompts: `ood_elephant_noise_score`,
+`rose_noise_score`), and a score is worth as much as its distance above what noise gets for the same prompt.
 """
 from __future__ import annotations
 
@@ -22,13 +21,17 @@ MAX_TRUSTED_W = 4.0     # past this, the guided prediction extrapolates beyond a
 NOISE_SAMPLES = 8
 
 
+def steps_of(steps: int, sampler: str) -> str:
+    """A run's steps as the app's texts say them: '1 ddim step', '12 ddim steps'."""
+    return f"{steps} {sampler} step" + ("" if steps == 1 else "s")
+
+
 def caveat(steps: int, sampler: str, w: float) -> str | None:
     """Why a CLIP score of a run with these settings cannot be trusted, in words; None when nothing is known. The
     steps a sampler needs are the registry's (schedulers.REGISTRY); an unknown sampler is a ValueError."""
     needed = sampler_spec(sampler).min_steps
     if steps < needed:
-        steps_leave = f"{steps} {sampler} step leaves" if steps == 1 else f"{steps} {sampler} steps leave"
-        return (f"{steps_leave} the image unfinished (about {needed} are needed): this CLIP scores colour, so a blob "
+        return (f"{steps_of(steps, sampler)} {'leaves' if steps == 1 else 'leave'} the image unfinished (about {needed} are needed): this CLIP scores colour, so a blob "
                 "of the prompt's colour scores like a finished flower")
     if w > MAX_TRUSTED_W:
         return (f"w = {w:g} is far past the guidance the model was trained for: its colours saturate, and this "

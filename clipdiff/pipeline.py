@@ -21,9 +21,10 @@ from .checkpoints import DEFAULT_UNET_DIR, WEIGHTS_NAME
 from .diffusion import DiffusionConfig, check_compatible, condition, load_diffusion
 from .encoders import ClipEncoder
 from .prompts import PromptEdit, edit_text, parse
+from .runtimes import runtime_of, with_runtime
 from .devices import resolve_device
 from .sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, GuidedRun, Progress, SampleResult, SamplerInputs, Start, Switch,
-                       drive, run_to_end)
+                       drive, run_to_end, seeds_from)
 from .unet import ConditionalUNet
 
 REFERENCE_PROMPTS = (
@@ -101,8 +102,8 @@ class PreparedRun:
 
 
 def images_per_prompt(prompts: list[str], w: float, seed: int, n: int, negative: str = "") -> list[Job]:
-    """n images per prompt; image k of each prompt uses seed + k."""
-    return [Job(p, w, seed + k, negative=negative) for p in prompts for k in range(n)]
+    """n images per prompt; image k of each prompt uses seed + k (wrapping past the last seed: sampling.seeds_from)."""
+    return [Job(p, w, s, negative=negative) for p in prompts for s in seeds_from(seed, n)]
 
 
 def sweep(prompts: list[str], ws: list[float], seed: int, negative: str = "") -> list[Job]:
@@ -145,11 +146,13 @@ class ClipDiffusionPipeline:
 
     @classmethod
     def load(cls, unet_dir: str | Path = DEFAULT_UNET_DIR, clip: str = "default", clip_pretrained: str | None = None,
-             device: str = "auto") -> "ClipDiffusionPipeline":
+             device: str = "auto", runtime: str | None = None, precision: str = "fp32") -> "ClipDiffusionPipeline":
+        """runtime: where the U-Net's forward runs (clipdiff.runtimes; None: the default for the device);
+        raises runtimes.RuntimeUnavailable for one that cannot run here."""
         device = resolve_device(device)
         encoder = ClipEncoder.load(clip, clip_pretrained, device)
         model, config = load_diffusion(unet_dir, device)
-        return cls(encoder, model, config, model_id_of(Path(unet_dir)))
+        return cls(encoder, with_runtime(model, runtime, precision), config, model_id_of(Path(unet_dir)))
 
     @property
     def image_size(self) -> int:
@@ -214,7 +217,8 @@ class ClipDiffusionPipeline:
         """What a generated image carries with it: enough to make it again."""
         params = {"prompt": job.prompt, "w": job.w, "seed": job.seed, "steps": steps, "sampler": sampler,
                   "model": self.model_id, "clip": self.encoder.identity, "conditioned_on":
-                      "text" if job.embedding is None else "embedding", "clipdiff": __version__}
+                      "text" if job.embedding is None else "embedding", "clipdiff": __version__,
+                  "runtime": runtime_of(self.model).label}
         if job.negative.strip():     # only when used: a PNG without them is what it was before
             params["negative_prompt"] = job.negative.strip()
         if job.switches:

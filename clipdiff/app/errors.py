@@ -8,6 +8,7 @@ import logging
 import gradio as gr
 
 from ..serving.fairness import AlreadyRunning
+from .runs import RunStatus
 
 log = logging.getLogger("clipdiff.app")
 
@@ -17,10 +18,19 @@ class UnexpectedError(gr.Error):
     from a refusal of bad input)."""
 
 
+def refusal(fn, error: gr.Error) -> gr.Error:
+    """A gr.Error on its way to the client (a clear refusal of bad input, or a busy session): one line in the
+    server's log instead of the traceback Gradio prints for every failed event; nothing went wrong on the server."""
+    if not isinstance(error, UnexpectedError):
+        log.warning("%s refused: %s", fn.__name__, error.message)
+        error.print_exception = False
+    return error
+
+
 def answers_clearly(fn):
     """An unexpected exception reaches the browser or API client as one plain sentence naming the handler, while
     its text and traceback (which may name files on the server) go to the server's log; the app keeps serving.
-    gr.Error (our clear messages) and cancellation pass through untouched."""
+    gr.Error (our clear messages) passes through, logged as one line (`refusal`); cancellation passes untouched."""
     def unexpected(error: Exception) -> UnexpectedError:
         log.exception("%s failed", fn.__name__)
         return UnexpectedError(f"Something went wrong in {fn.__name__.replace('_', ' ')} ({type(error).__name__}). "
@@ -32,8 +42,8 @@ def answers_clearly(fn):
         def streaming(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
+            except gr.Error as e:
+                raise refusal(fn, e)
             except Exception as e:
                 raise unexpected(e) from None
         return streaming
@@ -42,8 +52,8 @@ def answers_clearly(fn):
     def answering(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
+        except gr.Error as e:
+            raise refusal(fn, e)
         except Exception as e:
             raise unexpected(e) from None
     return answering
@@ -77,3 +87,35 @@ def one_per_session(fn):
     guarded.__signature__ = signature
     guarded.__annotations__ = {**fn.__annotations__, "request": gr.Request}
     return guarded
+
+
+def said_in_status(fn, outputs: list, status):
+    """fn (a handler bound to `outputs`) as a page's event runs it, with one output more: the outcome its status
+    says (runs.RunStatus), in a gr.State. Each update's status goes there as well (when `status` is among the
+    outputs); a gr.Error (a refusal, or a failure after part of a run) goes there as the status it leaves (why, or
+    where the run stopped), leaving every other output as it was, and then reaches the client as before: the corner
+    message in the browser, an error for an API client. Always a generator (that update must go out before the
+    error), with fn's signature (Gradio reads its parameters and `request` from it)."""
+    at = next((k for k, c in enumerate(outputs) if c is status), None)
+    width = len(outputs)
+
+    def parts(update) -> list:
+        if width == 1:
+            return [update]
+        return list(update) if isinstance(update, (tuple, list)) else [update] * width   # gr.skip() for all
+
+    @functools.wraps(fn)
+    def saying(*args, **kwargs):
+        last = None         # the last status the run said
+        try:
+            result = fn(*args, **kwargs)
+            for update in (result if inspect.isgenerator(result) else [result]):
+                values = parts(update)
+                said = values[at] if at is not None and isinstance(values[at], RunStatus) else gr.skip()
+                last = said if isinstance(said, RunStatus) else last
+                yield (*values, said)
+        except gr.Error as e:
+            left = last.failed(e.message) if isinstance(last, RunStatus) else RunStatus.refusal(e.message)
+            yield (*[gr.skip()] * width, left)
+            raise
+    return saying

@@ -23,7 +23,7 @@ from ..figures import schedule_figure
 from ..inputs import Checked, open_upload, shorten
 from ..limits import (EDIT_AT_DEFAULT, EDIT_STRIP, FORWARD_STRIP, INVERSION_STEPS, INVERSION_STEPS_DEFAULT,
                       MAX_TEXT_CHARS, PREVIEW_SCALE)
-from ..runs import preview_gallery, refused, sample, save_results, stopped_note
+from ..runs import preview_gallery, sample, save_results
 from ..session import LastRun
 from ..wiring import PRIVATE, Call, Shared, after_finished, bind, on_stop
 
@@ -96,11 +96,10 @@ def edit_photo(ctx: Context, file, use_generated, prompt, at, w, seed, steps, sa
     result = None
     for frames in sample(ctx, pipe, prepared, record=True):
         if frames.stopped:
-            yield preview_gallery(frames), gr.skip(), checked.status(stopped_note(frames.step, frames.total)), \
-                s.seed, gr.skip()
+            yield preview_gallery(frames), gr.skip(), checked.status("", frames), s.seed, gr.skip()
             return
         if not frames.done:
-            status = checked.status(f"Editing: step {frames.step} of {frames.total}")
+            status = checked.status(f"Editing: step {frames.step} of {frames.total}", frames)
             yield preview_gallery(frames), gr.skip(), status, s.seed, gr.skip()
             continue
         result = frames
@@ -109,13 +108,14 @@ def edit_photo(ctx: Context, file, use_generated, prompt, at, w, seed, steps, sa
     new_run = LastRun(result.images, [label], params, scores, playback_of_run(prepared, [label], result.records),
                       prepared.final)
     yield gallery, gr.skip(), checked.status(f"Edited in {time.perf_counter() - started:.1f} s; now the strip over "
-                                             "the start..."), s.seed, gr.skip()
+                                             "the start...", result), s.seed, gr.skip()
     row = []
     for fraction in EDIT_STRIP:
         edit = checked.prepare(pipe, photo_edits(x0, prompt, s.w, s.seed, fraction, negative), s)
         for frames in sample(ctx, pipe, edit):
             if frames.stopped:
-                yield gallery, gr.skip(), checked.status("The edit is done; the strip was stopped."), s.seed, new_run
+                yield gallery, gr.skip(), checked.status("The edit is done; the strip was stopped.", result), s.seed, \
+                    new_run
                 return
             if frames.done:
                 row.append(frames.images[0])
@@ -125,7 +125,7 @@ def edit_photo(ctx: Context, file, use_generated, prompt, at, w, seed, steps, sa
         f"Done: {shorten(prompt)!r} from the photo noised to {at:g} of T, {s.steps} {s.sampler} steps (the edit takes "
         f"those below {at:g} T), seed {s.seed}, w {s.w:g}, CLIP score {scores[0]:.1f}. The strip: the same edit from "
         "other starts, the same seed; from 0 T it is the photo, from 1 T a plain generation that ignores the "
-        "photo."), s.seed, new_run
+        "photo.", result), s.seed, new_run
 
 
 @answers_clearly
@@ -190,10 +190,11 @@ def build(ctx: Context) -> PhotoTab:
         noise_status = gr.Markdown(elem_id="fw-status")
         with gr.Row(equal_height=False):
             at_t = gr.Image(label="x_t", type="pil", format="png", elem_classes=["pixelated"], elem_id="fw-image",
-                            scale=1)
+                            scale=1, alt_text="The photo noised to the timestep t above (x_t)")
             plot = gr.Plot(elem_id="fw-plot", scale=3)
         noise_strip = gr.Image(label="the photo over t, one seed's noise", type="pil", format="png",
-                               elem_id="fw-strip")
+                               elem_id="fw-strip", alt_text="The photo noised to a row of timesteps t with one "
+                               "seed's noise, each column labelled with its t")
         gr.Markdown("### Edit the photo (SDEdit): noise it part way, then denoise it with a prompt")
         with gr.Row():
             prompt = gr.Textbox(REFERENCE_PROMPTS[1], label="prompt", max_length=MAX_TEXT_CHARS, elem_id="ed-prompt")
@@ -210,14 +211,17 @@ def build(ctx: Context) -> PhotoTab:
                              object_fit="contain", format="png", elem_id="ed-gallery",
                              elem_classes=["pixelated", "results"])
         edit_strip = gr.Image(label="faithful to the photo ... faithful to the prompt", type="pil", format="png",
-                              elem_id="ed-strip")
+                              elem_id="ed-strip", alt_text="SDEdit strip: the photo edited with the prompt from a row "
+                              "of starting points, from faithful to the photo to faithful to the prompt")
         gr.Markdown("### DDIM inversion: the noise that makes this photo")
         with gr.Row():
             inversion_steps = gr.Slider(*INVERSION_STEPS, value=INVERSION_STEPS_DEFAULT, step=1,
                                         label="DDIM steps each way")
             invert = gr.Button("Invert and back", variant="primary", elem_id="inv-go")
         inversion_status = gr.Markdown(elem_id="inv-status")
-        inversion = gr.Image(label="photo -> x_T -> photo", type="pil", format="png", elem_id="inv-strip")
+        inversion = gr.Image(label="photo -> x_T -> photo", type="pil", format="png", elem_id="inv-strip",
+                             alt_text="DDIM inversion: the photo, the noise x_T it inverts to, and the photo "
+                             "sampled back from that noise")
     return PhotoTab(file, use_generated, t, noise_seed, show, at_t, noise_strip, plot, noise_status, prompt, at,
                     sampling, negative, edit, stop, edit_status, gallery, edit_strip, inversion_steps, invert,
                     inversion, inversion_status)
@@ -225,27 +229,26 @@ def build(ctx: Context) -> PhotoTab:
 
 def forward_call(ctx: Context, tab: PhotoTab, shared: Shared) -> Call:
     return Call(bind(forward_noise, ctx), [tab.file, tab.use_generated, tab.t, tab.noise_seed, shared.last_run],
-                [tab.at_t, tab.noise_strip, tab.plot, tab.noise_status, tab.noise_seed])
+                [tab.at_t, tab.noise_strip, tab.plot, tab.noise_status, tab.noise_seed], status=tab.noise_status)
 
 
 def edit_call(ctx: Context, tab: PhotoTab, shared: Shared) -> Call:
     s = tab.sampling
     return Call(bind(edit_photo, ctx), [tab.file, tab.use_generated, tab.prompt, tab.at, s.w, s.seed, s.steps,
                                         s.sampler, tab.negative, shared.last_run],
-                [tab.gallery, tab.edit_strip, tab.edit_status, s.seed, shared.last_run], ctx.model_group)
+                [tab.gallery, tab.edit_strip, tab.edit_status, s.seed, shared.last_run], ctx.model_group,
+                status=tab.edit_status)
 
 
 def wire(ctx: Context, tab: PhotoTab, shared: Shared) -> None:
-    forward_call(ctx, tab, shared).on(tab.show.click, api_name="forward_noise", show_progress_on=[tab.noise_status])
+    forward_call(ctx, tab, shared).on(tab.show.click, api_name="forward_noise")
     forward_call(ctx, tab, shared).on(tab.t.release, show_progress="hidden", **PRIVATE)
-    editing = edit_call(ctx, tab, shared).on(tab.edit.click, api_name="edit_photo", show_progress_on=[tab.edit_status])
+    editing = edit_call(ctx, tab, shared).on(tab.edit.click, api_name="edit_photo")
     after_finished(editing, tab.edit_status, shared)
-    Call(refused, tab.edit_status, tab.edit_status).on(editing.failure, show_progress="hidden",
-                                                       **PRIVATE)
     on_stop(ctx, tab.stop, [editing])
     Call(bind(invert_photo, ctx), [tab.file, tab.use_generated, tab.prompt, tab.inversion_steps, shared.last_run],
-         [tab.inversion, tab.inversion_status], ctx.model_group).on(tab.invert.click, api_name="invert_photo",
-                                                                    show_progress_on=[tab.inversion_status])
+         [tab.inversion, tab.inversion_status], ctx.model_group, status=tab.inversion_status).on(
+        tab.invert.click, api_name="invert_photo")
 
 
 # -- the tour ------------------------------------------------------------------------------------------------------

@@ -167,8 +167,9 @@ def build(ctx: Context) -> WallTab:
             admin_key = gr.Textbox(label="instructor key (app.py --wall-admin-file): Remove then removes anyone's "
                                          "picture", type="password", max_length=MAX_KEY_CHARS,
                                    elem_id="wall-admin-key")
-    return WallTab(status, gallery, selected, try_button, remove_button, refresh, admin_key, gr.State([]), gr.State(None),
-                   gr.State(None), gr.Timer(WALL_REFRESH_S, active=on))
+        shown, seen, token = gr.State([]), gr.State(None), gr.State(None)
+        timer = gr.Timer(WALL_REFRESH_S, active=on)
+    return WallTab(status, gallery, selected, try_button, remove_button, refresh, admin_key, shown, seen, token, timer)
 
 
 def wire(ctx: Context, tab: WallTab, shared: Shared) -> None:
@@ -177,9 +178,9 @@ def wire(ctx: Context, tab: WallTab, shared: Shared) -> None:
     refresh.on(shared.demo.load, show_progress="hidden", **PRIVATE)
     Call(bind(read_wall, ctx), None, [tab.gallery, tab.status]).on(tab.refresh.click, api_name="wall")
     Call(select_item, tab.shown, tab.selected).on(tab.gallery.select, show_progress="hidden", **PRIVATE)
-    removal = Call(bind(remove, ctx), [tab.selected, tab.admin_key, tab.token], [tab.status, tab.selected]).on(
-        tab.remove_button.click, api_name="remove_from_wall")
-    refresh.on(removal.success, show_progress="hidden", **PRIVATE)
+    removal = Call(bind(remove, ctx), [tab.selected, tab.admin_key, tab.token], [tab.status, tab.selected],
+                   status=tab.status).on(tab.remove_button.click, api_name="remove_from_wall")
+    refresh.on(removal.success, show_progress="hidden", **PRIVATE)   # the wall's count back in the status
 
 
 def wire_generate(ctx: Context, tab: WallTab, generate: GenerateTab, shared: Shared) -> None:
@@ -188,9 +189,9 @@ def wire_generate(ctx: Context, tab: WallTab, generate: GenerateTab, shared: Sha
     row = generate.publish
     for button, which in ((row.best, "best"), (row.all, "all")):
         published = Call(bind(publish, ctx), [gr.State(which), shared.last_run, tab.token],
-                         [row.status, tab.token, tab.selected]).on(button.click, api_name=f"publish_{which}",
-                                                                   show_progress_on=[row.status])
+                         [row.status, tab.token, tab.selected], status=row.status).on(button.click,
+                                                                                      api_name=f"publish_{which}")
         Call(bind(show_wall, ctx), [tab.seen], [tab.gallery, tab.shown, tab.seen, tab.status]).on(
             published.success, show_progress="hidden", **PRIVATE)
-    Call(bind(try_this, ctx), tab.selected, [*generate.inputs, shared.tabs]).on(tab.try_button.click,
-                                                                                api_name="try_this")
+    Call(bind(try_this, ctx), tab.selected, [*generate.inputs, shared.tabs], status=tab.status).on(
+        tab.try_button.click, api_name="try_this")

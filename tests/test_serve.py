@@ -30,6 +30,7 @@ import pytest
 import torch
 from PIL import Image
 
+from clipdiff.app.limits import MODEL_CONCURRENCY
 from clipdiff.pipeline import Job, images_per_prompt
 from clipdiff.sampling import run_to_end, sample_guided, to_uint8
 from clipdiff.schedulers import SAMPLERS
@@ -374,7 +375,7 @@ def test_the_backend_chooser_loads_no_ray():
 def test_app_flags_local_by_default_one_switch_for_ray():
     app_script = load_app_script()
     local = app_script.parse_args([])
-    assert (local.backend, local.concurrency, local.max_queue, local.ray_address) == ("local", 1, 16, None)
+    assert (local.backend, local.concurrency, local.max_queue, local.ray_address) == ("local", MODEL_CONCURRENCY, 16, None)
     assert local.sampler_options == SamplerOptions(), "the flags' defaults are SamplerOptions' own"
     ray = app_script.parse_args(["--backend", "ray", "--replicas", "3", "--batch-wait-ms", "20"])
     assert ray.sampler_options == SamplerOptions(replicas=3, replica_cpus=1.0, max_batch_size=8, batch_wait_s=0.02)

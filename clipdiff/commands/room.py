@@ -33,20 +33,25 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ("A deep red rose flower", "A round white daisy with a yellow center",
            "An orange sunflower with a big brown center", "A pink flower with many petals")
 IMAGES_PER_REQUEST = 4
+HTTP_TIMEOUT_S = 60
+READ_TIMEOUT_S = 600
 
 
 class Session:
     """One attendee's browser session through gradio_client, fetching the files of an answer as a browser does: over
     one kept-alive connection. (gradio_client's own download opens a new HTTP client, TLS set-up included, for every
     file: about 0.1 s a file on 2 busy cores, more than the app spends making it, and the simulated room runs on
-    the app's cores.) Previews are not fetched, only the final answer's files."""
+    the app's cores.) Previews are not fetched, only the final answer's files. Like a browser, it waits for an answer
+    (up to HTTP_TIMEOUT_S to connect, READ_TIMEOUT_S for data) where gradio_client's own requests give up after 5 s: on busy cores a request the app
+    had already queued was counted as failed, and the attendee's next click found its first run still going."""
 
     def __init__(self, url: str):
         import httpx
         from gradio_client import Client
 
-        self.client = Client(url, verbose=False, download_files=False)
-        self.http = httpx.Client(headers=self.client.headers, cookies=self.client.cookies, timeout=60)
+        timeout = httpx.Timeout(HTTP_TIMEOUT_S, read=READ_TIMEOUT_S)     # read: also the gap between two SSE events
+        self.client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": timeout})
+        self.http = httpx.Client(headers=self.client.headers, cookies=self.client.cookies, timeout=timeout)
         self.fetched_bytes = 0
 
     def submit(self, *args, api_name: str):

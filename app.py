@@ -5,6 +5,7 @@
     python app.py --host 0.0.0.0 --port 8080        # reachable from the network: put auth in front (README)
     python app.py --auth-file room.txt              # a login page; room.txt holds user:password lines
     python app.py --threads 1                       # one torch thread: faster when other work shares the cores
+    python app.py --runtime openvino --precision bf16   # the U-Net in bf16 (faster, other pictures; bf16 CPUs)
     python app.py --backend ray --replicas 2        # sampler steps on 2 Ray Serve replicas (requirements-serve.txt)
     python app.py --backend ray --ray-address HOST:6379   # ... on a Ray cluster's shared deployment (README)
 """
@@ -23,6 +24,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from clipdiff.app.limits import MODEL_CONCURRENCY, QUEUE_SIZE  # noqa: E402  (gradio-free: --help stays quick)
 from clipdiff.checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR  # noqa: E402
+from clipdiff.devices import resolve_device  # noqa: E402
+from clipdiff.runtimes import DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, default_runtime, problems  # noqa: E402
 from clipdiff.serving.backend import BACKENDS, make_backend  # noqa: E402
 from clipdiff.serving.options import SamplerOptions  # noqa: E402
 
@@ -58,7 +61,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="torch CPU threads (default: torch's, one per core). On an idle machine all cores "
                              "are fastest; when other work keeps the cores busy, 1 thread can be several times "
                              "faster than 2 (benchmarks/README.md)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=None,
+                        help=f"where the U-Net's forward runs (default: {DEFAULT_RUNTIME} on the CPU, the fastest "
+                             "whose pictures match eager PyTorch; torch on a GPU); exported once into .cache/")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="bf16: faster on CPUs with AVX-512 BF16 or AMX, but other pictures (recorded in each "
+                             "PNG); with --runtime openvino or torch")
     args = parser.parse_args(argv)
+    if args.runtime is None:
+        args.runtime = default_runtime(resolve_device(args.device))
+    runtime_problems = problems(args.runtime, args.precision, resolve_device(args.device))
+    if runtime_problems:
+        parser.error("; ".join(runtime_problems))
     if args.ray_address and args.backend != "ray":
         parser.error("--ray-address needs --backend ray")
     args.sampler_options = SamplerOptions.from_args(args)
@@ -108,7 +122,8 @@ def main(argv=None) -> None:
     from clipdiff.app.blocks import build_app, serve
     from clipdiff.app.context import Models
 
-    models = Models.load(args.unet, args.clip, args.clip_pretrained, args.atlas, args.device)
+    models = Models.load(args.unet, args.clip, args.clip_pretrained, args.atlas, args.device, runtime=args.runtime,
+                         precision=args.precision)
     for problem in models.problems:
         print(f"warning: {problem}")
     if args.backend != "local" and models.pipeline is not None:

@@ -324,6 +324,34 @@ def interpolate_tab(page, url):
     top_at(page, "#ip-strip", margin=110)             # from the Interpolate button to the mix strip
 
 
+@shot("photo-forward", "Noise and edit a photo: a generated rose noised to t = 100, the strip over t with one seed's "
+                      "noise, a_bar_t and the SNR with t marked")
+def photo_forward(page, url):
+    open_app(page, url)
+    generate(page, images=1)
+    open_tab(page, "Noise and edit a photo")
+    set_number(page, "timestep t", 100)
+    page.click("#fw-go")
+    wait_for_text(page, "#fw-status", "At t = 100")
+    images_loaded(page, "#fw-strip img")
+    page.wait_for_function("() => document.querySelectorAll('#fw-plot .scatterlayer .trace').length >= 4")
+    settled(page)
+    top_at(page, "#fw-status", margin=60)
+
+
+@shot("photo-edit", "SDEdit: the rose edited towards the sunflower prompt from 0.6 T, and the same edit from "
+                    "several starts")
+def photo_edit(page, url):
+    open_app(page, url)
+    generate(page, images=1)
+    open_tab(page, "Noise and edit a photo")
+    page.click("#ed-go")
+    wait_for_text(page, "#ed-status", "Done")
+    images_loaded(page, "#ed-strip img")
+    settled(page)
+    top_at(page, "#ed-go", margin=10)
+
+
 # -- issue 16: an attendee's laptop ------------------------------------------------------------------------------
 @shot("playback-one-step", "a one-step run in the playback: its only frame, no slider to scrub, no error mark")
 def playback_one_step(page, url):
@@ -352,14 +380,14 @@ def generate_stopped(page, url):
     expect("of 400" in page.inner_text("#status"), "the status does not say of how many steps")
 
 
-@shot("generate-empty-prompt", "an empty prompt refused: 'Nothing ran' in the status, the reason in the corner, no "
-                               "red Error marks", allow_error_toast=True)
+@shot("generate-empty-prompt", "an empty prompt refused: 'Nothing ran' and the reason in the status, the reason in "
+                               "the corner too, no red Error marks", allow_error_toast=True)
 def generate_empty_prompt(page, url):
     open_app(page, url)
     open_tab(page, "Generate")
     page.fill("#prompts textarea", "")
     page.click("#generate")
-    wait_for_text(page, "#status", "Nothing ran")
+    wait_for_text(page, "#status", "Nothing ran. Type at least one prompt")
     page.locator(".toast-body").first.wait_for()
     page.wait_for_function("() => { for (let e = document.querySelector('.toast-body'); e; e = e.parentElement) "
                            "if (getComputedStyle(e).opacity !== '1') return false; return true; }")   # faded in

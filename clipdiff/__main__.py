@@ -1,5 +1,5 @@
 """python -m clipdiff COMMAND ...: sample, embed, train-clip, train-unet, train-default, eval-clip, eval-gen,
-vocabulary, bench, room (see --help of each). A command is a module's main(), or "module:function" for another
+claims, vocabulary, bench, room (see --help of each). A command is a module's main(), or "module:function" for another
 function of it."""
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ COMMANDS = {
                   "the CLIP on held-out images: caption->image recall, zero-shot"),
     "eval-gen": ("clipdiff.commands.cli_eval:main_gen",
                  "generations per w: CLIP score, FD and CMMD in CLIP space, diversity"),
+    "claims": ("clipdiff.commands.cli_claims",
+               "re-measure what the tour, info texts and docs claim about the shipped models (checkpoints/claims.json)"),
     "vocabulary": ("clipdiff.commands.cli_vocabulary",
                    "count the training captions' words: what the token view marks as unknown"),
     "bench": ("clipdiff.commands.bench", "speed on this machine against the targets and the reference procedure"),

@@ -6,10 +6,9 @@ prompts): a 1-step image, a blob of the prompt's colour that no one would call a
 baseline of pure noise does not catch those (noise scores 3-26 against the flower prompts), so the settings that
 make a score meaningless are named outright (`caveat`).
 
-The noise baseline is still shown beside every score, for the other half of the story: against a prompt this CLIP
-cannot read ("A purple elephant", "una rosa roja") pure noise already scores 40-50, so a 60 there means little,
-while against "A deep red rose flower" noise scores about 11 and a 60 is a real match. A score is worth as much as
-its distance above what noise gets for the same prompt.
+The noise baseline is still shown beside every score, for the other half of the story: what noise scores depends on
+the prompt (for the shipped models, checkpoints/claims.json has it for the tour's prompts: `ood_elephant_noise_score`,
+`rose_noise_score`), and a score is worth as much as its distance above what noise gets for the same prompt.
 """
 from __future__ import annotations
 

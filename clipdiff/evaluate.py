@@ -12,6 +12,9 @@ Generations (eval-gen), per guidance weight w, all in the CLIP's image-embedding
   CMMD            squared maximum mean discrepancy with a Gaussian RBF kernel, sigma = 10, between unit-norm
                   CLIP embeddings, x1000 (Jayasumana et al. 2024, "Rethinking FID"; their reference code's
                   minimum-variance estimator). No Gaussian assumption, so it holds up on small samples.
+  KID             kernel inception distance's estimator (cubic polynomial kernel, unbiased MMD^2, Binkowski et
+                  al. 2018) between unit-norm CLIP embeddings, x1000: unbiased, so it centres on 0 for samples of
+                  one distribution however small they are (the yardstick uses the same on its own features).
   diversity       mean pairwise cosine distance between the images of one prompt, averaged over prompts.
 
 A negative prompt (negative_effect): the same seeds with the learned null and with the negative prompt in the
@@ -38,6 +41,7 @@ from .similarity import clip_score, cosine_matrix, unit
 
 CMMD_SIGMA = 10.0    # the paper's kernel bandwidth, for unit-norm CLIP embeddings
 CMMD_SCALE = 1000.0  # the paper reports MMD^2 x 1000
+KID_SCALE = 1000.0   # KID is reported x 1000 too
 MAX_REAL = 5000      # real embeddings kept (a seeded sample) for FD and CMMD: keeps the kernel sums to seconds
 FID_NOTE = ("Frechet distance and CMMD are computed on this project's CLIP image embeddings: FID's Inception-v3 "
             "weights cannot be downloaded here, so FD_CLIP is not comparable with published FID numbers.")
@@ -112,6 +116,31 @@ def cmmd(x, y, sigma: float = CMMD_SIGMA, scale: float = CMMD_SCALE) -> float:
     return scale * (rbf_mean(x, x, sigma) + rbf_mean(y, y, sigma) - 2 * rbf_mean(x, y, sigma))
 
 
+def cubic_kernel_sum(x, y, chunk: int = 2048) -> float:
+    """Sum of (x_i . y_j / d + 1)^3 over all pairs (KID's kernel), in row chunks so memory stays bounded."""
+    x, y = torch.as_tensor(x).double(), torch.as_tensor(y).double()
+    d = x.shape[1]
+    return sum(float(((x[s:s + chunk] @ y.T / d + 1) ** 3).sum()) for s in range(0, len(x), chunk))
+
+
+def kid_same_term(x) -> float:
+    """The mean kernel over distinct pairs of one set (the diagonal left out: what makes KID unbiased)."""
+    x = torch.as_tensor(x).double()
+    n, d = len(x), x.shape[1]
+    diagonal = float(((x * x).sum(1) / d + 1).pow(3).sum())
+    return (cubic_kernel_sum(x, x) - diagonal) / (n * (n - 1))
+
+
+def kid(x, y, y_term: float | None = None) -> float:
+    """Unbiased MMD^2 with the kernel (x.y / d + 1)^3 (KID, Binkowski et al. 2018) of (n, d) and (m, d) features,
+    unscaled; NaN below two samples a side. y_term: kid_same_term(y), when y's side is reused."""
+    x, y = torch.as_tensor(x).double(), torch.as_tensor(y).double()
+    if len(x) < 2 or len(y) < 2:
+        return float("nan")
+    y_term = kid_same_term(y) if y_term is None else y_term
+    return kid_same_term(x) + y_term - 2 * cubic_kernel_sum(x, y) / (len(x) * len(y))
+
+
 def diversity(emb, groups) -> float:
     """Mean pairwise cosine distance (1 - cosine) within each group of rows, averaged over groups of >= 2 rows."""
     emb = torch.as_tensor(emb)
@@ -128,11 +157,12 @@ def diversity(emb, groups) -> float:
 
 @dataclass
 class RealReference:
-    """The real side of FD and CMMD, computed once and reused for every w (and every model)."""
+    """The real side of FD, CMMD and KID, computed once and reused for every w (and every model)."""
     features: torch.Tensor   # (M, D) unit-norm, float64
     mu: np.ndarray
     cov: np.ndarray
     k_yy: float              # the real-real kernel mean of CMMD
+    kid_yy: float            # the real-real term of KID
     source: str
     total: int               # real embeddings before sampling
 
@@ -145,7 +175,7 @@ class RealReference:
             real_emb = real_emb[torch.as_tensor(keep)]
         features = unit(real_emb).double()
         mu, cov = gaussian_stats(features)
-        return cls(features, mu, cov, rbf_mean(features, features), source, total)
+        return cls(features, mu, cov, rbf_mean(features, features), kid_same_term(features), source, total)
 
     def frechet_distance(self, features) -> float:
         return frechet_distance_from_stats(*gaussian_stats(features), self.mu, self.cov)
@@ -153,6 +183,9 @@ class RealReference:
     def cmmd(self, features) -> float:
         x = torch.as_tensor(features).double()
         return CMMD_SCALE * (rbf_mean(x, x) + self.k_yy - 2 * rbf_mean(x, self.features))
+
+    def kid(self, features) -> float:
+        return KID_SCALE * kid(features, self.features, self.kid_yy)
 
 
 # -- the guidance curve --------------------------------------------------------------------------------------
@@ -163,10 +196,11 @@ def generation_figures(image_emb, text_emb, prompt_ids, real: RealReference | No
     features = unit(image_emb).double()
     out = {"clip_score": float(scores.mean()), "clip_score_std": float(scores.std()) if len(scores) > 1 else 0.0,
            "diversity": diversity(features, prompt_ids),
-           "frechet_distance": None, "cmmd": None, "n_images": len(features)}
+           "frechet_distance": None, "cmmd": None, "kid": None, "n_images": len(features)}
     if real is not None:
         out["frechet_distance"] = real.frechet_distance(features)
         out["cmmd"] = real.cmmd(features)
+        out["kid"] = real.kid(features)
     return out
 
 
@@ -176,7 +210,7 @@ def guidance_curve(pipeline, prompts: list[str], ws: list[float], n: int, seed: 
     """Generate n images per prompt at every w (image k of each prompt from seed + k, so only w changes
     between rows) and measure them; one dict per w, in the order of ws.
 
-    real_emb: raw CLIP image embeddings (M, D) of real images for FD and CMMD (or a prepared `real`).
+    real_emb: raw CLIP image embeddings (M, D) of real images for FD, CMMD and KID (or a prepared `real`).
     on_w(w, result_dict, images): optional callback after each w, e.g. to show progress or the images.
     """
     if real is None and real_emb is not None:
@@ -209,20 +243,26 @@ def guidance_curve(pipeline, prompts: list[str], ws: list[float], n: int, seed: 
 
 def negative_effect(pipeline, prompt: str, negative: str, seeds: list[int], w: float = 2.0,
                     steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER) -> dict:
-    """One batch: every seed with the null and with the negative prompt. Cosines and CLIP scores of the images to
-    the negative prompt (and to the prompt) either way; `lower_on`: the share of seeds whose image moved away."""
+    """One batch: every seed with the null and with the negative prompt, measured by negative_effect_of."""
     jobs = [Job(prompt, w, s) for s in seeds] + [Job(prompt, w, s, negative=negative) for s in seeds]
     image_emb = pipeline.encoder.encode_image(pipeline.generate(jobs, steps=steps, sampler=sampler).images)
-    text_emb = pipeline.encoder.encode_text([negative, prompt])
+    return negative_effect_of(image_emb, pipeline.encoder.encode_text([negative, prompt]), prompt, negative, w)
+
+
+def negative_effect_of(image_emb, text_emb, prompt: str, negative: str, w: float) -> dict:
+    """image_emb: the images of n seeds made with the null, then of the same seeds with the negative; text_emb: the
+    negative's and the prompt's. Cosines and CLIP scores of the images to the negative prompt (and to the prompt)
+    either way; `lower_on`: the share of seeds whose image moved away from the negative."""
+    seeds = len(image_emb) // 2
     to_negative = cosine_matrix(image_emb, text_emb[:1])[:, 0]
     to_prompt = cosine_matrix(image_emb, text_emb[1:])[:, 0]
-    null, away = to_negative[:len(seeds)], to_negative[len(seeds):]
+    null, away = to_negative[:seeds], to_negative[seeds:]
 
     def either(values: torch.Tensor, scale: float = 1.0, clamp: bool = False) -> dict:
         v = (values.clamp_min(0) if clamp else values) * scale
-        return {"null": round(float(v[:len(seeds)].mean()), 4), "negative": round(float(v[len(seeds):].mean()), 4)}
+        return {"null": round(float(v[:seeds].mean()), 4), "negative": round(float(v[seeds:].mean()), 4)}
 
-    return {"prompt": prompt, "negative": negative, "w": w, "seeds": len(seeds),
+    return {"prompt": prompt, "negative": negative, "w": w, "seeds": seeds,
             "cosine_to_negative": either(to_negative), "clip_score_to_negative": either(to_negative, 100, True),
             "clip_score_to_prompt": either(to_prompt, 100, True),
             "lower_on": round(float((away < null).float().mean()), 3)}

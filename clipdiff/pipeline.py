@@ -21,9 +21,10 @@ from .checkpoints import DEFAULT_UNET_DIR, WEIGHTS_NAME
 from .diffusion import DiffusionConfig, check_compatible, condition, load_diffusion
 from .encoders import ClipEncoder
 from .prompts import PromptEdit, edit_text, parse
+from .runtimes import runtime_of, with_runtime
 from .devices import resolve_device
-from .sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, GuidedRun, Progress, SampleResult, SamplerInputs, Switch, drive,
-                       run_to_end)
+from .sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, GuidedRun, Progress, SampleResult, SamplerInputs, Start, Switch,
+                       drive, run_to_end, seeds_from)
 from .unet import ConditionalUNet
 
 REFERENCE_PROMPTS = (
@@ -45,6 +46,8 @@ class Job:
     negative: str = ""                # guidance pushes away from this prompt instead of the learned null ("": null)
     switch_to: str | None = None      # prompt editing: this prompt conditions the steps from switch_at on
     switch_at: float = 1.0            # fraction of the steps conditioned on `prompt` (1: never switches)
+    photo: torch.Tensor | None = field(default=None, repr=False)  # SDEdit: (C, H, W) in [-1, 1] to start from ...
+    photo_at: float = 1.0             # ... noised to this fraction of T (1: from noise alone, 0: the photo as it is)
 
     @property
     def switches(self) -> bool:
@@ -99,8 +102,8 @@ class PreparedRun:
 
 
 def images_per_prompt(prompts: list[str], w: float, seed: int, n: int, negative: str = "") -> list[Job]:
-    """n images per prompt; image k of each prompt uses seed + k."""
-    return [Job(p, w, seed + k, negative=negative) for p in prompts for k in range(n)]
+    """n images per prompt; image k of each prompt uses seed + k (wrapping past the last seed: sampling.seeds_from)."""
+    return [Job(p, w, s, negative=negative) for p in prompts for s in seeds_from(seed, n)]
 
 
 def sweep(prompts: list[str], ws: list[float], seed: int, negative: str = "") -> list[Job]:
@@ -108,10 +111,26 @@ def sweep(prompts: list[str], ws: list[float], seed: int, negative: str = "") ->
     return [Job(p, w, seed, negative=negative) for w in ws for p in prompts]
 
 
+def photo_edits(photo: torch.Tensor, prompt: str, w: float, seed: int, at: float, negative: str = "") -> list[Job]:
+    """SDEdit: the photo (C, H, W) noised to `at` of the way to pure noise, then denoised towards the prompt."""
+    return [Job(prompt, w, seed, negative=negative, photo=photo, photo_at=at)]
+
+
 def prompt_edits(a: str, b: str, fractions: list[float], w: float, seed: int) -> list[Job]:
     """One image per switch fraction, all from one seed: prompt a for the first f of the steps, then prompt b
     (f = 0: b alone, f = 1: a alone)."""
     return [Job(a, w, seed, switch_to=b, switch_at=f) for f in fractions]
+
+
+def start_of(jobs) -> Start | None:
+    """SDEdit: the photos the jobs start from (one start for the batch: every job edits a photo, at one fraction), or
+    None when none does."""
+    photos = [j.photo for j in jobs if j.photo is not None]
+    if not photos:
+        return None
+    if len(photos) != len(jobs) or len({j.photo_at for j in jobs}) != 1:
+        raise ValueError("a run edits a photo in every job at one start, or in none")
+    return Start(torch.stack([p.float() for p in photos]), float(jobs[0].photo_at))
 
 
 class ClipDiffusionPipeline:
@@ -127,11 +146,13 @@ class ClipDiffusionPipeline:
 
     @classmethod
     def load(cls, unet_dir: str | Path = DEFAULT_UNET_DIR, clip: str = "default", clip_pretrained: str | None = None,
-             device: str = "auto") -> "ClipDiffusionPipeline":
+             device: str = "auto", runtime: str | None = None, precision: str = "fp32") -> "ClipDiffusionPipeline":
+        """runtime: where the U-Net's forward runs (clipdiff.runtimes; None: the default for the device);
+        raises runtimes.RuntimeUnavailable for one that cannot run here."""
         device = resolve_device(device)
         encoder = ClipEncoder.load(clip, clip_pretrained, device)
         model, config = load_diffusion(unet_dir, device)
-        return cls(encoder, model, config, model_id_of(Path(unet_dir)))
+        return cls(encoder, with_runtime(model, runtime, precision), config, model_id_of(Path(unet_dir)))
 
     @property
     def image_size(self) -> int:
@@ -168,7 +189,7 @@ class ClipDiffusionPipeline:
             after[switching] = self._condition([embeddings[jobs[k].switch_to] for k in switching])
             switch = Switch(after, tuple(float(j.switch_at) if j.switches else 1.0 for j in jobs))
         inputs = SamplerInputs(cond, torch.tensor([j.w for j in jobs], dtype=torch.float32),
-                               tuple(int(j.seed) for j in jobs), int(steps), sampler, uncond, switch)
+                               tuple(int(j.seed) for j in jobs), int(steps), sampler, uncond, switch, start_of(jobs))
         return PreparedRun(jobs, inputs, parsed, embeddings)
 
     def _embed(self, embeddings: dict[str, torch.Tensor], texts: list[str]) -> None:
@@ -196,11 +217,14 @@ class ClipDiffusionPipeline:
         """What a generated image carries with it: enough to make it again."""
         params = {"prompt": job.prompt, "w": job.w, "seed": job.seed, "steps": steps, "sampler": sampler,
                   "model": self.model_id, "clip": self.encoder.identity, "conditioned_on":
-                      "text" if job.embedding is None else "embedding", "clipdiff": __version__}
+                      "text" if job.embedding is None else "embedding", "clipdiff": __version__,
+                  "runtime": runtime_of(self.model).label}
         if job.negative.strip():     # only when used: a PNG without them is what it was before
             params["negative_prompt"] = job.negative.strip()
         if job.switches:
             params.update(switch_to=job.switch_to, switch_at=job.switch_at)
+        if job.photo is not None:    # an edit: the photo itself is not carried, so the PNG alone cannot remake it
+            params["edited_photo_at"] = job.photo_at
         return params
 
 

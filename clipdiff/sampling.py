@@ -11,6 +11,8 @@ Two things a prompt debugger asks of the same loop, both per sample and both off
   that prompt instead of from "no prompt": eps = (1 + w) * eps(prompt) - w * eps(negative);
 - a condition switch (prompt editing, the web UI's [A:B:f]): `Switch` conditions a sample on A for its first
   round(f * steps) steps and on B after them, so f = 1 is A alone and f = 0 is B alone.
+And a third, for editing a photo (SDEdit, Meng et al. 2021): `Start` begins the run part way, from the photo noised to
+that step, so the run only denoises the rest of the way.
 
 `Sampling` is what a run is asked for (w, steps, sampler, seed): its defaults and bounds are the app's and the
 CLI's alike. `stream` turns a run's progress into pictures as the app shows them while it samples.
@@ -39,6 +41,12 @@ DEFAULT_W = 2.0
 W_RANGE = (-10.0, 10.0)         # the reference sweeps -2..2; past 10 every image is blown out
 STEPS_RANGE = (1, 400)          # the training schedule's T: more steps than timesteps means nothing
 SEED_RANGE = (0, 2**31 - 1)
+
+
+def seeds_from(seed: int, n: int) -> list[int]:
+    """The seeds of n images from `seed`: seed, seed + 1, ..., wrapping past the last seed to 0, so every image's
+    seed is one the app and the CLI accept (its PNG's seed makes that image again)."""
+    return [SEED_RANGE[0] + (seed + k - SEED_RANGE[0]) % (SEED_RANGE[1] - SEED_RANGE[0] + 1) for k in range(n)]
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,26 @@ class Switch:
 
 
 @dataclass(frozen=True)
+class Start:
+    """SDEdit: sample k starts from images[k] noised to the first sampler timestep below at * T, with its own seed's
+    noise, and takes only the steps from there. at = 1 keeps every step and starts from that noise alone (a plain
+    generation: the sampler's first timestep is pure noise by convention); at = 0 keeps none (the image as it is)."""
+    images: torch.Tensor        # (N, C, H, W) in [-1, 1]
+    at: float                   # fraction of the training timesteps T, 0..1
+
+    def __post_init__(self):
+        if not 0 <= self.at <= 1:
+            raise ValueError(f"the start must be a fraction from 0 to 1, not {self.at}")
+
+    def first_step(self, timesteps: torch.Tensor, num_train_timesteps: int) -> int:
+        """The index of the first sampler step taken: the first timestep below at * T (len(timesteps): none)."""
+        if self.at >= 1:
+            return 0
+        below = (timesteps < self.at * num_train_timesteps).nonzero()
+        return int(below[0]) if len(below) else len(timesteps)
+
+
+@dataclass(frozen=True)
 class SamplerInputs:
     """Everything one guided run samples from, as the sampler takes it: built once per run (the local run and a
     served request take the same value, see pipeline.ClipDiffusionPipeline.prepare)."""
@@ -154,6 +182,7 @@ class SamplerInputs:
     sampler: str = DEFAULT_SAMPLER
     uncond: torch.Tensor | None = None  # (N, D) the unconditional half's (negative prompts, null rows); None: null
     switch: Switch | None = None        # prompt editing; None: no switch
+    start: Start | None = None          # SDEdit: photos to start from part way; None: from noise, every step
 
     @property
     def final(self) -> torch.Tensor:
@@ -183,6 +212,7 @@ def sample_guided(
     predict: Predictor | None = None,
     uncond: torch.Tensor | None = None,
     switch: Switch | None = None,
+    start: Start | None = None,
 ) -> Iterator[Progress]:
     """Yield a Progress after every step; the last one carries the final images.
 
@@ -191,15 +221,20 @@ def sample_guided(
     predict: the U-Net call (default: model itself).
     uncond: (N, D) conditions of the unconditional half (negative prompts; rows of the null where none); None: null.
     switch: prompt editing, each sample's second condition and when it takes over; None: no switch.
+    start: SDEdit, the images to start from and how far into the steps; None: from noise, every step. A start
+    that keeps no step yields one Progress with the images as they are.
     Stop iterating (or close the generator) to cancel between steps.
     """
-    run = GuidedRun(model, cond, w, seeds, sampler, steps, schedule, record_every, uncond, switch)
+    run = GuidedRun(model, cond, w, seeds, sampler, steps, schedule, record_every, uncond, switch, start)
     return drive(run, predict or model)
 
 
 @torch.inference_mode()
 def drive(run: "GuidedRun", predict: Predictor) -> Iterator[Progress]:
-    """Yield a Progress after every step of run, predict called once per step."""
+    """Yield a Progress after every step of run, predict called once per step (a run of no steps: one Progress with
+    its images as they are)."""
+    if run.done:
+        yield run.unchanged()
     while not run.done:
         yield run.advance(predict(*run.model_input()))
 
@@ -212,13 +247,16 @@ class GuidedRun:
     @torch.inference_mode()
     def __init__(self, model: ConditionalUNet, cond: torch.Tensor, w: torch.Tensor | float, seeds: list[int],
                  sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS, schedule: NoiseSchedule | None = None,
-                 record_every: int = 0, uncond: torch.Tensor | None = None, switch: Switch | None = None):
+                 record_every: int = 0, uncond: torch.Tensor | None = None, switch: Switch | None = None,
+                 start: Start | None = None):
         n = cond.shape[0]
         if len(seeds) != n:
             raise ValueError(f"need one seed per condition: {len(seeds)} seeds for {n} conditions")
         for name, other in (("uncond", uncond), ("switch", None if switch is None else switch.cond)):
             if other is not None and other.shape != cond.shape:
                 raise ValueError(f"{name} must be shaped like cond {tuple(cond.shape)}, not {tuple(other.shape)}")
+        if start is not None and start.images.shape[0] != n:
+            raise ValueError(f"need one start image per condition: {start.images.shape[0]} for {n} conditions")
         if switch is not None and len(switch.at) != n:
             raise ValueError(f"need one switch fraction per condition: {len(switch.at)} for {n} conditions")
         device = next(model.parameters()).device
@@ -243,17 +281,36 @@ class GuidedRun:
         # (CPU ones keep seeds portable); the deterministic samplers ignore it.
         self.step_kwargs = step_options(self.scheduler, generator=self.generators)
         self.i = 0
+        if start is not None:
+            self.i = start.first_step(self.scheduler.timesteps, self.scheduler.config.num_train_timesteps)
+            self.x = self._noised(start.images.to(device, torch.float32), x)
 
     @classmethod
     def of(cls, model: ConditionalUNet, inputs: SamplerInputs, schedule: NoiseSchedule | None = None,
            record_every: int = 0) -> "GuidedRun":
         """The run a prepared SamplerInputs asks for: the one way both the local and the served sampler start."""
         return cls(model, inputs.cond, inputs.w, list(inputs.seeds), inputs.sampler, inputs.steps, schedule,
-                   record_every, inputs.uncond, inputs.switch)
+                   record_every, inputs.uncond, inputs.switch, inputs.start)
+
+    def _noised(self, images: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The start images noised to the first step's timestep (by the scheduler's own q(x_t | x0), so a solver that
+        tracks its step sees the start it expects); from step 0 the noise alone, as a plain run starts."""
+        if self.i == 0:
+            return self.x
+        if self.i >= len(self.scheduler.timesteps):
+            return images
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(self.i)
+        t = self.scheduler.timesteps[self.i]
+        return self.scheduler.add_noise(images, noise, t.expand(images.shape[0]))
 
     @property
     def done(self) -> bool:
         return self.i >= self.total
+
+    def unchanged(self) -> Progress:
+        """The one Progress of a run that takes no step (a start at 0): its images as they are."""
+        return Progress(step=self.total, total=self.total, timestep=0, x0=self.x, images=self.x.clamp(-1, 1))
 
     @torch.inference_mode()
     def model_input(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -103,3 +103,27 @@ def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: torch.Tensor
     """x0 = (x_t - sqrt(1 - a_bar_t) * eps) / sqrt(a_bar_t): the clean image implied by a noise prediction."""
     alpha_bar_t = torch.as_tensor(alpha_bar_t, dtype=x_t.dtype, device=x_t.device)
     return (x_t - (1 - alpha_bar_t).sqrt() * eps) / alpha_bar_t.sqrt()
+
+
+# -- the forward process q(x_t | x0) ---------------------------------------------------------------------------
+def alphas_cumprod(schedule: NoiseSchedule | None = None) -> torch.Tensor:
+    """(T,) a_bar_t for t = 0..T-1, as diffusers' DDPMScheduler computes it for this schedule (the samplers' own)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**(schedule or NoiseSchedule()).to_dict()).alphas_cumprod.clone()
+
+
+def signal_to_noise(schedule: NoiseSchedule | None = None) -> torch.Tensor:
+    """(T,) SNR(t) = a_bar_t / (1 - a_bar_t): the signal's power over the noise's in x_t."""
+    a_bar = alphas_cumprod(schedule)
+    return a_bar / (1 - a_bar)
+
+
+def forward_noise(x0: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
+                  schedule: NoiseSchedule | None = None) -> torch.Tensor:
+    """x_t = sqrt(a_bar_t) x0 + sqrt(1 - a_bar_t) eps for each row's t, through diffusers' DDPMScheduler.add_noise
+    (what training noises with). x0, noise: (N, C, H, W); timesteps: (N,) integers in 0..T-1."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(**(schedule or NoiseSchedule()).to_dict())
+    return scheduler.add_noise(x0, noise, timesteps.long())

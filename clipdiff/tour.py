@@ -1,8 +1,10 @@
 """The guided tour: the lesson's questions as one-click experiments, kept as data.
 
 An Experiment says what it shows (a title and a short explanation written for this project's models) and
-carries one or more Runs. A Run is what one button does: optionally a Generate step first (its images and
-its recorded steps feed what follows), then one tab's settings. The app (clipdiff/app/tabs/tour.py) puts a Run's
+carries one or more Runs. Every figure an explanation states about the shipped models is a placeholder filled from
+their measured claims (clipdiff/claims.py, checkpoints/claims.json), so the text follows the models. A Run is
+what one button does: optionally a Generate step first (its images and its recorded steps feed what follows), then
+one tab's settings. The app (clipdiff/app/tabs/tour.py) puts a Run's
 settings into the tabs' controls, switches to the Run's tab and runs that tab's own handler, so the attendee lands
 on a result they can keep playing with. Nothing here runs a model, so the tour can be read and checked without one.
 
@@ -14,13 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from . import claims
 from .pipeline import REFERENCE_PROMPTS, REFERENCE_WS
 from .sampling import Sampling
 from .schedulers import sampler_spec
 
 # A single-run image at the app's defaults (Sampling()) takes under a second.
 SWEEP = Sampling(steps=10)         # a 21-cell sweep is a 42-image U-Net batch per step
-PLAYBACK_STEPS = 20                 # more recorded steps to scrub through
+PLAYBACK_STEPS = claims.PLAYBACK_STEPS  # more recorded steps to scrub through (the measured playback claims use it)
 
 DAISY, SUNFLOWER, ROSE = REFERENCE_PROMPTS
 LONG_PROMPT = (
@@ -31,8 +34,9 @@ LONG_PROMPT = (
 )
 CAPTION_STYLE = "this flower has large dark red petals that are layered and velvety around a hidden center"
 ROSE_PLAIN = "A rose"
-WORDY_CAPTION = ("this flower has petals that are yellow and white with a large orange center and long green leaves "
-                 "around it")
+OUT_OF_DISTRIBUTION = claims.OUT_OF_DISTRIBUTION
+OOD_READINGS = tuple(text for _, colour, thing in claims.OOD_READINGS for text in (colour, thing))
+WORDY_CAPTION = claims.WORDY_CAPTION
 
 
 # -- what a button puts into each tab ----------------------------------------------------------------------------
@@ -128,7 +132,25 @@ class Words:
     sampling: Sampling = Sampling()
 
 
-NEEDS_GENERATED = (Playback, Similarity, Vary)
+@dataclass(frozen=True)
+class ForwardNoise:
+    """The Photo tab's forward process, on the first image of the Generate step before it."""
+    TAB: ClassVar[str] = "photo"
+    t: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EditPhoto:
+    """The Photo tab's SDEdit, on the first image of the Generate step before it: noised to `at` of T, then
+    denoised with the prompt (and a strip of the same edit from other starts)."""
+    TAB: ClassVar[str] = "photo"
+    prompt: str
+    at: float = 0.6
+    sampling: Sampling = Sampling()
+
+
+NEEDS_GENERATED = (Playback, Similarity, Vary, ForwardNoise, EditPhoto)
 
 
 @dataclass(frozen=True)
@@ -136,7 +158,8 @@ class Run:
     """One button: the Generate step (if any) runs first, then `then` on its own tab."""
     label: str
     generate: Generate | None = None
-    then: Sweep | Playback | Similarity | Map | Interpolate | Mix | Vary | PromptEdit | Words | None = None
+    then: Sweep | Playback | Similarity | Map | Interpolate | Mix | Vary | PromptEdit | Words | ForwardNoise | \
+        EditPhoto | None = None
 
     def __post_init__(self):
         if self.generate is None and (self.then is None or isinstance(self.then, NEEDS_GENERATED)):
@@ -152,8 +175,13 @@ class Run:
 class Experiment:
     id: str
     title: str
-    explanation: str      # Markdown, two or three sentences about this project's models
+    template: str         # Markdown, two to six sentences about this project's models; {figure:spec} is measured
     runs: tuple[Run, ...]
+
+    @property
+    def explanation(self) -> str:
+        """The text with its measured figures filled in (claims.render)."""
+        return claims.render(self.template)
 
 
 def run(label: str = "Run", generate: Generate | None = None, then=None) -> Run:
@@ -173,14 +201,18 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "cosine", "Cosine similarity: prompts against pictures",
         "CLIP turns a prompt and a picture into 256 numbers each, and the cosine of the angle between the two "
         "vectors says how well they match. Even right pairs stay far from 1, because texts and images sit in "
-        "different regions of the sphere: over the atlas, a photo and its species prompt score 0.58 on average "
-        "(wrong pairs 0.03) with our CLIP, and only about 0.3 with OpenAI's big ones. What counts is the ranking: "
-        "the softmax over candidates (scaled by the learned temperature) turns small differences into confident "
-        "choices, and our small CLIP puts the right one of 102 species first for 67% of held-out photos.",
+        "different regions of the sphere: over the atlas, a photo and its species prompt score {cosine_right_mean:.2f} "
+        "on average (wrong pairs {cosine_wrong_mean:.2f}) with our CLIP, and only about 0.3 with OpenAI's big ones. "
+        "Generated flowers vary more: over {seeds:.0f} seeds the right pairs here score {generated_right_min:.2f} to "
+        "{generated_right_max:.2f}, the wrong ones {generated_wrong_min:.2f} to {generated_wrong_max:.2f}, so a "
+        "cosine alone says little. What counts is the ranking: the softmax over candidates (scaled by the learned "
+        "temperature) turns small differences into confident choices, and our small CLIP puts the right one of 102 "
+        "species first for {zero_shot_top1:.0%} of held-out photos.",
         (run(generate=Generate(REFERENCE_PROMPTS), then=Similarity(REFERENCE_PROMPTS + ("A purple elephant",))),)),
     Experiment(
         "shared-space", "One space for texts and images",
-        "The map shows 12,506 flower photos and about 1,600 texts (species prompts and captions) as our CLIP embeds "
+        "The map shows {atlas_photos:,.0f} flower photos and {atlas_texts:,.0f} texts (species prompts and captions) "
+        "as our CLIP embeds "
         "them, squeezed to 2-D. They share one space but not one region: the texts gather in clumps of their own "
         "among the photos (the *modality gap*), and your prompts (stars) land among the texts rather than on the "
         "photos they describe. The five flowers5 species stand apart as tight islands, each with its species "
@@ -205,12 +237,16 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "Every step of a run is recorded: the playback shows the noisy x_t and three guesses of the final image, "
         "guided, conditional and unconditional x0, side by side. Early on all three are blurry averages; scrub "
         "right and watch the step where the conditional guess becomes a sunflower while the unconditional one "
-        "lags behind (by the end all three agree: they are guesses from the same x_t). The plot marks the same moment as the rise in cosine between the prompt and CLIP's "
-        "view of the guided x0.",
+        "lags behind (by the end all three agree: they are guesses from the same x_t). The plot's cosine between "
+        "the prompt and CLIP's view of the guided x0 does not simply rise: averaged over {seeds:.0f} seeds it peaks "
+        "at step {playback_peak_step:.0f} of {playback_steps:.0f} ({playback_peak:.2f}), while x0 is still a blur "
+        "of the right colours (colour is what this CLIP reads best), dips to {playback_dip:.2f} at step "
+        "{playback_dip_step:.0f} as edges and texture come in, and ends at {playback_end:.2f}.",
         (run(generate=Generate((SUNFLOWER,), Sampling(w=2.0, steps=PLAYBACK_STEPS)), then=Playback()),)),
     Experiment(
         "dropout", "Context dropout: how one U-Net is also unconditional",
-        "Guidance needs an unconditional model, and ours is the same U-Net: in training, 10% of samples had their "
+        "Guidance needs an unconditional model, and ours is the same U-Net: in training, {context_dropout:.0%} of "
+        "samples had their "
         "CLIP embedding swapped for a *learned null embedding* (per-sample dropout). The top row (w = -1) is that "
         "unconditional model, the same picture for every prompt because the seed is shared; the row below (w = 0) "
         "is the conditional one. The reference masks each element of the embedding instead; clipdiff ships only "
@@ -239,11 +275,18 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "Upload a photo of your own in the Variations box to try it on a real flower.",
         (run(generate=Generate((ROSE,)), then=Vary(count=4)),)),
     Experiment(
-        "out-of-distribution", "Out of distribution: what the flowers model cannot draw",
+        "out-of-distribution", "Out of distribution: what the score can and cannot tell",
         "Every training image was a flower and our CLIP has only read flower captions, so 'elephant' and 'car' "
         "mean little to it while 'purple' and 'red' mean a lot. Ask for a purple elephant and you get a purple "
-        "flower; the CLIP score in each caption shows how weak the match is.",
-        (run(generate=Generate(("A purple elephant", "A red sports car on a road"), images_per_prompt=2)),)),
+        "flower, and the CLIP score cannot tell: over {seeds:.0f} seeds these 'elephants' score "
+        "{ood_elephant_score:.1f} against their prompt, as much as the reference prompts' own flowers score against "
+        "theirs ({reference_score_min:.1f} to {reference_score_max:.1f}). What the score does tell is a picture from "
+        "nothing: pure noise scores {ood_elephant_noise_score:.1f} against the same prompt (the app shows this "
+        "baseline beside every score). The heatmap shows why: CLIP reads the pictures as 'A purple flower' (cosine "
+        "{elephant_cosine_colour:.2f}) rather than as "
+        "'An elephant' ({elephant_cosine_thing:.2f}).",
+        (run(generate=Generate(OUT_OF_DISTRIBUTION, images_per_prompt=2),
+             then=Similarity(OUT_OF_DISTRIBUTION + OOD_READINGS)),)),
     Experiment(
         "negation-counting", "Negation and counting",
         "CLIP's text tower sums a prompt up as one direction, and words like 'without' or 'three' barely move it: "
@@ -273,11 +316,17 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "negative", "Negative prompts: steering away from a colour",
         "Guidance pushes each step away from the unconditional guess: `eps = (1 + w) eps(prompt) - w eps(negative)`. "
         "A negative prompt puts its own guess where the learned null's was, so the picture is pushed away from *it*. "
-        "Most roses our model draws are pink or red; with the negative prompt 'red' the same four seeds give cream, "
-        "yellow and purple flowers instead. In the playback tab the last panel becomes the negative x0, the guess "
-        "the guidance steers away from, and the plot adds the cosine to the negative prompt: it falls as the "
-        "picture forms.",
-        (run("Roses", generate=Generate((ROSE_PLAIN,), images_per_prompt=4)),
+        "With the negative 'yellow' the daisy's centre fades ({daisy_yellow_colour_null:.0%} of the pixels yellow, "
+        "then {daisy_yellow_colour_negative:.0%}, over {seeds:.0f} seeds) and it stays a daisy (cosine to the "
+        "nearest real photo {daisy_yellow_photo_likeness_null:.2f}, then {daisy_yellow_photo_likeness_negative:.2f}). "
+        "The push can also leave the flowers behind: 'A rose' with the negative 'red' loses its red "
+        "({rose_red_colour_null:.0%}, then "
+        "{rose_red_colour_negative:.0%}) and turns into pale, grey, noisy shapes further from every real photo "
+        "({rose_red_photo_likeness_null:.2f}, then {rose_red_photo_likeness_negative:.2f}), because to "
+        "this model a rose *is* mostly red. In the playback tab the last panel becomes the negative x0, the guess the "
+        "guidance steers away from, and the plot adds the cosine to the negative prompt.",
+        (run("Daisies", generate=Generate((DAISY,), images_per_prompt=4)),
+         run("Daisies, negative: yellow", generate=Generate((DAISY,), images_per_prompt=4, negative="yellow")),
          run("Roses, negative: red", generate=Generate((ROSE_PLAIN,), images_per_prompt=4, negative="red")))),
     Experiment(
         "prompt-editing", "When does the picture commit? Switching prompts part way",
@@ -291,9 +340,10 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "word-importance", "Which words matter?",
         "CLIP sums a prompt up as one vector, so no map says which word did what: drop each word in turn, re-encode, "
         "and see. The shading is how far dropping a word moves the embedding; the strip is the same seed without "
-        "it. In this 20-word caption the colour words count most (without 'white' the flower turns yellow), while "
-        "'this flower has' and the whole tail about leaves barely move the embedding: our CLIP learned what tells "
-        "flowers apart, and that is mostly colour.",
+        "it. In this 20-word caption the flower's colour words count most (dropping 'white', 'yellow' or 'orange' "
+        "moves the embedding {wordy_colour_min:.2f} to {wordy_colour_max:.2f}, no other word more than "
+        "{wordy_other_max:.2f}), while 'this flower has' and the whole tail about green leaves barely move it: our "
+        "CLIP learned what tells flowers apart, and that is mostly colour.",
         (run("Weigh the words of a caption", then=Words(WORDY_CAPTION, Sampling(steps=10))),)),
     Experiment(
         "cost", "Cost: steps and samplers against time and quality",
@@ -308,6 +358,23 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                   generate=Generate(REFERENCE_PROMPTS, Sampling(sampler=sampler, steps=steps)))
               for sampler, steps in (("ddpm", 10), ("ddpm", 50), ("ddim", 10), ("dpmsolver", 10),
                                      ("dpmsolver-karras", 10), ("dpmsolver-karras", 4)))),
+    Experiment(
+        "forward-process", "What noise does to a picture",
+        "Training teaches the U-Net to undo one recipe: `x_t = sqrt(a_bar_t) x0 + sqrt(1 - a_bar_t) eps`. The strip "
+        "mixes one picture with one seed's noise at more and more t, so only the mix changes; the plot shows the "
+        "picture's weight falling and the noise's rising. With this schedule (T = 400, linear betas) the picture is "
+        "hard to make out by the middle, yet at the last step a_bar_t is still about 0.02: a trace of it is left, "
+        "which the samplers treat as pure noise. Move the t slider, or upload a photo of your own.",
+        (run("Noise a rose", generate=Generate((ROSE,), images_per_prompt=1), then=ForwardNoise(t=100)),)),
+    Experiment(
+        "sdedit", "Edit a picture: from a rose towards a sunflower",
+        "SDEdit (Meng et al. 2021) noises a picture part way, to a fraction of T, and lets the model denoise it "
+        "with a new prompt. A little noise keeps the picture's layout and colours; a lot gives the prompt a free "
+        "hand; from 1 T it is a plain generation that ignores the picture. The strip shows the same edit from "
+        "several starts and one seed. Below it, DDIM inversion walks the picture back up to the noise that makes it "
+        "and down again: the round trip's error says how exact that noise is.",
+        (run("Rose -> sunflower", generate=Generate((ROSE,), images_per_prompt=1),
+             then=EditPhoto(SUNFLOWER, 0.6)),)),
 )
 
 

@@ -62,3 +62,26 @@ def test_the_core_figures_time_the_apps_own_streaming_loop(tiny_pipeline, monkey
     once = bench.generate_once(tiny_pipeline, images_per_prompt(["a rose"], 2.0, 0, 2), 3, "ddim")
     assert calls == [((), {})], "once, at the app's own preview rate"
     assert once["calls"] == 3 and len(once["records"]) == 3 and once["images"].shape == (2, 16, 16, 3)
+
+
+def test_bench_puts_every_runtime_side_by_side(tmp_path, tiny_clip_dir, tiny_unet_dir, capsys):
+    """One row per runtime that runs here, each with forwards at batch 2/8/32, generate_4_s and its distance from
+    eager fp32; the default is named, and the exact (fp32) rows are the eager model's within 1e-5 on eps."""
+    from clipdiff.commands.bench_runtimes import RUNTIME_BATCHES, runtimes_here
+    from clipdiff.runtimes import DEFAULT_RUNTIME
+
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--unet", str(tiny_unet_dir), "--clip", str(tiny_clip_dir), "--atlas",
+                 str(tmp_path / "none"), "--skip-app", "--skip-reference", "--steps", "2", "--threads", "1",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = result["runtimes"]
+    assert set(rows) == {r.label for r in runtimes_here("cpu")} and "torch fp32" in rows
+    assert result["runtime"] == result["runtime_default"] == f"{DEFAULT_RUNTIME} fp32"
+    for label, row in rows.items():
+        assert all(row[f"forward_ms_b{b}"] > 0 for b in RUNTIME_BATCHES) and row["generate_4_s"] > 0
+        if row["exact"]:
+            assert row["max_eps_diff"] < 1e-5 and row["max_pixel_diff"] <= 1, label
+    assert rows[result["runtime_fastest_exact"]]["exact"]
+    printed = capsys.readouterr().out
+    assert "U-Net runtimes" in printed and "default" in printed and all(label in printed for label in rows)

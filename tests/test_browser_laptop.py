@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from clipdiff.testing import refused_uploads, solid_image
 from clipdiff.testing.browser import error_marks, in_view, open_tab, pin_runs, set_number, wait_for_text
 
 STATUS_HAS = "([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)"
@@ -114,6 +115,63 @@ def test_an_empty_prompt_is_refused_without_leaving_error_marks(live_app, laptop
     laptop.click("#generate")
     wait_for_text(laptop, "#status", "Nothing ran")
     assert error_marks(laptop) == 0
+
+
+def refuse(page, act, status: str, reason: str, kept: dict[str, str], results: str) -> None:
+    """Do something the app refuses; it says why in the corner and in the tab's status, leaves no "Error" mark, every
+    input as it was (kept: selector -> value) and the previous result (results: a selector) in place."""
+    shown = page.locator(results).count()
+    assert shown > 0, f"a result to keep: {results}"
+    act()
+    wait_for_text(page, status, reason)
+    page.locator(".toast-body.error", has_text=reason).first.wait_for()
+    assert error_marks(page) == 0, f"no Error mark after: {reason}"
+    assert page.locator(results).count() == shown, f"the previous result stays: {reason}"
+    for selector, value in kept.items():
+        assert page.input_value(selector) == value, f"{selector} as it was: {reason}"
+
+
+def test_refusals_in_every_tab_leave_no_error_mark_and_the_previous_result_in_place(live_app, laptop, tmp_path):
+    """Issue 21.2 at 1280 x 800: Use parameters with nothing selected, a PNG clipdiff did not make, sweep w values
+    that are no numbers, switch fractions with a word among them, a text file as Similarity's image."""
+    laptop.goto(live_app.url)
+    generate(laptop)
+    prompt = laptop.input_value("#prompts textarea")
+    refuse(laptop, lambda: laptop.get_by_role("button", name="Use parameters of the selected image").click(),
+           "#status", "Click one of the last run's images first", {"#prompts textarea": prompt}, "#gallery img")
+    foreign = solid_image(tmp_path, "not-ours.png", "red")
+    refuse(laptop, lambda: laptop.set_input_files("#png-in input[type=file]", str(foreign)), "#status",
+           "carries no clipdiff parameters", {"#prompts textarea": prompt}, "#gallery img")
+
+    open_tab(laptop, "Guidance sweep")
+    laptop.fill("#sweep-ws textarea", "0, 2")
+    laptop.click("#sweep")
+    wait_for_text(laptop, "#sweep-status", "Done")
+    laptop.fill("#sweep-ws textarea", "a, b")
+    refuse(laptop, lambda: laptop.click("#sweep"), "#sweep-status", "w value must be a number, not 'a'",
+           {"#sweep-ws textarea": "a, b"}, "#sweep-grid img")
+
+    open_tab(laptop, "Debug a prompt")
+    laptop.fill("#pe-fractions textarea", "0, 0.5")
+    laptop.click("#pe-go")
+    wait_for_text(laptop, "#pe-status", "Done")
+    laptop.fill("#pe-fractions textarea", "0, 0.5, x")
+    refuse(laptop, lambda: laptop.click("#pe-go"), "#pe-status", "switch fraction must be a number, not 'x'",
+           {"#pe-fractions textarea": "0, 0.5, x"}, "#pe-strip img")
+
+    open_tab(laptop, "Similarity")
+    laptop.get_by_role("button", name="Compare", exact=True).click()
+    laptop.wait_for_function("() => document.querySelectorAll('#similarity-plot svg image').length >= 2")
+    text = refused_uploads(tmp_path)["text-named-png"]
+
+    def upload_text_and_compare():
+        laptop.set_input_files("#similarity-files input[type=file]", str(text))
+        laptop.locator("#similarity-files", has_text="text.png").wait_for()
+        laptop.get_by_role("button", name="Compare", exact=True).click()
+
+    refuse(laptop, upload_text_and_compare, "#similarity-status", "image 1 is not a readable image",
+           {"#similarity-texts textarea": laptop.input_value("#similarity-texts textarea")},
+           "#similarity-plot svg image")
 
 
 def test_a_tour_button_lands_with_its_explanation_in_view_and_gives_settings_back(live_app, laptop):

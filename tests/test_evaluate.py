@@ -76,13 +76,28 @@ def test_zero_shot_accuracy_hand_made():
     assert acc == {1: pytest.approx(2 / 3), 2: pytest.approx(1.0)}
 
 
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 8, generator=gen), torch.randn(200, 8, generator=gen)
+    same, shifted = ev.kid(x, y), ev.kid(x, y + 1.0)
+    assert shifted > 0.5 and abs(same) < 0.1 * shifted   # unbiased: near zero, either sign, for one distribution
+    assert np.isnan(ev.kid(x[:1], y))                       # one sample: no unbiased estimate
+
+
+def test_kid_against_a_prepared_real_side_is_the_plain_estimator():
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(30, 6, generator=gen), torch.randn(40, 6, generator=gen) + 0.3
+    real = ev.RealReference.of(y, max_real=100)
+    assert real.kid(ev.unit(x)) == pytest.approx(1000 * ev.kid(ev.unit(x), ev.unit(y)), rel=1e-9)
+
+
 def test_guidance_curve_figures_are_finite(tiny_pipeline):
     real_emb = torch.randn(12, tiny_pipeline.encoder.embed_dim)
     results = ev.guidance_curve(tiny_pipeline, ["a red rose", "a white daisy"], [0.0, 2.0], n=2, seed=3,
                                 steps=2, sampler="ddim", real_emb=real_emb)
     assert [r["w"] for r in results] == [0.0, 2.0]
     for r in results:
-        for key in ("clip_score", "clip_score_std", "frechet_distance", "cmmd", "diversity"):
+        for key in ("clip_score", "clip_score_std", "frechet_distance", "cmmd", "kid", "diversity"):
             assert math.isfinite(r[key]), key
         assert r["n_images"] == 4 and len(r["per_prompt"]) == 2
     assert results[0]["clip_score"] != results[1]["clip_score"]  # only w changed, and it matters
@@ -113,13 +128,19 @@ def test_eval_gen_cli_writes_json_and_plot(tiny_clip_dir, tiny_unet_dir, tmp_pat
 
 
 def test_eval_gen_without_real_images_leaves_distances_out(tiny_clip_dir, tiny_unet_dir, tmp_path, capsys):
+    """Also: the species yardstick is opt-in (issue 22.6), so by default nothing trains a classifier first."""
     out = tmp_path / "gen.json"
     clipdiff_main(["eval-gen", "--w", "1", "--n", "2", "--json", str(out), "--unet", str(tiny_unet_dir),
                    "--clip", str(tiny_clip_dir), "--real", "none", "--steps", "1", "--sampler", "ddim",
-                   "--device", "cpu", "--species", "0"])
-    (r,) = json.loads(out.read_text())["runs"][0]["results"]
-    assert r["frechet_distance"] is None and r["cmmd"] is None and math.isfinite(r["clip_score"])
-    assert "left out" in capsys.readouterr().err
+                   "--device", "cpu", "--yardstick", str(tmp_path / "no-yardstick")])
+    report = json.loads(out.read_text())
+    (r,) = report["runs"][0]["results"]
+    assert r["frechet_distance"] is None and r["cmmd"] is None and r["kid"] is None
+    assert math.isfinite(r["clip_score"])
+    assert "species" not in report and "species" not in report["runs"][0]
+    assert not (tmp_path / "no-yardstick").exists()
+    captured = capsys.readouterr()
+    assert "left out" in captured.err and "opt-in: --species 4" in captured.out
 
 
 def _tiny_captions_data(root, per_species=4):

@@ -69,6 +69,9 @@ def test_fuzz_every_endpoint_with_generated_values(live_app, server_errors, tmp_
     ("load_params", [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}]),
     ("vary", [{"path": "http://169.254.169.254/latest/meta-data", "meta": {"_type": "gradio.FileData"}},
               1, 1.0, 1, 1, "ddim"]),
+    ("edit_photo", [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, False, PROMPT, float("nan"),
+                    2.0, 1, 1, "ddim"]),
+    ("forward_noise", [None, True, float("inf"), 1]),
 ])
 def test_values_json_clients_cannot_send_get_a_clear_answer(live_app, server_errors, client, api, data):
     """NaN, inf, lone surrogates and local paths or URLs as files: raw JSON, as any HTTP client can post it."""
@@ -90,7 +93,8 @@ def test_awkward_uploads_through_every_upload_path(live_app, server_errors, clie
         upload = handle_file(str(path))
         calls = [("/similarity", ("a red flower", [upload], False, "texts")),
                  ("/vary", (upload, 1, 1.0, 1, 1, "ddim")),
-                 ("/embed_map", ("pca", "", [upload], False, False))]
+                 ("/embed_map", ("pca", "", [upload], False, False)),
+                 ("/forward_noise", (upload, False, 10, 1))]
         for api, args in calls:
             if name in must_fail:
                 with pytest.raises(AppError, match=must_fail[name]):

@@ -21,8 +21,7 @@ def test_numbers_that_json_clients_cannot_even_send_are_refused():
             checked.number(bad, "w", -10, 10)
     assert checked.notes == []
     assert checked.number("3", "steps", 1, 400, integer=True) == 3
-    assert checked.number(1e300, "w", -10, 10) == 10 and checked.notes == ["w 1e+300 is outside -10 to 10 (or not "
-                                                                           "whole): using 10."]
+    assert checked.number(1e300, "w", -10, 10) == 10 and checked.notes == ["w 1e+300 is outside -10 to 10: using 10."]
     with pytest.raises(gr.Error, match="missing"):
         checked.number(None, "images", 1, 8)
     with pytest.raises(gr.Error):
@@ -54,6 +53,24 @@ def test_sampling_is_checked_against_the_cores_bounds():
     random_seeds = {Checked().sampling(0, seed, 1, "ddim").seed for seed in (None, "", -1, None)}
     assert all(SEED_RANGE[0] <= x <= SEED_RANGE[1] for x in random_seeds)
     assert Checked().sampling(0, 2**40, STEPS_RANGE[1], "ddim").seed == SEED_RANGE[1]
+
+
+def test_seeds_stay_in_range_and_messages_print_whole_numbers():
+    """Issue 21.4: n images from seed s use s..s+n-1, wrapping past 2^31 - 1 to 0, and the wrap is said; a seed's
+    message prints the numbers as they are, not 2.14748e+09."""
+    checked = Checked()
+    assert checked.seeds(5, 3) == [5, 6, 7] and checked.notes == [], "no wrap: nothing to say"
+    assert checked.seeds(SEED_RANGE[1] - 1, 3) == [SEED_RANGE[1] - 1, SEED_RANGE[1], 0]
+    assert checked.notes == ["Seeds wrap past 2147483647 to 0: the images use seeds 2147483646, 2147483647, 0."]
+    checked = Checked()
+    assert checked.sampling(0, 2**40, 1, "ddim").seed == SEED_RANGE[1]
+    assert checked.notes == ["seed 1099511627776 is outside 0 to 2147483647: using 2147483647."]
+    assert Checked().number(2.5, "images", 1, 8, integer=True) == 2
+    checked = Checked()
+    checked.number(2.6, "steps", 1, 400, integer=True)
+    checked.number(-3.7, "seed", *SEED_RANGE, integer=True)
+    assert checked.notes == ["steps 2.6 is not a whole number: using 3.",
+                             "seed -3.7 is outside 0 to 2147483647: using 0."]
     with pytest.raises(gr.Error, match="sampler must be one of"):
         Checked().sampling(0, 1, 1, "euler")
 

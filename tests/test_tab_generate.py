@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -14,7 +15,7 @@ gr = pytest.importorskip("gradio")
 from clipdiff import tour  # noqa: E402
 from clipdiff.app.context import Context, Models  # noqa: E402
 from clipdiff.app.limits import MAX_BATCH, MAX_IMAGE_STEPS, SEED_RANGE  # noqa: E402
-from clipdiff.app.runs import REFUSED, finished, refused, stop_run  # noqa: E402
+from clipdiff.app.runs import NOTHING_RAN, RunStatus, finished, said, stop_run  # noqa: E402
 from clipdiff.app.session import LastRun  # noqa: E402
 from clipdiff.app.tabs import generate as tab  # noqa: E402
 from clipdiff.images import read_params, save_png  # noqa: E402
@@ -165,13 +166,67 @@ def test_a_stopped_generate_run_ends_with_where_it_stopped_and_nothing_after_it(
     assert status.startswith(f"**Stopped at step {2 + len(previews)} of 400.** The pictures are unfinished")
     assert gallery[0][1].startswith(f"UNFINISHED (stopped at step {2 + len(previews)} of 400)")
     assert seed == 3 and kept == gr.skip(), "the session's last run stays the one before"
+    assert (status.stopped, status.step, status.of) == (True, 2 + len(previews), 400), "the outcome, as data"
     with pytest.raises(gr.Error):
         finished(status)                            # what follows a run (playback, ranking, history) does not follow
-    assert finished("Done: 1 image(s)") is None
-    assert refused(status) == status, "a cancel arriving after the run stopped keeps what it said"
-    assert refused("Sampling: step 7 of 9\n\nNote: seed -3 is outside").startswith("**Stopped at step 7 of 9.**")
-    assert refused("Sampling: step 7 of 9\n\nNote: seed -3 is outside").endswith("Note: seed -3 is outside")
-    assert refused(None) == REFUSED == refused("Done: 4 image(s)"), "a refusal: nothing ran"
+    assert finished(RunStatus("Done: 1 image(s)", 1, 1, done=True)) is None
+
+
+def test_a_failed_event_s_status_is_rendered_from_the_run_s_outcome_not_its_text():
+    """runs.said, after an event failed: a run Gradio cancelled says the last step it showed (its notes kept), one
+    that said it stopped keeps that, a refusal says its reason once; nothing reads the status's text."""
+    running = RunStatus("Sampling: step 7 of 9", 7, 9, notes=["seed -3 is outside 0 to 2147483647: using 0."])
+    shown, kept = said(running)
+    assert shown.startswith("**Stopped at step 7 of 9.**") and shown.endswith("using 0.") and shown.stopped
+    assert kept == shown and said(shown) == (shown, shown), "a cancel arriving after the run stopped keeps it"
+    refusal = RunStatus.refusal("Type at least one prompt (one per line); the box is empty.")
+    assert said(refusal) == (refusal, NOTHING_RAN) and refusal.startswith("**Nothing ran.** Type at least one")
+    assert said(NOTHING_RAN)[0] == said(None)[0] == NOTHING_RAN == "**Nothing ran.**", "cancelled in the queue"
+    assert said(RunStatus("Done: 4 image(s)", 4, 4, done=True))[0] == NOTHING_RAN
+    misleading = RunStatus("Stopped at step 3 of 4? Done: the prompt said so", 4, 4, done=True)
+    assert not said(misleading)[0].stopped, "the words of a status (a prompt inside it) decide nothing"
+
+
+def test_images_past_the_last_seed_wrap_and_each_one_s_parameters_make_it_again(ctx):
+    """Issue 21.4: 3 images from seed 2^31 - 2 use 2^31 - 2, 2^31 - 1 and 0 (said in the status), and "Use
+    parameters" of any of them makes that image again, alone."""
+    top = SEED_RANGE[1]
+    *_, status, seed, run = run_generate(ctx, PROMPTS[0], 2.0, 2, "ddim", top - 1, 3)[-1]
+    assert [p["seed"] for p in run.params] == [top - 1, top, 0] and seed == top - 1
+    assert f"Seeds wrap past {top} to 0: the images use seeds {top - 1}, {top}, 0." in status
+    for index in range(3):
+        controls = tab.reuse_selected(run, index)
+        assert controls[4] == run.params[index]["seed"] and controls[5] == 1
+        again = run_generate(ctx, *controls)[-1][3]
+        difference = np.abs(again.frames[0].astype(int) - run.frames[index].astype(int))
+        assert difference.max() <= 2, f"image {index} made again (within batch-size rounding)"
+
+
+def test_a_refusal_leaves_every_output_as_it_was_and_its_reason_in_the_status_s_outcome(ctx, tmp_path):
+    """errors.said_in_status, as the page's events run a handler (wiring.Call with a status): each update's status
+    also goes to the outcome (the last output); a refusal sends only the outcome, saying why, then reaches the client
+    as the same gr.Error; a handler whose outputs hold no status (load_params fills the controls) refuses alike."""
+    from functools import partial
+
+    from clipdiff.app.errors import said_in_status
+
+    outputs = ["gallery", "status", "seed", "last run"]       # stand-ins: the status is found by identity
+    generating = said_in_status(partial(tab.generate, ctx), outputs, outputs[1])
+    updates = list(generating(PROMPTS[0], 2.0, 2, "ddim", 4, 1))
+    assert all(u[4] is u[1] and isinstance(u[4], RunStatus) for u in updates), "the status, as data, beside it"
+    assert [(u[4].step, u[4].done) for u in updates] == [(1, False), (2, True)]
+    updates = []
+    with pytest.raises(gr.Error, match="Type at least one prompt"):
+        updates.extend(generating(" ", 2.0, 2, "ddim", 4, 1))
+    (*kept, outcome), = updates
+    assert kept == [gr.skip()] * 4 and outcome.refused and outcome == RunStatus.refusal(
+        "Type at least one prompt (one per line); the box is empty.")
+    foreign = solid_image(tmp_path, "not-ours.png", "red")
+    loading = said_in_status(tab.load_params, ["prompt", "w", "steps", "sampler", "seed", "n"], "status")
+    updates = []
+    with pytest.raises(gr.Error, match="carries no clipdiff parameters"):
+        updates.extend(loading(str(foreign)))
+    assert updates[0][:6] == (gr.skip(),) * 6 and updates[0][6].refused and len(updates) == 1
 
 
 def test_downloads_are_named_for_what_they_show(ctx):

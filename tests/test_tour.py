@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from clipdiff import tour
-from clipdiff.app.limits import (INTERPOLATION_POINTS, MAX_ABLATED_WORDS, MAX_IMAGE_STEPS, MAX_IMAGES_PER_PROMPT,
-                                 MAX_PROMPT_EDIT_FRACTIONS, MAX_PROMPTS, MAX_SIMILARITY_TEXTS, MAX_SWEEP_PROMPTS,
-                                 MAX_SWEEP_WS, MAX_TEXT_CHARS, W_RANGE)
+from clipdiff.app.limits import (EDIT_STRIP, INTERPOLATION_POINTS, MAX_ABLATED_WORDS, MAX_IMAGE_STEPS,
+                                 MAX_IMAGES_PER_PROMPT, MAX_PROMPT_EDIT_FRACTIONS, MAX_PROMPTS, MAX_SIMILARITY_TEXTS,
+                                 MAX_SWEEP_PROMPTS, MAX_SWEEP_WS, MAX_TEXT_CHARS, SEED_RANGE, W_RANGE)
 from clipdiff.atlas import METHODS
 from clipdiff.sampling import Sampling
 
-TABS = {"generate", "sweep", "playback", "similarity", "map", "interpolate", "debug"}   # the app's tab ids besides "tour"
+# the app's tab ids besides "tour"
+TABS = {"generate", "sweep", "playback", "similarity", "map", "interpolate", "debug", "photo"}
 RUNS = tour.runs()
 
 
@@ -89,6 +90,12 @@ def test_every_run_is_valid_for_the_app(experiment, index, run):
         check_prompts((then.prompt,), 1)
         assert "[" not in then.prompt and 3 <= len(then.prompt.split()) <= MAX_ABLATED_WORDS
         check_sampling(then.sampling, len(then.prompt.split()) + 1)
+    elif isinstance(then, tour.ForwardNoise):
+        assert 0 <= then.t < 400 and SEED_RANGE[0] <= then.seed <= SEED_RANGE[1]
+    elif isinstance(then, tour.EditPhoto):
+        check_prompts((then.prompt,), 1)
+        assert 0 <= then.at <= 1
+        check_sampling(then.sampling, 1 + len(EDIT_STRIP))
 
 
 def test_the_token_experiment_really_truncates(tiny_pipeline):
@@ -107,7 +114,9 @@ def test_a_run_that_reads_generated_images_must_generate_first():
 # -- the Tour tab: a loop over the other tabs -----------------------------------------------------------------------
 FOLLOWS = {tour.Sweep: ["run_sweep"], tour.Playback: [], tour.Similarity: ["similarity"], tour.Map: ["embed_map"],
            tour.Interpolate: ["interpolate"], tour.Mix: ["mix_prompts"], tour.Vary: ["first_generated_image", "vary"],
-           tour.PromptEdit: ["prompt_edit", "show_playback", "rank_new_run", "record_run"], tour.Words: ["word_importance"], type(None): []}
+           tour.PromptEdit: ["prompt_edit", "show_playback", "rank_new_run", "record_run"], tour.Words: ["word_importance"],
+           tour.ForwardNoise: ["forward_noise"], tour.EditPhoto: ["edit_photo", "show_playback", "rank_new_run",
+                                                                 "record_run"], type(None): []}
 
 
 @pytest.fixture(scope="module")
@@ -139,26 +148,4 @@ def test_a_tour_button_runs_the_tabs_own_handlers_generate_first(tabs, experimen
         assert calls[0].inputs == pages[generate].inputs, "the Generate button's own inputs"
         assert values[pages[generate].negative] == run.generate.negative, "a tour run never keeps an old negative"
     assert all(call.group["concurrency_id"] == "model" for call in calls
-               if call.fn.__name__ not in ("first_generated_image", "rank_new_run", "record_run"))
-
-
-def test_the_tour_s_model_figures_are_the_shipped_models():
-    """The cosine experiment quotes the shipped CLIP: its zero-shot top-1 (checkpoints/clip/eval.json) and the mean
-    cosine of atlas photos to their own and to other species' prompts. Retraining the models must update the text."""
-    import json
-
-    import numpy as np
-
-    from clipdiff.atlas import Atlas
-    from clipdiff.checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_CLIP_DIR
-
-    text = next(e for e in tour.EXPERIMENTS if e.id == "cosine").explanation
-    top1 = json.loads((DEFAULT_CLIP_DIR / "eval.json").read_text())["zero_shot"]["top1"]
-    assert f"first for {round(100 * top1)}% of held-out photos" in text
-    atlas = Atlas.load(DEFAULT_ATLAS_DIR)
-    species = atlas.text_labels >= 0
-    images = atlas.image_emb / np.linalg.norm(atlas.image_emb, axis=1, keepdims=True)
-    prompts = atlas.text_emb[species] / np.linalg.norm(atlas.text_emb[species], axis=1, keepdims=True)
-    cosines = images @ prompts.T
-    own = atlas.labels[:, None] == atlas.text_labels[species][None, :]
-    assert f"score {cosines[own].mean():.2f} on average (wrong pairs {cosines[~own].mean():.2f})" in text
+               if call.fn.__name__ not in ("first_generated_image", "rank_new_run", "record_run", "forward_noise"))

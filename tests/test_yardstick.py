@@ -10,7 +10,7 @@ from PIL import Image
 
 from clipdiff import data as data_mod
 from clipdiff.__main__ import main as clipdiff_main
-from clipdiff.training.yardstick import SpeciesJudge, Yardstick, augment, blur, kid
+from clipdiff.training.yardstick import SpeciesJudge, Yardstick, augment, blur
 
 # Species told apart by texture as much as by colour, so that a blur (colour kept, shape lost) shows.
 PATTERNS = {
@@ -69,14 +69,6 @@ def test_real_held_out_images_are_closer_than_blurred_ones(trained):
     assert ref["real"]["fd"] < ref["blurred"]["fd"]
     assert ref["real"]["kid"] < ref["blurred"]["kid"]
     assert ref["real"]["accuracy"] > ref["blurred"]["accuracy"]
-
-
-def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
-    gen = torch.Generator().manual_seed(0)
-    x, y = torch.randn(200, 8, generator=gen), torch.randn(200, 8, generator=gen)
-    same, shifted = kid(x, y), kid(x, y + 1.0)
-    assert shifted > 0.5 and abs(same) < 0.1 * shifted   # unbiased: near zero, either sign, for one distribution
-    assert np.isnan(kid(x[:1], y))                       # one sample: no unbiased estimate
 
 
 def test_blur_keeps_flat_colour_and_smooths_edges():

@@ -6,11 +6,14 @@
     session.py   what a browser session keeps between events: its last run
     history.py   a session's runs, the ones it pins kept for comparing
     runs.py      a prepared run as the tabs show it: sample() streams previews, save_results() writes PNGs that
-                 carry their parameters with CLIP scores, stop_run() stops it
+                 carry their parameters with CLIP scores, stop_run() stops it; its outcome as data (RunStatus: step
+                 of steps, done, stopped, refused), from which statuses are rendered
     figures.py   the plotly figures
-    errors.py    the last line of defence: an unexpected failure answered in one sentence
+    errors.py    the last line of defence: an unexpected failure answered in one sentence; a refusal said in
+                 the tab's status
     controls.py  the sampling controls every tab builds the same way
-    wiring.py    a handler bound to its components (Call), and what the tabs link to (Shared)
+    wiring.py    a handler bound to its components (Call; with a status, its refusals leave every other
+                 output as it was), and what the tabs link to (Shared)
     page.py      the page's own CSS and JavaScript
     tabs/        one module per tab: its handlers as top-level functions of (ctx, values...), build(), wire(),
                  and tour_fill() and tour_steps() for the tour

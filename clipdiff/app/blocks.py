@@ -8,10 +8,11 @@ from .page import CSS, JS
 from .limits import MAX_UPLOAD_SIZE, MODEL_CONCURRENCY, OUTPUT_MAX_AGE_S, PREVIEW_EVERY_S, QUEUE_SIZE, SESSION_TTL_S
 from .history import history_state
 from .session import last_run_state
-from .tabs import compare, debug, embed_map, generate, interpolate, playback, similarity, sweep, tour
+from .tabs import compare, debug, embed_map, generate, interpolate, photo, playback, similarity, sweep, tour
 from .wiring import Shared
 
-TABS = (generate, sweep, playback, compare, similarity, embed_map, interpolate, debug)   # after the Tour, in this order
+# after the Tour, in this order
+TABS = (generate, sweep, playback, compare, photo, similarity, embed_map, interpolate, debug)
 TITLE = "# clipdiff: CLIP-conditioned diffusion you can watch\n"
 
 

@@ -19,6 +19,7 @@ from ..checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR, CheckpointError
 from ..diffusion import load_diffusion
 from ..encoders import ClipEncoder, ClipWeightsMissing
 from ..pipeline import ClipDiffusionPipeline, model_id_of
+from ..runtimes import with_runtime
 from ..serving.backend import Backend, LocalBackend
 from ..serving.fairness import InFlight
 from ..vocabulary import DEFAULT_VOCABULARY, Vocabulary
@@ -43,7 +44,8 @@ class Models:
     @classmethod
     def load(cls, unet: str | Path = DEFAULT_UNET_DIR, clip: str = "default", clip_pretrained: str | None = None,
              atlas: str | Path | None = DEFAULT_ATLAS_DIR, device: str = "auto",
-             vocabulary: str | Path | None = DEFAULT_VOCABULARY) -> "Models":
+             vocabulary: str | Path | None = DEFAULT_VOCABULARY, runtime: str | None = None,
+             precision: str = "fp32") -> "Models":
         models = cls()
         if vocabulary is not None:
             try:
@@ -57,6 +59,7 @@ class Models:
         if models.encoder is not None:
             try:
                 model, config = load_diffusion(Path(unet), models.encoder.device)
+                model = with_runtime(model, runtime, precision)
                 models.pipeline = ClipDiffusionPipeline(models.encoder, model, config, model_id_of(Path(unet)))
             except (CheckpointError, OSError, ValueError, RuntimeError) as e:
                 models.problems.append(problem("diffusion model", e, "--unet DIR"))

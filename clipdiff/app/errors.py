@@ -8,6 +8,7 @@ import logging
 import gradio as gr
 
 from ..serving.fairness import AlreadyRunning
+from .runs import RunStatus
 
 log = logging.getLogger("clipdiff.app")
 
@@ -77,3 +78,35 @@ def one_per_session(fn):
     guarded.__signature__ = signature
     guarded.__annotations__ = {**fn.__annotations__, "request": gr.Request}
     return guarded
+
+
+def said_in_status(fn, outputs: list, status):
+    """fn (a handler bound to `outputs`) as a page's event runs it, with one output more: the outcome its status
+    says (runs.RunStatus), in a gr.State. Each update's status goes there as well (when `status` is among the
+    outputs); a gr.Error (a refusal, or a failure after part of a run) goes there as the status it leaves (why, or
+    where the run stopped), leaving every other output as it was, and then reaches the client as before: the corner
+    message in the browser, an error for an API client. Always a generator (that update must go out before the
+    error), with fn's signature (Gradio reads its parameters and `request` from it)."""
+    at = next((k for k, c in enumerate(outputs) if c is status), None)
+    width = len(outputs)
+
+    def parts(update) -> list:
+        if width == 1:
+            return [update]
+        return list(update) if isinstance(update, (tuple, list)) else [update] * width   # gr.skip() for all
+
+    @functools.wraps(fn)
+    def saying(*args, **kwargs):
+        last = None         # the last status the run said
+        try:
+            result = fn(*args, **kwargs)
+            for update in (result if inspect.isgenerator(result) else [result]):
+                values = parts(update)
+                said = values[at] if at is not None and isinstance(values[at], RunStatus) else gr.skip()
+                last = said if isinstance(said, RunStatus) else last
+                yield (*values, said)
+        except gr.Error as e:
+            left = last.failed(e.message) if isinstance(last, RunStatus) else RunStatus.refusal(e.message)
+            yield (*[gr.skip()] * width, left)
+            raise
+    return saying

@@ -57,6 +57,27 @@ def add_prompt_debugging(fig: go.Figure, run: PlaybackRun, sample: int) -> None:
 
 
 
+def schedule_figure(alpha_bar: np.ndarray, snr: np.ndarray, t: int) -> go.Figure:
+    """a_bar_t (how much of the photo is left, in amplitude its square root) and the signal-to-noise ratio over the
+    timesteps, log scale, with the chosen t marked."""
+    ts = np.arange(len(alpha_bar))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("how much photo is left: sqrt(a_bar_t) and sqrt(1 - a_bar_t)",
+                                                        "signal-to-noise ratio a_bar_t / (1 - a_bar_t)"))
+    fig.add_trace(go.Scatter(x=ts, y=np.sqrt(alpha_bar), name="sqrt(a_bar_t): the photo's weight"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=ts, y=np.sqrt(1 - alpha_bar), name="sqrt(1 - a_bar_t): the noise's weight"),
+                  row=1, col=1)
+    fig.add_trace(go.Scatter(x=ts, y=snr, name="SNR"), row=1, col=2)
+    fig.add_trace(go.Scatter(x=[t, t, t], y=[np.sqrt(alpha_bar[t]), np.sqrt(1 - alpha_bar[t]), None], mode="markers",
+                             marker={"size": 10, "color": "black"}, name=f"t = {t}", showlegend=False), row=1, col=1)
+    fig.add_trace(go.Scatter(x=[t], y=[snr[t]], mode="markers", marker={"size": 10, "color": "black"},
+                             name=f"t = {t}"), row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_xaxes(title_text="timestep t")
+    fig.update_layout(height=320, margin={"l": 40, "r": 10, "t": 40, "b": 40},
+                      legend={"font": {"size": 10}, "orientation": "h", "y": -0.3})
+    return fig
+
+
 def thumbnail(image, size: int | None = 48) -> str:
     """A picture (PIL, or a uint8 (H, W, 3) array) as a small PNG data: URI, square, at most `size` pixels a side
     (None: as it is). Small enough to ride inside a figure or a page."""

@@ -17,9 +17,10 @@ from PIL import Image, ImageOps
 from ..images import read_params
 from ..pipeline import ClipDiffusionPipeline, Job, PreparedRun
 from ..prompts import PromptSyntaxError, parse
-from ..sampling import Sampling
+from ..sampling import Frames, Sampling, seeds_from
 from .limits import (DEFAULT_STEPS, DEFAULT_W, MAX_IMAGE_PIXELS, MAX_IMAGE_STEPS, MAX_PROMPT_EDIT_FRACTIONS,
                      MAX_SWEEP_WS, MAX_TEXT_CHARS, MAX_UPLOADS, SAMPLERS, SEED_RANGE, STEPS_RANGE, W_RANGE)
+from .runs import RunStatus
 from .session import generated_images
 
 
@@ -71,8 +72,11 @@ class Checked:
         clamped = min(max(x, low), high)
         if integer:
             clamped = int(round(clamped))
-        if clamped != x:
-            self.warn(f"{name} {x:g} is outside {low:g} to {high:g} (or not whole): using {clamped:g}.")
+        shown = whole_number if integer else "{:g}".format
+        if not low <= x <= high:
+            self.warn(f"{name} {shown(x)} is outside {shown(low)} to {shown(high)}: using {shown(clamped)}.")
+        elif clamped != x:
+            self.warn(f"{name} {x:g} is not a whole number: using {clamped}.")
         return clamped
 
     def choice(self, value, choices, name: str) -> str:
@@ -92,6 +96,14 @@ class Checked:
         if value is None or (isinstance(value, str) and not value.strip()) or value == -1:
             return random.randint(*SEED_RANGE)
         return self.number(value, "seed", *SEED_RANGE, integer=True)
+
+    def seeds(self, seed: int, n: int) -> list[int]:
+        """The seeds of n images from `seed` (sampling.seeds_from); said when they wrap past the last seed to 0."""
+        seeds = seeds_from(seed, n)
+        if seeds[-1] < seed:
+            self.warn(f"Seeds wrap past {SEED_RANGE[1]} to {SEED_RANGE[0]}: the images use seeds "
+                      f"{', '.join(map(str, seeds))}.")
+        return seeds
 
     def w(self, value) -> float:
         return self.number(value, "w", *W_RANGE, default=DEFAULT_W)
@@ -135,8 +147,12 @@ class Checked:
             return replace(s, steps=allowed)
         return s
 
-    def status(self, text: str) -> str:
-        return "\n\n".join([text] + [f"Note: {n}" for n in self.notes])
+    def status(self, message: str, frames: Frames | None = None) -> RunStatus:
+        """What the run's status says (at these Frames: under way, done, or where it stopped), with this request's
+        notes under it."""
+        if frames is None:
+            return RunStatus(message, notes=self.notes)
+        return RunStatus.of_frames(frames, message, self.notes)
 
     # -- debugging a prompt (issue 15) --------------------------------------------------------------------------
     def negative(self, value) -> str:
@@ -167,6 +183,11 @@ class Checked:
                 self.warn(f"{shorten(text, 40)!r} switches at step {edit.at_step}, but the run has {s.steps}: it "
                           "never switches.")
         return run
+
+
+def whole_number(x: float) -> str:
+    """A count, a seed or a bound as the number it is (2147483647, not 2.14748e+09); a fraction as given."""
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
 def shorten(text: str, limit: int = 60) -> str:

@@ -13,6 +13,7 @@ from PIL import Image
 from ..caveats import caveat, noise_note, noise_scores
 from ..images import labelled_grid, save_png, to_pil
 from ..pipeline import ClipDiffusionPipeline, Job, PreparedRun
+from ..runtimes import runtime_of
 from ..sampling import Frames, from_uint8, stream
 from ..similarity import clip_score
 from .context import Context
@@ -96,12 +97,14 @@ def save_results(ctx: Context, pipe: ClipDiffusionPipeline, images: np.ndarray,
     scores = clip_scores(pipe, images, run)
     noise = noise_scores(pipe.encoder, run.final, images.shape[1]).tolist()
     gallery, params = [], []
+    runtime = runtime_of(pipe.model)     # bf16 makes other pictures than fp32: the caption says so, as the PNG does
+    runtime_note = "" if runtime.exact else f" | U-Net in {runtime.label}"
     for image, job, score, baseline in zip(images, run.jobs, scores, noise):
         p = pipe.parameters_of(job, run.steps, run.sampler)
         p["clip_score"] = round(score, 2)
         path = save_png(to_pil(image), ctx.outputs.path(".png", file_name(job.text, job.w, job.seed)), p)
         unreliable = " UNRELIABLE" if caveat(run.steps, run.sampler, job.w) else ""
-        gallery.append((str(path), f"{caption(job, score)} ({noise_note(baseline)}){unreliable}"))
+        gallery.append((str(path), f"{caption(job, score)} ({noise_note(baseline)}){unreliable}{runtime_note}"))
         params.append(p)
     return gallery, params, scores
 
@@ -124,51 +127,85 @@ def file_name(prompt: str, w=None, seed=None) -> str:
     return "_".join(parts).replace("+", "")   # w1e+06 -> w1e06: '+' is no file-name character here
 
 
-REFUSED = "**Nothing ran.** A refused request says why in the corner: change it and try again."
-STEP = re.compile(r"step (\d+) of (\d+)")
+class RunStatus(str):
+    """What a run's status says (the Markdown the page shows, as a str: the status component, API clients and tests
+    read its text) and the outcome it is rendered from: the step reached of how many, whether the run is done,
+    stopped part way or refused, and the request's notes (values that were changed). What follows a run reads these
+    fields, never the text."""
+    step: int | None
+    of: int | None
+    done: bool
+    stopped: bool
+    refused: bool
+    message: str
+    notes: tuple[str, ...]
 
+    def __new__(cls, message: str = "", step: int | None = None, of: int | None = None, done: bool = False,
+                stopped: bool = False, refused: bool = False, notes=()):
+        notes = tuple(notes)
+        if stopped:
+            head = stopped_note(step, of) + (f" {message}" if message else "")
+        elif refused:
+            head = f"**Nothing ran.** {message}".rstrip()
+        else:
+            head = message
+        status = super().__new__(cls, "\n\n".join([head] + [f"Note: {n}" for n in notes]))
+        status.step, status.of, status.done, status.stopped, status.refused = step, of, done, stopped, refused
+        status.message, status.notes = message, notes
+        return status
 
-STOPPED = "**Stopped at step"    # how a stopped run's status begins (stopped_note)
+    def __reduce__(self):    # copies (gr.State keeps one per session) rebuild it from its fields
+        return (type(self), (self.message, self.step, self.of, self.done, self.stopped, self.refused, self.notes))
 
+    @classmethod
+    def of_frames(cls, frames: Frames, message: str, notes=()) -> "RunStatus":
+        """A run's status at these Frames: under way at their step, done, or (stopped) where it stopped."""
+        return cls("" if frames.stopped else message, frames.step, frames.total, frames.done, frames.stopped,
+                   notes=notes)
 
-def says_stopped(status) -> bool:
-    return isinstance(status, str) and status.startswith(STOPPED)
+    @classmethod
+    def refusal(cls, reason: str) -> "RunStatus":
+        return cls(reason, refused=True)
 
+    @property
+    def running(self) -> bool:
+        return self.step is not None and not (self.done or self.stopped or self.refused)
 
-def running_step(status) -> tuple[str, str] | None:
-    """(k, n) when a run's status says it is under way at step k of n; None for any other status."""
-    if not isinstance(status, str) or "Done" in status or says_stopped(status):
-        return None
-    found = STEP.search(status)
-    return found.groups() if found else None
+    def failed(self, reason: str) -> "RunStatus":
+        """What the status says when the event ends without finishing (Gradio cancelled it; an error): where the run
+        stopped when it was under way; a stop or a refusal as said; else that nothing ran (and why, if known)."""
+        if self.running:
+            return RunStatus(reason, self.step, self.of, stopped=True, notes=self.notes)
+        return self if self.stopped or self.refused else RunStatus.refusal(reason)
 
 
 def stopped_note(step, total) -> str:
     """What a stopped run's status says."""
-    return (f"{STOPPED} {step} of {total}.** The pictures are unfinished: each is the model's guess of the "
+    return (f"**Stopped at step {step} of {total}.** The pictures are unfinished: each is the model's guess of the "
             "final image at that step, still noisy. Nothing was saved.")
 
 
-def stopped(status):
-    """A run's status, once Gradio has cancelled it (a run that did not stop in time): "Stopped at step k of n" where
-    it said "...step k of n" (the last preview's step), so it does not look hung; any other status stays."""
-    step = running_step(status)
-    if step is None:
-        return gr.skip()
-    notes = status.split("\n\n", 1)[1:]     # the run's own notes (clamped values) stay under it
-    return "\n\n".join([stopped_note(*step)] + notes)
+NOTHING_RAN = RunStatus.refusal("")
 
 
-def refused(status):
-    """A run event's failure: a refusal (nothing ran; the corner says why) or a run Gradio cancelled (see
-    `stopped`). Either way a new value here also replaces the "Error" mark Gradio leaves on the event's outputs
-    until their next update."""
-    if says_stopped(status):
-        return status       # the run said it stopped: it stays (sent again, so the Error mark still goes)
-    return REFUSED if running_step(status) is None else stopped(status)
+def said(outcome) -> tuple[RunStatus, RunStatus]:
+    """A failed event's status and the outcome kept after it (wiring.Call.on): a refusal says why (its reason, which
+    the corner says too); a run Gradio cancelled says where it stopped (the last step it showed), so it does not
+    look hung; a run that said it stopped keeps saying so; a run cancelled in the queue says nothing ran. Sending the
+    status again also clears the "Error" mark Gradio leaves on it. A refusal's reason is said once: what fails next
+    (a queued run Stop cancels) does not repeat it."""
+    shown = outcome.failed("") if isinstance(outcome, RunStatus) else NOTHING_RAN
+    return shown, NOTHING_RAN if shown.refused else shown
 
 
-def finished(status) -> None:
+def cleared(outcome):
+    """After an event that does not write the status succeeded: a refusal's words go, any other status stays."""
+    if isinstance(outcome, RunStatus) and outcome.refused:
+        return RunStatus(), None
+    return gr.skip(), gr.skip()
+
+
+def finished(outcome) -> None:
     """The gate before what follows a run (wiring.after_finished): a run that stopped part way made nothing new."""
-    if says_stopped(status):
+    if isinstance(outcome, RunStatus) and outcome.stopped:
         raise gr.Error("stopped", visible=False, print_exception=False)

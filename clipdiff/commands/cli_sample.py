@@ -15,6 +15,7 @@ from ..checkpoints import DEFAULT_UNET_DIR
 from ..images import labelled_grid, save_png, to_pil
 from ..pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, sweep
 from ..prompts import PromptSyntaxError
+from ..runtimes import DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, RuntimeUnavailable
 from ..sampling import SEED_RANGE, STEPS_RANGE, W_RANGE, Sampling, run_to_end, to_uint8
 from ..schedulers import SAMPLERS
 
@@ -39,6 +40,10 @@ def main(argv=None):
     parser.add_argument("--clip", default="default")
     parser.add_argument("--clip-pretrained", default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=None,
+                        help=f"where the U-Net runs (default: {DEFAULT_RUNTIME} on the CPU, torch on a GPU)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="bf16: faster on CPUs with AVX-512 BF16 or AMX, other pictures (recorded in each PNG)")
     args = parser.parse_args(argv)
     prompts = args.prompt or list(REFERENCE_PROMPTS)
     ws = args.w or list(REFERENCE_WS)
@@ -49,7 +54,11 @@ def main(argv=None):
     if problems:
         parser.error("; ".join(problems))
 
-    pipe = ClipDiffusionPipeline.load(args.unet, args.clip, args.clip_pretrained, args.device)
+    try:
+        pipe = ClipDiffusionPipeline.load(args.unet, args.clip, args.clip_pretrained, args.device, args.runtime,
+                                          args.precision)
+    except RuntimeUnavailable as e:
+        parser.error(str(e))
     try:
         run = pipe.prepare(sweep(prompts, ws, args.seed, args.negative), args.steps, args.sampler)
     except PromptSyntaxError as e:

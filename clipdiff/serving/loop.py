@@ -14,7 +14,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import torch
 
-from ..sampling import GuidedRun, Progress, SamplerInputs, Switch
+from ..sampling import GuidedRun, Progress, SamplerInputs, Start, Switch
 from ..schedulers import SAMPLERS, NoiseSchedule
 from ..unet import ConditionalUNet
 from .batching import ModelInput
@@ -39,6 +39,8 @@ class SampleRequest:
     uncond: torch.Tensor | None = None          # (N, D) negative conditions (null rows where none); None: the null
     switch_cond: torch.Tensor | None = None     # (N, D) prompt editing: the conditions after each sample's switch
     switch_at: list[float] | None = None        # (N,) ... and when, as fractions of the steps
+    start_images: torch.Tensor | None = None    # (N, C, H, W) SDEdit: the photos the run starts from ...
+    start_at: float | None = None               # ... noised to this fraction of T
 
     @classmethod
     def of(cls, inputs: SamplerInputs, record_every: int = 0, model_id: str | None = None) -> "SampleRequest":
@@ -47,17 +49,23 @@ class SampleRequest:
         return cls(cond=inputs.cond, w=[float(w) for w in inputs.w], seeds=[int(s) for s in inputs.seeds],
                    steps=int(inputs.steps), sampler=inputs.sampler, record_every=int(record_every), model_id=model_id,
                    uncond=inputs.uncond, switch_cond=None if switch is None else switch.cond,
-                   switch_at=None if switch is None else list(switch.at))
+                   switch_at=None if switch is None else list(switch.at),
+                   start_images=None if inputs.start is None else inputs.start.images,
+                   start_at=None if inputs.start is None else inputs.start.at)
 
     @property
     def switch(self) -> Switch | None:
         return None if self.switch_cond is None else Switch(self.switch_cond, tuple(self.switch_at))
 
     @property
+    def start(self) -> Start | None:
+        return None if self.start_images is None else Start(self.start_images, float(self.start_at))
+
+    @property
     def inputs(self) -> SamplerInputs:
         """The request as the sampler takes it: the value the front's prepare built."""
         return SamplerInputs(self.cond, torch.tensor(self.w, dtype=torch.float32), tuple(self.seeds), self.steps,
-                             self.sampler, self.uncond, self.switch)
+                             self.sampler, self.uncond, self.switch, self.start)
 
     def problems(self, cond_dim: int) -> list[str]:
         n = self.cond.shape[0] if self.cond.ndim == 2 else -1
@@ -92,6 +100,13 @@ class SampleRequest:
         elif self.switch_at is not None and (len(self.switch_at) != self.cond.shape[0] or not all(
                 isinstance(f, (int, float)) and 0 <= f <= 1 for f in self.switch_at)):
             found.append("switch_at needs one fraction from 0 to 1 per condition")
+        if (self.start_images is None) != (self.start_at is None):
+            found.append("start_images and start_at come together")
+        elif self.start_images is not None and (
+                self.start_images.ndim != 4 or self.start_images.shape[0] != self.cond.shape[0] or
+                not torch.isfinite(self.start_images).all() or not isinstance(self.start_at, (int, float)) or
+                not 0 <= self.start_at <= 1):
+            found.append("start_images needs one finite image per condition and start_at a fraction from 0 to 1")
         return found
 
 
@@ -102,6 +117,8 @@ def start_run(model: ConditionalUNet, request: SampleRequest, schedule: NoiseSch
 
 async def sample_async(run: GuidedRun, predict: AsyncPredictor) -> AsyncIterator[Progress]:
     """Yield a Progress after every step, as sample_guided does; predict is awaited once per step."""
+    if run.done:
+        yield run.unchanged()
     while not run.done:
         eps = await predict(run.model_input())
         yield run.advance(eps)

@@ -37,6 +37,7 @@ from ray import serve  # noqa: E402
 from ..checkpoints import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
 from ..diffusion import load_diffusion  # noqa: E402
 from ..pipeline import ClipDiffusionPipeline, PreparedRun  # noqa: E402
+from ..runtimes import runtime_of, with_runtime  # noqa: E402
 from ..sampling import Progress  # noqa: E402
 from .options import SamplerOptions  # noqa: E402
 from .batching import ModelInput, forward_size, predict_batch  # noqa: E402
@@ -74,7 +75,7 @@ class Sampler:
     the front and the tests."""
 
     def __init__(self, files: dict[str, bytes], model_id: str, threads: int, max_batch_size: int,
-                 batch_wait_s: float, loopback: bool = False):
+                 batch_wait_s: float, loopback: bool = False, runtime: str = "torch", precision: str = "fp32"):
         if loopback:
             serve_grpc_on_loopback()
         torch.set_num_threads(max(1, threads))
@@ -83,7 +84,8 @@ class Sampler:
         with tempfile.TemporaryDirectory(prefix="clipdiff-sampler-") as tmp:
             for name, data in files.items():
                 (Path(tmp) / name).write_bytes(data)
-            self.model, self.config = load_diffusion(Path(tmp), "cpu")
+            model, self.config = load_diffusion(Path(tmp), "cpu")
+        self.model = with_runtime(model, runtime, precision)      # the front's runtime (clipdiff.runtimes)
         self.model_id = model_id
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_s)
@@ -289,7 +291,8 @@ def _deploy(pipe: ClipDiffusionPipeline, unet_dir: str | Path, options: SamplerO
         num_replicas=options.replicas,
         max_ongoing_requests=options.max_batch_size * 2,
         ray_actor_options={"num_cpus": options.replica_cpus},
-    ).bind(checkpoint_files(unet_dir), pipe.model_id, threads, options.max_batch_size, options.batch_wait_s, loopback)
+    ).bind(checkpoint_files(unet_dir), pipe.model_id, threads, options.max_batch_size, options.batch_wait_s, loopback,
+           runtime_of(pipe.model).name, runtime_of(pipe.model).precision)
     handle = serve.run(app, name=APP_NAME, route_prefix=None,
                        logging_config={"log_level": "WARNING", "enable_access_log": False})
     backend = RaySamplerBackend(handle, options, owns_cluster=owns_cluster, address=address)

@@ -6,6 +6,7 @@ tests/test_hardening.py runs short ones in the suite.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -76,6 +77,9 @@ def fuzz(url: str, cases: int = 500, unhandled=lambda: [], seed: int | None = 0,
         "negative_prompt": text, "switch_to": text, "switch_at": number}),
         st.text(max_size=50), st.lists(junk, max_size=3).map(json.dumps))
     negative = st.one_of(st.just(""), text)
+    photo_or_not = st.sampled_from([None, "photo", "not a picture"]).map(lambda kind: None if kind is None else
+                                                                          handle_file(str(photo_file() if kind == "photo"
+                                                                                          else not_a_picture(tmp))))
     fractions = st.one_of(st.text(max_size=40), st.sampled_from(["0, 0.5, 1", "nan", "-1 2 0.5", ",,", "1e999"]),
                           st.lists(st.floats(-1, 2), max_size=12).map(lambda xs: ", ".join(map(str, xs))), junk)
     plans = [  # (share of the cases, strategy, call); the cheap endpoints get most of them
@@ -97,6 +101,11 @@ def fuzz(url: str, cases: int = 500, unhandled=lambda: [], seed: int | None = 0,
         (0.05, st.tuples(junk), lambda a: call("/playback_gif", *a)),
         (0.03, st.tuples(text, text, number, number, seeds, small_steps, sampler), lambda a: call("/mix", *a)),
         (0.02, st.tuples(), lambda a: call("/rank")),
+        (0.03, st.tuples(photo_or_not, junk, st.one_of(st.integers(-10, 1000), junk), seeds),
+         lambda a: call("/forward_noise", *a)),
+        (0.03, st.tuples(photo_or_not, junk, text, number, number, seeds, small_steps, sampler, negative),
+         lambda a: call("/edit_photo", *a)),
+        (0.02, st.tuples(photo_or_not, junk, text, small_steps), lambda a: call("/invert_photo", *a)),
     ]
     t0 = time.perf_counter()
     try:
@@ -112,6 +121,22 @@ def fuzz(url: str, cases: int = 500, unhandled=lambda: [], seed: int | None = 0,
         client.close()
     top = sorted(messages.items(), key=lambda kv: -kv[1])[:8]
     return {**tally, "seconds": round(time.perf_counter() - t0, 1), "top_refusals": top}
+
+
+@functools.lru_cache(maxsize=1)
+def photo_file() -> Path:
+    """A small photo for the endpoints that take one (written once per process)."""
+    from PIL import Image
+
+    path = Path(tempfile.mkdtemp(prefix="clipdiff-photo-")) / "photo.png"
+    Image.new("RGB", (48, 40), (230, 200, 40)).save(path)
+    return path
+
+
+def not_a_picture(folder: Path) -> Path:
+    path = folder / "not-a-picture.png"
+    path.write_bytes(b"GIF89a but not really")
+    return path
 
 
 def one_case(run):
@@ -155,7 +180,8 @@ def generate_once(client, seed: int, steps: int = 2, timeout: float = 300) -> fl
     return time.perf_counter() - t0
 
 
-# What load() may send, each a request and what its answer must hold: the sampling runs of the Generate and Debug tabs.
+# What load() may send, each a request and what its answer must hold: the sampling runs of the Generate, Debug and
+# Photo tabs.
 LOAD_CALLS = {
     "/generate": (lambda seed, steps: (PROMPT, 2.0, steps, "ddim", seed, 1),
                   lambda out: "Done" in out[1] and len(out[0]) == 1),
@@ -163,7 +189,17 @@ LOAD_CALLS = {
                      lambda out: "Done" in out[2] and len(out[1]) == 3),
     "/word_importance": (lambda seed, steps: (PROMPT, seed, 2.0, steps, "ddim"),
                          lambda out: "Done" in out[3] and out[2]["words"] == PROMPT.split()),
+    "/edit_photo": (lambda seed, steps: (_upload(photo_file()), False, PROMPT, 0.5, 2.0, seed, steps, "ddim", ""),
+                    lambda out: "Done" in out[2] and len(out[0]) == 2),
+    "/forward_noise": (lambda seed, steps: (_upload(photo_file()), False, 100, seed),
+                       lambda out: "At t = 100" in out[3]),
 }
+
+
+def _upload(path: Path):
+    from gradio_client import handle_file
+
+    return handle_file(str(path))
 
 
 def request_once(client, api: str, seed: int, steps: int = 2, timeout: float = 300) -> float:

@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from .. import claims
 from .. import data as data_mod
 from . import train_clip, train_unet
 from ..checkpoints import (CHECKPOINTS_DIR, DEFAULT_ATLAS_DIR, DEFAULT_CLIP_DIR, DEFAULT_UNET_DIR, PROJECT_ROOT,
@@ -135,6 +136,13 @@ def stages(training: dict) -> str:
     return "".join(f"\n  - {stage}" for stage in training.get("stages", []))
 
 
+def models_line() -> str:
+    """Which weights this card describes, by the ids the app and the claims file name them with."""
+    ids = claims.shipped_model_ids()
+    return (f"The app loads `{ids['unet']}` (U-Net), `{ids['clip']}` (CLIP) and `{ids['atlas']}` (atlas); what the "
+            "tour and the docs say about them is measured in `claims.json` (`python -m clipdiff claims`).")
+
+
 def write_model_card() -> Path:
     """checkpoints/README.md from what the runs and evaluations recorded: data, settings, images seen, wall time,
     the held-out figures (beside the previous model's, kept in benchmarks/previous/), the recipe comparison."""
@@ -151,6 +159,8 @@ Both models were trained by clipdiff's own code (`python -m clipdiff train-defau
 settings as its defaults) from `../shared/data`: Oxford-102 flowers (64x64, 10 captions per image,
 Reed et al. 2016) and flowers5 (5 species in class folders, captioned with species-name templates). No dataset
 image is shipped.
+
+{models_line()}
 
 ## Split
 {clip_card["split"]}. Training images: {clip_card["train_images"]}; held out: {clip_card["heldout_images"]}.

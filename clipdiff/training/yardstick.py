@@ -18,7 +18,7 @@ the floor a perfect generator would reach) and "blurred" (the same images under 
 blobs of the right species, no shapes).
 
     python -m clipdiff train-yardstick            # once; weights cached in runs/yardstick, never shipped
-    python -m clipdiff eval-gen --species 4       # the figures for a U-Net, beside FD_CLIP and CMMD
+    python -m clipdiff eval-gen --species 4       # opt-in: the figures for a U-Net, beside FD_CLIP and CMMD
 
 The classifier is a tool of measurement: it is trained on the images not held out, with flips and random
 crops, and its held-out accuracy is in its config.json.
@@ -40,7 +40,7 @@ from .. import data as data_mod
 from ..checkpoints import (CheckpointError, atomic_save_json, atomic_save_safetensors, describe_path,
                           load_state_dict_checked, read_json, read_safetensors)
 from ..devices import resolve_device
-from ..evaluate import frechet_distance
+from ..evaluate import KID_SCALE, frechet_distance, kid
 from ..images import resized_unit
 from ..pipeline import images_per_prompt
 from ..sampling import DEFAULT_SAMPLER, DEFAULT_STEPS
@@ -111,19 +111,6 @@ class Yardstick:
 
 
 # -- the distances -----------------------------------------------------------------------------------------
-def kid(x, y) -> float:
-    """Unbiased MMD^2 with the kernel (x.y / d + 1)^3 (KID, Binkowski et al. 2018) of (n, d) and (m, d) features."""
-    x, y = torch.as_tensor(x).double(), torch.as_tensor(y).double()
-    n, m, d = len(x), len(y), x.shape[1]
-    if n < 2 or m < 2:
-        return float("nan")
-    k_xx = (x @ x.T / d + 1) ** 3
-    k_yy = (y @ y.T / d + 1) ** 3
-    k_xy = (x @ y.T / d + 1) ** 3
-    return float((k_xx.sum() - k_xx.diagonal().sum()) / (n * (n - 1))
-                 + (k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1)) - 2 * k_xy.mean())
-
-
 def blur(images: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
     """Gaussian blur of (N, 3, H, W) images, reflect-padded."""
     radius = max(int(3 * sigma), 1)
@@ -142,7 +129,7 @@ def figures(features: torch.Tensor, logits: torch.Tensor, labels: np.ndarray, re
     per_species = [kid(features[torch.as_tensor(labels == c)], real_by_species[c]) for c in np.unique(labels)]
     top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices.numpy()
     return {"fd": frechet_distance(features, real_pool),
-            "kid": 1000 * float(np.nanmean(per_species)),
+            "kid": KID_SCALE * float(np.nanmean(per_species)),
             "accuracy": float((top5[:, 0] == labels).mean()),
             "top5": float((top5 == labels[:, None]).any(1).mean()),
             "n_images": int(len(labels)), "n_species": int(len(np.unique(labels)))}

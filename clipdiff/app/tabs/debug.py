@@ -19,7 +19,7 @@ from ..controls import SamplingControls
 from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, shorten
 from ..limits import MAX_ABLATED_WORDS, PROMPT_EDIT_FRACTIONS
-from ..runs import refused, sample, save_results, stopped_note
+from ..runs import sample, save_results
 from ..session import LastRun
 from ..wiring import PRIVATE, Call, Shared, after_finished, bind, on_stop
 
@@ -70,17 +70,17 @@ def prompt_edit(ctx: Context, prompt_a, prompt_b, fractions_text, seed, w, steps
     for frames in sample(ctx, pipe, run, record=True):
         strip = labelled_grid(frames.images, rows=1, cols=len(jobs), col_labels=columns)
         if frames.stopped:
-            yield strip, gr.skip(), checked.status(stopped_note(frames.step, frames.total)), s.seed, gr.skip()
+            yield strip, gr.skip(), checked.status("", frames), s.seed, gr.skip()
             return
         if not frames.done:
-            yield strip, gr.skip(), checked.status(f"Sampling: step {frames.step} of {frames.total}"), s.seed, \
+            yield strip, gr.skip(), checked.status(f"Sampling: step {frames.step} of {frames.total}", frames), s.seed, \
                 gr.skip()
             continue
         gallery, params, scores = save_results(ctx, pipe, frames.images, run)
         labels = [f"f = {f:.2g} (seed {j.seed})" for f, j in zip(fractions, jobs)]
         last = LastRun(frames.images, labels, params, scores, playback_of_run(run, labels, frames.records), run.final)
         against = scores_against(pipe, frames.images, run.text_embeddings([a, b]))
-        yield strip, gallery, checked.status(switch_summary(a, b, fractions, against, s)), s.seed, last
+        yield strip, gallery, checked.status(switch_summary(a, b, fractions, against, s), frames), s.seed, last
 
 
 def switch_summary(a: str, b: str, fractions: list[float], scores: list[list[float]], s) -> str:
@@ -112,15 +112,15 @@ def word_importance(ctx: Context, prompt, seed, w, steps, sampler):
     for frames in sample(ctx, pipe, run):
         strip = labelled_grid(frames.images, rows=1, cols=len(jobs), col_labels=columns, cell=80)
         if frames.stopped:
-            yield gr.skip(), strip, gr.skip(), checked.status(stopped_note(frames.step, frames.total)), s.seed
+            yield gr.skip(), strip, gr.skip(), checked.status("", frames), s.seed
             return
         if not frames.done:
             yield gr.skip(), strip, gr.skip(), checked.status(f"Sampling {len(jobs)} images: step {frames.step} "
-                                                              f"of {frames.total}"), s.seed
+                                                              f"of {frames.total}", frames), s.seed
             continue
         result = measure(pipe, words, run, frames.images)
-        yield shaded(result, split_words(text)), strip, as_json(result), checked.status(word_summary(result, s)), \
-            s.seed
+        status = checked.status(word_summary(result, s), frames)
+        yield shaded(result, split_words(text)), strip, as_json(result), status, s.seed
 
 
 def shaded(result: WordImportance, all_words: list[str]) -> list[tuple[str, float | None]]:
@@ -207,22 +207,22 @@ def build(ctx: Context) -> DebugTab:
 def edit_call(ctx: Context, tab: DebugTab, shared: Shared) -> Call:
     s = tab.edit_sampling
     return Call(bind(prompt_edit, ctx), [tab.a, tab.b, tab.fractions, s.seed, s.w, s.steps, s.sampler],
-                [tab.edit_strip, tab.edit_gallery, tab.edit_status, s.seed, shared.last_run], ctx.model_group)
+                [tab.edit_strip, tab.edit_gallery, tab.edit_status, s.seed, shared.last_run], ctx.model_group,
+                status=tab.edit_status)
 
 
 def words_call(ctx: Context, tab: DebugTab) -> Call:
     s = tab.words_sampling
     return Call(bind(word_importance, ctx), [tab.prompt, s.seed, s.w, s.steps, s.sampler],
-                [tab.words, tab.words_strip, tab.words_json, tab.words_status, s.seed], ctx.model_group)
+                [tab.words, tab.words_strip, tab.words_json, tab.words_status, s.seed], ctx.model_group,
+                status=tab.words_status)
 
 
 def wire(ctx: Context, tab: DebugTab, shared: Shared) -> None:
     editing = edit_call(ctx, tab, shared).on(tab.edit_go.click, api_name="prompt_edit")
     after_finished(editing, tab.edit_status, shared)   # the playback tab shows the strip's run
     weighing = words_call(ctx, tab).on(tab.words_go.click, api_name="word_importance")
-    for event, status, stop in ((editing, tab.edit_status, tab.edit_stop), (weighing, tab.words_status,
-                                                                             tab.words_stop)):
-        Call(refused, status, status).on(event.failure, show_progress="hidden", **PRIVATE)
+    for event, stop in ((editing, tab.edit_stop), (weighing, tab.words_stop)):
         on_stop(ctx, stop, [event])
 
 

@@ -54,6 +54,7 @@ class MapTab:
     prompts: gr.Textbox
     files: gr.File
     go: gr.Button
+    status: gr.Markdown
     plot: gr.Plot
     json: gr.JSON
 
@@ -74,18 +75,19 @@ def build(ctx: Context) -> MapTab:
                                  value="\n".join(REFERENCE_PROMPTS), elem_id="map-prompts")
             files = gr.File(label="Images to place", file_count="multiple", file_types=["image"], type="filepath")
         go = gr.Button("Draw map", variant="primary")
+        status = gr.Markdown(elem_id="map-status")      # a refusal's reason (its progress too)
         plot = gr.Plot(elem_id="map-plot")
         points = gr.JSON(label="placed points", open=False)
-    return MapTab(method, texts, generated, prompts, files, go, plot, points)
+    return MapTab(method, texts, generated, prompts, files, go, status, plot, points)
 
 
 def run_call(ctx: Context, tab: MapTab, shared: Shared) -> Call:
     return Call(bind(embed_map, ctx), [tab.method, tab.prompts, tab.files, tab.generated, tab.texts, shared.last_run],
-                [tab.plot, tab.json], ctx.model_group)
+                [tab.plot, tab.json], ctx.model_group, status=tab.status)
 
 
 def wire(ctx: Context, tab: MapTab, shared: Shared) -> None:
-    run_call(ctx, tab, shared).on(tab.go.click, api_name="embed_map", show_progress_on=[tab.plot])
+    run_call(ctx, tab, shared).on(tab.go.click, api_name="embed_map")
     tab.go.click(None, js=scroll_to("#map-plot"), **PRIVATE)
 
 

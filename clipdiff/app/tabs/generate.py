@@ -21,9 +21,10 @@ from ..context import Context
 from ..controls import SamplingControls, negative_box, sampler_radio, seed_number, steps_slider, w_slider
 from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, clean_line, png_parameters, shorten
+from ..links import ABSOLUTE_LINK, COPY_LINK, fill_from_link, link_query
 from ..limits import (DEFAULT_SAMPLER, IMAGES_PER_PROMPT, MAX_BATCH, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS,
                       MAX_TEXT_CHARS, SAMPLERS, SEED_RANGE)
-from ..runs import preview_gallery, refused, sample, save_results, score_note, stopped_note
+from ..runs import preview_gallery, sample, save_results, score_note
 from ..session import LastRun
 from ..page import SHOW_RESULTS
 from ..wiring import PRIVATE, Call, Shared, after_finished, bind, on_stop
@@ -101,6 +102,7 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, nega
     prompts = checked.lines(prompts_text, MAX_PROMPTS)
     s = checked.sampling(w, seed, steps, sampler)
     n = images_each(checked, prompts, n_images)
+    checked.seeds(s.seed, n)
     for p in prompts:
         view = pipe.encoder.tokenize(p)
         if view.truncated:
@@ -112,10 +114,10 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, nega
     started = time.perf_counter()
     for frames in sample(ctx, pipe, run, record=True):
         if frames.stopped:
-            yield preview_gallery(frames), checked.status(stopped_note(frames.step, frames.total)), s.seed, gr.skip()
+            yield preview_gallery(frames), checked.status("", frames), s.seed, gr.skip()
             return
         if not frames.done:
-            status = checked.status(f"Sampling: step {frames.step} of {frames.total}")
+            status = checked.status(f"Sampling: step {frames.step} of {frames.total}", frames)
             yield preview_gallery(frames), status, s.seed, gr.skip()
             continue
         gallery, params, scores = save_results(ctx, pipe, frames.images, run)
@@ -124,7 +126,7 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, nega
         yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {s.seed}, {s.steps} {s.sampler} steps "
                                       f"in {time.perf_counter() - started:.1f} s. "
                                       f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])}). "
-                                      f"{score_note(run)}"), s.seed, last
+                                      f"{score_note(run)}", frames), s.seed, last
 
 
 def images_each(checked: Checked, prompts: list[str], n_images) -> int:
@@ -224,6 +226,8 @@ class GenerateTab:
     png_in: gr.File
     selected: gr.State
     negative: gr.Textbox
+    link: gr.Textbox
+    copy_link: gr.Button
 
     @property
     def controls(self) -> list:
@@ -274,18 +278,22 @@ def build(ctx: Context) -> GenerateTab:
                                      columns=4, height="auto", object_fit="contain", format="png",
                                      allow_preview=True, interactive=False, elem_id="gallery",
                                      elem_classes=["pixelated", "results"])
+                with gr.Row():
+                    link = gr.Textbox(label="share link: opens the app with these settings; Generate makes the same "
+                                            "pictures", interactive=False, elem_id="share-link", scale=4)
+                    copy_link = gr.Button("Copy link", elem_id="copy-link", scale=1)
                 reuse = gr.Button("Use parameters of the selected image")
                 png_in = gr.File(label="...or load parameters from a clipdiff PNG", file_types=[".png"],
-                                 type="filepath", height=120)
+                                 type="filepath", height=120, elem_id="png-in")
         selected = gr.State(None)
     return GenerateTab(prompts, tokens, token_summary, SamplingControls(w, seed, steps, sampler), dice, n_images,
-                       go, stop, status, gallery, reuse, png_in, selected, negative)
+                       go, stop, status, gallery, reuse, png_in, selected, negative, link, copy_link)
 
 
 def run_call(ctx: Context, tab: GenerateTab, shared: Shared) -> Call:
     s = tab.sampling
     return Call(bind(generate, ctx), tab.inputs, [tab.gallery, tab.status, s.seed, shared.last_run],
-                ctx.model_group)
+                ctx.model_group, status=tab.status)
 
 
 def wire(ctx: Context, tab: GenerateTab, shared: Shared) -> None:
@@ -293,17 +301,21 @@ def wire(ctx: Context, tab: GenerateTab, shared: Shared) -> None:
     tokens.on(tab.prompts.change, api_name="tokens", show_progress="hidden")
     tokens.on(shared.demo.load, **PRIVATE)
     tab.dice.click(random_seed, None, tab.sampling.seed, queue=False, **PRIVATE)
-    # the progress (and a refusal's "Error" mark) goes where the results go, not on the seed box
-    event = run_call(ctx, tab, shared).on(tab.go.click, api_name="generate", show_progress_on=[tab.status])
+    event = run_call(ctx, tab, shared).on(tab.go.click, api_name="generate")
     Call(steps_used, [tab.prompts, tab.sampling.steps, tab.n_images], tab.sampling.steps).on(
         tab.go.click, show_progress="hidden", **PRIVATE)
     tab.go.click(None, js=SHOW_RESULTS, **PRIVATE)
     after_finished(event, tab.status, shared)
-    Call(refused, tab.status, tab.status).on(event.failure, show_progress="hidden", **PRIVATE)
+    s = tab.sampling    # the link of a finished run: its controls, the seed used included
+    Call(link_query, [tab.prompts, tab.negative, s.w, s.steps, s.sampler, s.seed, tab.n_images], tab.link).on(
+        event.success, show_progress="hidden", **PRIVATE).then(None, tab.link, tab.link, js=ABSOLUTE_LINK, **PRIVATE)
+    tab.copy_link.click(None, tab.link, tab.link, js=COPY_LINK, **PRIVATE)
+    Call(fill_from_link, None, tab.inputs).on(shared.demo.load, show_progress="hidden", **PRIVATE)
     on_stop(ctx, tab.stop, [event])
     Call(remember_selection, None, tab.selected).on(tab.gallery.select, **PRIVATE)
-    Call(reuse_selected, [shared.last_run, tab.selected], tab.controls).on(tab.reuse.click, **PRIVATE)
-    Call(load_params, tab.png_in, tab.controls).on(tab.png_in.upload, api_name="load_params")
+    Call(reuse_selected, [shared.last_run, tab.selected], tab.controls, status=tab.status).on(tab.reuse.click,
+                                                                                              **PRIVATE)
+    Call(load_params, tab.png_in, tab.controls, status=tab.status).on(tab.png_in.upload, api_name="load_params")
     Call(reuse_negative, [shared.last_run, tab.selected], tab.negative).on(tab.reuse.click, **PRIVATE)
     Call(load_negative, tab.png_in, tab.negative).on(tab.png_in.upload, **PRIVATE)
 

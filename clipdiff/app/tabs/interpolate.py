@@ -20,7 +20,7 @@ from ..inputs import Checked, open_upload, shorten, upload_path
 from ..limits import (INTERPOLATION_POINTS, INTERPOLATION_POINTS_DEFAULT, MAX_IMAGES_PER_PROMPT, MIX_WEIGHT_DEFAULT,
                       PREVIEW_SCALE, VARIATIONS_DEFAULT)
 from ..page import scroll_to
-from ..runs import preview_gallery, refused, sample, save_results, stopped_note, strip
+from ..runs import RunStatus, preview_gallery, sample, save_results, strip
 from ..session import LastRun
 from ..wiring import PRIVATE, Call, Shared, bind, on_stop
 
@@ -49,7 +49,7 @@ def interpolate(ctx: Context, prompt_a, prompt_b, points, w, seed, steps, sample
     s = checked.budget(s, len(jobs))
     run = checked.prepare(pipe, jobs, s)
     for row, frames in strip(ctx, pipe, run, [f"{t:.2f}" for t in fractions]):
-        yield row, checked.status(strip_status(frames, f"{a!r} -> {b!r}", s)), s.seed
+        yield row, strip_status(checked, frames, f"{a!r} -> {b!r}", s), s.seed
 
 
 @answers_clearly
@@ -69,14 +69,13 @@ def mix_prompts(ctx: Context, prompt_a, prompt_b, weight, w, seed, steps, sample
     s = checked.budget(s, len(jobs))
     run = checked.prepare(pipe, jobs, s)
     for row, frames in strip(ctx, pipe, run, [shorten(a, 40), f"mix, weight {weight:g}", shorten(b, 40)]):
-        yield row, checked.status(strip_status(frames, f"{1 - weight:g} x {a!r} + {weight:g} x {b!r}", s)), s.seed
+        yield row, strip_status(checked, frames, f"{1 - weight:g} x {a!r} + {weight:g} x {b!r}", s), s.seed
 
 
-def strip_status(frames, what: str, s) -> str:
+def strip_status(checked: Checked, frames, what: str, s) -> RunStatus:
     """A strip's status: what it samples and how far it is, or where it stopped."""
-    if frames.stopped:
-        return stopped_note(frames.step, frames.total)
-    return f"{what}: {f'step {frames.step} of {frames.total}' if not frames.done else f'Done, seed {s.seed}.'}"
+    progress = f"step {frames.step} of {frames.total}" if not frames.done else f"Done, seed {s.seed}."
+    return checked.status(f"{what}: {progress}", frames)
 
 
 @answers_clearly
@@ -91,21 +90,21 @@ def vary(ctx: Context, file, count, w, seed, steps, sampler, negative_prompt="")
     emb = pipe.encoder.encode_image([image])[0]
     seen = to_pil(to_uint8(pil_to_tensor01([image], pipe.encoder.image_size) * 2 - 1)[0], PREVIEW_SCALE)
     negative = checked.negative(negative_prompt)
-    jobs = [Job(variation_of(file), s.w, s.seed + k, embedding=emb, negative=negative) for k in range(n)]
+    jobs = [Job(variation_of(file), s.w, seed, embedding=emb, negative=negative) for seed in checked.seeds(s.seed, n)]
     s = checked.budget(s, len(jobs))
     run = checked.prepare(pipe, jobs, s)
     seen_sent = False
     for frames in sample(ctx, pipe, run):
         if frames.stopped:
             yield preview_gallery(frames), gr.skip() if seen_sent else seen, \
-                checked.status(stopped_note(frames.step, frames.total)), s.seed
+                checked.status("", frames), s.seed
         elif not frames.done:
             yield preview_gallery(frames), gr.skip() if seen_sent else seen, \
-                checked.status(f"step {frames.step} of {frames.total}"), s.seed
+                checked.status(f"step {frames.step} of {frames.total}", frames), s.seed
             seen_sent = True
         else:
             gallery, _, _ = save_results(ctx, pipe, frames.images, run)
-            yield gallery, seen, checked.status(f"Done: {n} variation(s)."), s.seed
+            yield gallery, seen, checked.status(f"Done: {n} variation(s).", frames), s.seed
 
 
 def variation_of(file) -> str:
@@ -201,30 +200,27 @@ def build(ctx: Context) -> InterpolateTab:
 def interpolate_call(ctx: Context, tab: InterpolateTab) -> Call:
     s = tab.sampling
     return Call(bind(interpolate, ctx), [tab.a, tab.b, tab.points, s.w, s.seed, s.steps, s.sampler, tab.negative],
-                [tab.strip, tab.status, s.seed], ctx.model_group)
+                [tab.strip, tab.status, s.seed], ctx.model_group, status=tab.status)
 
 
 def mix_call(ctx: Context, tab: InterpolateTab) -> Call:
     s = tab.sampling
     return Call(bind(mix_prompts, ctx), [tab.a, tab.b, tab.weight, s.w, s.seed, s.steps, s.sampler, tab.negative],
-                [tab.mix_strip, tab.mix_status, s.seed], ctx.model_group)
+                [tab.mix_strip, tab.mix_status, s.seed], ctx.model_group, status=tab.mix_status)
 
 
 def vary_call(ctx: Context, tab: InterpolateTab) -> Call:
     s = tab.vary_sampling
     return Call(bind(vary, ctx), [tab.file, tab.count, s.w, s.seed, s.steps, s.sampler, tab.vary_negative],
-                [tab.gallery, tab.seen, tab.vary_status, s.seed], ctx.model_group)
+                [tab.gallery, tab.seen, tab.vary_status, s.seed], ctx.model_group, status=tab.vary_status)
 
 
 def wire(ctx: Context, tab: InterpolateTab, shared: Shared) -> None:
-    interpolating = interpolate_call(ctx, tab).on(tab.go.click, api_name="interpolate",
-                                                  show_progress_on=[tab.status, tab.strip])
-    varying = vary_call(ctx, tab).on(tab.vary.click, api_name="vary", show_progress_on=[tab.vary_status, tab.gallery])
-    mixing = mix_call(ctx, tab).on(tab.mix.click, api_name="mix", show_progress_on=[tab.mix_status, tab.mix_strip])
+    interpolating = interpolate_call(ctx, tab).on(tab.go.click, api_name="interpolate")
+    varying = vary_call(ctx, tab).on(tab.vary.click, api_name="vary")
+    mixing = mix_call(ctx, tab).on(tab.mix.click, api_name="mix")
     for button, result in ((tab.go, "#ip-strip"), (tab.mix, "#mix-strip"), (tab.vary, "#va-gallery")):
         button.click(None, js=scroll_to(result), **PRIVATE)
-    for event, status in ((interpolating, tab.status), (mixing, tab.mix_status), (varying, tab.vary_status)):
-        Call(refused, status, status).on(event.failure, show_progress="hidden", **PRIVATE)
     on_stop(ctx, tab.stop, [interpolating, mixing])      # one Stop for the slerp and the mix (one runs at a time)
     on_stop(ctx, tab.vary_stop, [varying])
 
@@ -243,5 +239,6 @@ def tour_steps(ctx: Context, tab: InterpolateTab, shared: Shared, then) -> list[
         return [interpolate_call(ctx, tab)]
     if isinstance(then, tour.Mix):
         return [mix_call(ctx, tab)]
-    first_image = Call(bind(first_generated_image, ctx), shared.last_run, tab.file)   # the Generate step's image
+    first_image = Call(bind(first_generated_image, ctx), shared.last_run, tab.file,   # the Generate step's image
+                       status=tab.vary_status)
     return [first_image, vary_call(ctx, tab)]

@@ -14,7 +14,7 @@ from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked
 from ..limits import MAX_SWEEP_PROMPTS
 from ..page import scroll_to
-from ..runs import refused, sample, save_results, stopped_note
+from ..runs import sample, save_results
 from ..wiring import PRIVATE, Call, Shared, bind, on_stop
 
 TAKES = (tour.Sweep,)
@@ -38,14 +38,14 @@ def run_sweep(ctx: Context, prompts_text, ws_text, seed, steps, sampler, negativ
         grid = labelled_grid(frames.images, rows=len(ws), cols=len(prompts), row_labels=row_labels,
                              col_labels=prompts)
         if frames.stopped:
-            yield grid, gr.skip(), checked.status(stopped_note(frames.step, frames.total)), s.seed
+            yield grid, gr.skip(), checked.status("", frames), s.seed
         elif not frames.done:
             yield grid, gr.skip(), checked.status(f"Sampling {len(jobs)} images: step {frames.step} of "
-                                                  f"{frames.total}"), s.seed
+                                                  f"{frames.total}", frames), s.seed
         else:
             gallery, _, _ = save_results(ctx, pipe, frames.images, run)
             yield grid, gallery, checked.status(f"Done: {len(prompts)} prompt(s) x {len(ws)} w value(s), "
-                                                f"seed {s.seed}."), s.seed
+                                                f"seed {s.seed}.", frames), s.seed
 
 
 @dataclass
@@ -86,13 +86,12 @@ def build(ctx: Context) -> SweepTab:
 def run_call(ctx: Context, tab: SweepTab) -> Call:
     s = tab.sampling
     return Call(bind(run_sweep, ctx), [tab.prompts, tab.ws, s.seed, s.steps, s.sampler, tab.negative],
-                [tab.grid, tab.gallery, tab.status, s.seed], ctx.model_group)
+                [tab.grid, tab.gallery, tab.status, s.seed], ctx.model_group, status=tab.status)
 
 
 def wire(ctx: Context, tab: SweepTab, shared: Shared) -> None:
-    event = run_call(ctx, tab).on(tab.go.click, api_name="sweep", show_progress_on=[tab.status, tab.grid])
+    event = run_call(ctx, tab).on(tab.go.click, api_name="sweep")
     tab.go.click(None, js=scroll_to("#sweep-grid"), **PRIVATE)
-    Call(refused, tab.status, tab.status).on(event.failure, show_progress="hidden", **PRIVATE)
     on_stop(ctx, tab.stop, [event])
 
 

@@ -117,7 +117,8 @@ def setter(tab_switcher: gr.Tabs, note: TourNote, experiment: tour.Experiment, r
 # playback: its controls, the picture under them)
 RESULTS = {tour.Generate: "#gallery", tour.Playback: "#pb-controls", tour.Sweep: "#sweep-grid",
            tour.Similarity: "#similarity-plot", tour.Map: "#map-plot", tour.Interpolate: "#ip-strip",
-           tour.Mix: "#mix-strip", tour.Vary: "#va-gallery", tour.PromptEdit: "#pe-strip", tour.Words: "#wi-strip"}
+           tour.Mix: "#mix-strip", tour.Vary: "#va-gallery", tour.PromptEdit: "#pe-strip", tour.Words: "#wi-strip",
+           tour.ForwardNoise: "#fw-strip", tour.EditPhoto: "#ed-strip"}
 
 
 def back_to_tour():

@@ -243,8 +243,9 @@ def sweep_tab(page, url):
     scroll_top(page)
 
 
-@shot("playback", "the denoising playback of a run scrubbed to step 4 of 12: the four panels, the step marked on "
-                  "the plot, the image picker, Play, Pause and the speed control")
+@shot("playback", "the denoising playback of a run scrubbed to step 4 of 12: the four panels and the two heat maps "
+                  "of where guidance acts, the step marked on the plot, the image picker, Play, Pause and the speed "
+                  "control")
 def playback_tab(page, url):
     open_app(page, url)
     generate(page)

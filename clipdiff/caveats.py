@@ -23,13 +23,17 @@ MAX_TRUSTED_W = 4.0     # past this, the guided prediction extrapolates beyond a
 NOISE_SAMPLES = 8
 
 
+def steps_of(steps: int, sampler: str) -> str:
+    """A run's steps as the app's texts say them: '1 ddim step', '12 ddim steps'."""
+    return f"{steps} {sampler} step" + ("" if steps == 1 else "s")
+
+
 def caveat(steps: int, sampler: str, w: float) -> str | None:
     """Why a CLIP score of a run with these settings cannot be trusted, in words; None when nothing is known. The
     steps a sampler needs are the registry's (schedulers.REGISTRY); an unknown sampler is a ValueError."""
     needed = sampler_spec(sampler).min_steps
     if steps < needed:
-        steps_leave = f"{steps} {sampler} step leaves" if steps == 1 else f"{steps} {sampler} steps leave"
-        return (f"{steps_leave} the image unfinished (about {needed} are needed): this CLIP scores colour, so a blob "
+        return (f"{steps_of(steps, sampler)} {'leaves' if steps == 1 else 'leave'} the image unfinished (about {needed} are needed): this CLIP scores colour, so a blob "
                 "of the prompt's colour scores like a finished flower")
     if w > MAX_TRUSTED_W:
         return (f"w = {w:g} is far past the guidance the model was trained for: its colours saturate, and this "

@@ -1,6 +1,7 @@
-"""A recorded sampling run, played back: frames side by side, when the image commits to its prompt, noise norms, GIF.
+"""A recorded sampling run, played back: frames side by side, where guidance acts, when the image commits to its
+prompt, GIF.
 
-The sampler records StepRecords (uint8 frames and noise norms) as it goes; everything here reads those
+The sampler records StepRecords (uint8 frames and per-pixel maps of the guidance) as it goes; everything here reads those
 records and never runs the U-Net again, so scrubbing through a run costs nothing but a picture. The one
 extra model call, done once per run, is the CLIP image encoder over every recorded guided x0: the cosine
 between that embedding and the run's conditioning embedding says at which timestep the picture starts to
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from PIL import Image
 
 from .encoders import ClipEncoder
@@ -27,7 +29,12 @@ from .similarity import unit
 
 PANELS = ("x_t", "x0 (guided)", "x0 (conditional)", "x0 (unconditional)")
 NEGATIVE_PANEL = "negative x0"      # the unconditional panel's name when a negative prompt took the null's place
-NORM_SERIES = {"conditional": "eps_cond_norm", "unconditional": "eps_uncond_norm", "guided": "eps_guided_norm"}
+GAP_PANEL = "|eps_c - eps_u|"
+NEGATIVE_GAP_PANEL = "|eps_c - eps_neg|"
+GUIDANCE_PANEL = "guidance |w (eps_c - eps_u)|"
+NEGATIVE_GUIDANCE_PANEL = "guidance |w (eps_c - eps_neg)|"
+HEAT_COLORMAP = "inferno"           # black at 0: a w = 0 run's guidance map is black
+HEAT_PERCENTILE = 99                # the heat maps' brightest colour: this percentile of an image's values
 
 
 @dataclass
@@ -63,22 +70,51 @@ class PlaybackRun:
         return sample < len(self.negative) and self.negative[sample]
 
     def panels(self, sample: int) -> list[str]:
-        return [*PANELS[:3], NEGATIVE_PANEL if self.has_negative(sample) else PANELS[3]]
+        """The frame's panels, left to right: the four pictures, then the two heat maps."""
+        if self.has_negative(sample):
+            return [*PANELS[:3], NEGATIVE_PANEL, NEGATIVE_GAP_PANEL, NEGATIVE_GUIDANCE_PANEL]
+        return [*PANELS, GAP_PANEL, GUIDANCE_PANEL]
 
     def switch_timestep(self, sample: int) -> int | None:
         return self.switch_timesteps[sample] if sample < len(self.switch_timesteps) else None
 
-    def noise_norms(self, sample: int) -> dict[str, np.ndarray]:
-        """RMS of the conditional, unconditional and guided noise predictions of one sample, per recorded step."""
-        renamed = {"unconditional": "negative"} if self.has_negative(sample) else {}
-        return {renamed.get(name, name): np.array([getattr(r, attr)[sample] for r in self.records], dtype=np.float32)
-                for name, attr in NORM_SERIES.items()}
+    def guidance_means(self, sample: int) -> dict[str, np.ndarray]:
+        """The two heat maps of one sample, each averaged over its pixels, per recorded step: how much the prompt
+        changes the noise prediction, and how much of that guidance adds."""
+        gap, guidance = self.panels(sample)[4:]
+        return {name: np.array([getattr(r, attr)[sample].astype(np.float32).mean() for r in self.records])
+                for name, attr in ((gap, "eps_gap"), (guidance, "guidance"))}
+
+    def heat_scale(self, sample: int) -> float:
+        """The heat maps' top colour, one for every recorded step of the sample and both its maps, so that steps
+        can be compared: the 99th percentile of all their values (a few speckles in the last steps would otherwise
+        leave every earlier map black). 0 when the maps are zero (almost) everywhere."""
+        if not self.records:
+            return 0.0
+        values = np.stack([getattr(r, attr)[sample] for r in self.records for attr in ("eps_gap", "guidance")])
+        return float(np.percentile(values.astype(np.float32), HEAT_PERCENTILE))
+
+    def opening_step(self) -> int:
+        """The recorded step (0-based) worth opening on: a third of the way in, where the layout is set but the
+        guided, conditional and unconditional guesses still differ. (Where the guided and unconditional x0 differ
+        most was tried: on the shipped models that is the first step, whose x_t is pure noise.)"""
+        return round((len(self.records) - 1) / 3) if self.records else 0
 
     def frame(self, step: int, sample: int, cell: int = 128) -> Image.Image:
-        """x_t, guided x0, conditional x0 and unconditional x0 of one sample at one recorded step, side by side."""
+        """x_t, guided x0, conditional x0 and unconditional x0 of one sample at one recorded step, then its two heat
+        maps (|eps_c - eps_u| and the guidance term), side by side."""
         record = self.records[step]
-        panels = np.stack([record.x_t[sample], record.x0[sample], record.x0_cond[sample], record.x0_uncond[sample]])
-        return labelled_grid(panels, rows=1, cols=len(PANELS), col_labels=self.panels(sample), cell=cell)
+        scale = self.heat_scale(sample)
+        panels = np.stack([record.x_t[sample], record.x0[sample], record.x0_cond[sample], record.x0_uncond[sample],
+                           heat_map(record.eps_gap[sample], scale), heat_map(record.guidance[sample], scale)])
+        return labelled_grid(panels, rows=1, cols=len(panels), col_labels=self.panels(sample), cell=cell)
+
+
+def heat_map(values: np.ndarray, scale: float) -> np.ndarray:
+    """(H, W) values >= 0 -> (H, W, 3) uint8 in HEAT_COLORMAP, 0 black and `scale` the brightest; all black when
+    scale is 0 (nothing to show)."""
+    level = np.clip(values.astype(np.float32) / scale, 0, 1) if scale > 0 else np.zeros(values.shape, np.float32)
+    return (colormaps[HEAT_COLORMAP](level)[..., :3] * 255).round().astype(np.uint8)
 
 
 def prompt_x0_cosines(encoder: ClipEncoder, records: list[StepRecord], conditions: torch.Tensor) -> np.ndarray:
@@ -148,7 +184,8 @@ def _rows(embeddings: torch.Tensor, keep: list[bool]) -> torch.Tensor:
 
 
 def export_gif(run: PlaybackRun, sample: int, path: str | Path, frame_ms: int = 150, cell: int = 96) -> Path:
-    """The run of one sample as an animated GIF, holding the last frame a little longer."""
+    """The run of one sample as an animated GIF (the frames as the tab shows them, heat maps included), holding the
+    last frame a little longer."""
     if not run.records:
         raise ValueError("this run has no recorded steps to export")
     frames = [run.frame(i, sample, cell).convert("P", palette=Image.Palette.ADAPTIVE)

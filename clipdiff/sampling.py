@@ -90,20 +90,22 @@ def from_uint8(frames) -> torch.Tensor:
 
 @dataclass
 class StepRecord:
-    """One recorded sampler step, as small uint8 frames (N, H, W, 3) and per-sample noise norms."""
+    """One recorded sampler step, as small uint8 frames (N, H, W, 3) and where guidance acts, per pixel (N, H, W).
+
+    The U-Net conditions on one token (the CLIP embedding), so its cross-attention weights are all 1 and attention
+    maps (DAAM) say nothing here; what the prompt changes is read off the two noise predictions instead."""
     step: int                 # 0-based index into the sampler's timesteps
     timestep: int             # the training timestep t
     x_t: np.ndarray
     x0: np.ndarray            # from the guided prediction
     x0_cond: np.ndarray
     x0_uncond: np.ndarray
-    eps_cond_norm: np.ndarray     # (N,) RMS of each prediction
-    eps_uncond_norm: np.ndarray
-    eps_guided_norm: np.ndarray
+    eps_gap: np.ndarray       # (N, H, W) float16: |eps_cond - eps_uncond|, RMS over the channels of each pixel
+    guidance: np.ndarray      # (N, H, W) float16: the same of the guidance term w (eps_cond - eps_uncond)
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.x_t, self.x0, self.x0_cond, self.x0_uncond))
+        return sum(a.nbytes for a in (self.x_t, self.x0, self.x0_cond, self.x0_uncond, self.eps_gap, self.guidance))
 
 
 @dataclass
@@ -335,11 +337,12 @@ class GuidedRun:
         x0 = predicted_x0(x, eps, a_bar)
         record = None
         if self.stride and (i % self.stride == 0 or i == self.total - 1):
+            gap = eps_cond - eps_uncond
             record = StepRecord(
                 step=i, timestep=int(t), x_t=to_uint8(x), x0=to_uint8(x0),
                 x0_cond=to_uint8(predicted_x0(x, eps_cond, a_bar)),
                 x0_uncond=to_uint8(predicted_x0(x, eps_uncond, a_bar)),
-                eps_cond_norm=_rms(eps_cond), eps_uncond_norm=_rms(eps_uncond), eps_guided_norm=_rms(eps))
+                eps_gap=_pixel_rms(gap), guidance=_pixel_rms(w * gap))
         self.x = self.scheduler.step(eps, t, x, **self.step_kwargs).prev_sample
         self.i += 1
         last = self.done
@@ -347,8 +350,9 @@ class GuidedRun:
                         images=self.x.clamp(-1, 1) if last else None)
 
 
-def _rms(eps: torch.Tensor) -> np.ndarray:
-    return eps.float().pow(2).mean(dim=(1, 2, 3)).sqrt().cpu().numpy()
+def _pixel_rms(eps: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) -> (N, H, W) float16: half the bytes of float32, and a map needs no more digits."""
+    return eps.float().pow(2).mean(dim=1).sqrt().cpu().numpy().astype(np.float16)
 
 
 @dataclass

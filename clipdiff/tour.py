@@ -244,6 +244,16 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "{playback_dip_step:.0f} as edges and texture come in, and ends at {playback_end:.2f}.",
         (run(generate=Generate((SUNFLOWER,), Sampling(w=2.0, steps=PLAYBACK_STEPS)), then=Playback()),)),
     Experiment(
+        "where-guidance-acts", "Where guidance acts: which pixels does the prompt change first?",
+        "Attention maps (DAAM) cannot answer this here: our U-Net conditions on one token, the prompt's whole CLIP "
+        "embedding, so its cross-attention weights are all 1. The two noise predictions can: the playback's last two "
+        "panels are heat maps of |eps_c - eps_u| (what the prompt changes) and of the guidance term |w (eps_c - "
+        "eps_u)| (what guidance adds), on one colour scale for every step. Scrub through the first third and compare "
+        "the maps with the finished rose: do they trace its outline, or fill the places whose colour will stand out "
+        "from the background? Then watch where they light up in the last steps. "
+        "(`python benchmarks/where_guidance_acts.py` measures both over 12 images.)",
+        (run(generate=Generate((ROSE,), Sampling(w=2.0, steps=PLAYBACK_STEPS)), then=Playback()),)),
+    Experiment(
         "dropout", "Context dropout: how one U-Net is also unconditional",
         "Guidance needs an unconditional model, and ours is the same U-Net: in training, {context_dropout:.0%} of "
         "samples had their "

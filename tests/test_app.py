@@ -142,8 +142,9 @@ def test_playback_reads_recorded_frames_and_exports_a_gif(tiny_pipeline, tmp_pat
     run = make_playback(tiny_pipeline.encoder, PROMPTS, result.records, conditions)
     assert run.cosines.shape == (4, 2) and np.all(np.abs(run.cosines) <= 1 + 1e-5)
     assert run.timesteps == sorted(run.timesteps, reverse=True)
-    norms = run.noise_norms(1)
-    assert set(norms) == {"conditional", "unconditional", "guided"} and norms["guided"].shape == (4,)
+    means = run.guidance_means(1)
+    assert list(means) == ["|eps_c - eps_u|", "guidance |w (eps_c - eps_u)|"] and means["guidance |w (eps_c - eps_u)|"].shape == (4,)
+    assert np.allclose(means["guidance |w (eps_c - eps_u)|"], 2 * means["|eps_c - eps_u|"], rtol=2e-3), "w = 2: twice the gap"
     first, last = run.frame(0, 0), run.frame(3, 0)
     assert first.size == last.size and first.tobytes() != last.tobytes()
     with Image.open(export_gif(run, 1, tmp_path / "run.gif")) as gif:

@@ -17,11 +17,13 @@ def test_type_generate_see_image_then_scrub_the_playback(live_app, page, tmp_pat
     page.get_by_role("tab", name="Denoising playback").click()
     frame = page.locator("#pb-frame img")
     frame.wait_for()
-    last_step = frame.get_attribute("src")
-    assert f"Recorded step {DEFAULT_STEPS} of {DEFAULT_STEPS}" in page.inner_text("#pb-caption")
+    opening = frame.get_attribute("src")
+    third = round((DEFAULT_STEPS - 1) / 3) + 1          # it opens a third of the way in, not on the finished image
+    assert f"Recorded step {third} of {DEFAULT_STEPS}" in page.inner_text("#pb-caption")
+    assert not page.locator("#pb-hint").is_visible(), "the hint to generate first is gone once a run exists"
     page.focus("#pb-step input[type=range]")
     page.keyboard.press("Home")                         # back to the first recorded step: pure noise
-    page.wait_for_function("src => document.querySelector('#pb-frame img').src !== src", arg=last_step)
+    page.wait_for_function("src => document.querySelector('#pb-frame img').src !== src", arg=opening)
     wait_for_text(page, "#pb-caption", f"Recorded step 1 of {DEFAULT_STEPS}")
     page.screenshot(path=str(tmp_path / "playback.png"), full_page=True)
     assert (tmp_path / "playback.png").stat().st_size > 10_000

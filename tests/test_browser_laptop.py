@@ -174,19 +174,37 @@ def test_refusals_in_every_tab_leave_no_error_mark_and_the_previous_result_in_pl
            "#similarity-plot svg image")
 
 
-def test_a_tour_button_lands_with_its_explanation_in_view_and_gives_settings_back(live_app, laptop):
+def test_a_tour_button_lands_with_its_explanation_in_view_and_gives_settings_back(live_app, laptop, tmp_path):
+    """The note: in view on the run's tab, one line when folded, only on that tab; Restore puts back the attendee's
+    prompt and the sweep grid they had; Back returns to the experiment."""
     laptop.goto(live_app.url)
     open_tab(laptop, "Guidance sweep")
     laptop.fill("#sweep-prompts textarea", "my own prompt")
+    laptop.click("#sweep")
+    wait_for_text(laptop, "#sweep-status", "Done")
+    mine = laptop.locator("#sweep-grid img").get_attribute("src")
     open_tab(laptop, "Tour")
     laptop.click("#tour-guidance-0")
     laptop.get_by_role("tab", name="Guidance sweep", selected=True).wait_for()
     wait_for_text(laptop, "#tour-note", "What guidance does")
+    laptop.wait_for_function("src => document.querySelector('#sweep-grid img')?.src !== src", arg=mine)
     wait_for_text(laptop, "#sweep-status", "Done")
     assert in_view(laptop, "#tour-note"), "the explanation stays on screen"
     assert laptop.locator("#sweep-grid img").bounding_box()["y"] < laptop.viewport_size["height"], "and the result"
+    laptop.screenshot(path=str(tmp_path / "tour-note-open.png"))
+    laptop.locator("#tour-note-details").get_by_role("button").first.click()      # fold the explanation
+    laptop.locator("#tour-note-text").wait_for(state="hidden")
+    assert laptop.locator("#tour-note").bounding_box()["height"] <= 90, "folded: one line"
+    assert in_view(laptop, "#tour-note") and "What guidance does" in laptop.inner_text("#tour-note")
+    laptop.screenshot(path=str(tmp_path / "tour-note-folded.png"))
+    open_tab(laptop, "Generate")
+    laptop.locator("#tour-note").wait_for(state="hidden")                 # not the tab the experiment opened
+    open_tab(laptop, "Guidance sweep")
+    laptop.locator("#tour-note").wait_for(state="visible")
     laptop.click("#tour-restore")
     laptop.wait_for_function("() => document.querySelector('#sweep-prompts textarea').value === 'my own prompt'")
+    laptop.wait_for_function("src => document.querySelector('#sweep-grid img')?.src === src", arg=mine)
+    assert "1 prompt(s)" in laptop.inner_text("#sweep-status"), "the status of the attendee's own run"
     laptop.click("#tour-back")
     laptop.get_by_role("tab", name="Tour", selected=True).wait_for()
     laptop.wait_for_function("() => { const r = document.getElementById('tour-guidance').getBoundingClientRect();"
@@ -232,3 +250,31 @@ def test_similarity_shows_each_image_s_thumbnail(live_app, laptop):
         apart = (thumb["x"] + thumb["width"] <= label["x"] or label["x"] + label["width"] <= thumb["x"]
                  or thumb["y"] + thumb["height"] <= label["y"] or label["y"] + label["height"] <= thumb["y"])
         assert apart, f"the thumbnail {thumb} covers plotly's hover text {label}"
+
+
+def test_enter_in_a_single_line_box_runs_its_tab_s_action(live_app, laptop):
+    """Enter in a one-line box (here the second prompt of the switch strip) clicks the tab's main button, the first
+    primary button after the box, and adds no new line to the box."""
+    laptop.goto(live_app.url)
+    open_tab(laptop, "Debug a prompt")
+    laptop.focus("#pe-b textarea")
+    laptop.keyboard.press("Enter")
+    wait_for_text(laptop, "#pe-status", "Done")
+    assert "\n" not in laptop.input_value("#pe-b textarea")
+    assert error_marks(laptop) == 0
+
+
+def test_a_long_prompt_s_caption_is_one_line_whole_on_hover_and_stop_looks_idle(live_app, laptop):
+    from clipdiff.tour import LONG_PROMPT
+
+    laptop.goto(live_app.url)
+    generate(laptop, LONG_PROMPT)
+    caption = laptop.locator("#gallery .caption-label").first
+    caption.wait_for()
+    assert caption.get_attribute("title").startswith(LONG_PROMPT[:100]), "the whole caption on hover"
+    line = laptop.evaluate("() => parseFloat(getComputedStyle(document.querySelector('#gallery .caption-label'))"
+                           ".lineHeight)")
+    assert caption.bounding_box()["height"] < 2 * line, "cut to one line"
+    idle, working = laptop.evaluate("""() => { const s = getComputedStyle(document.getElementById('stop'));
+        return [s.backgroundColor, getComputedStyle(document.getElementById('generate')).backgroundColor]; }""")
+    assert idle != "rgb(185, 28, 28)" and working != idle, "Stop is grey while nothing runs"

@@ -61,3 +61,11 @@ def test_a_one_step_run_says_its_scores_are_unreliable(ctx):
     assert "**These CLIP scores say little:** 1 ddpm step leaves the image unfinished" in status
     gallery, status, *_ = list(generate.generate(ctx, "A deep red rose flower", 2.0, 6, "dpmsolver-karras", 0, 1))[-1]
     assert "UNRELIABLE" not in gallery[0][1] and "what pure noise scores against the same prompt" in status
+
+
+def test_a_run_s_steps_are_counted_in_words_singular_or_plural():
+    from clipdiff.caveats import caveat, steps_of
+
+    assert steps_of(1, "dpmsolver-karras") == "1 dpmsolver-karras step"
+    assert steps_of(12, "ddim") == "12 ddim steps"
+    assert caveat(1, "ddim", 2.0).startswith("1 ddim step leaves") and caveat(2, "ddim", 2.0).startswith("2 ddim steps leave")

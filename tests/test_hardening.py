@@ -427,3 +427,16 @@ def test_a_full_queue_says_busy(tiny_clip_dir, tiny_unet_dir, server_errors):
         assert figures["refused"] >= 4 and all("try again" in m for m in figures["messages"])
         still_answers(Client(app.url, verbose=False))
         assert server_errors() == []
+
+
+def test_a_refusal_logs_one_line_and_no_traceback(client, capfd, caplog):
+    """An expected refusal (here an empty prompt) is no server failure: the log gets one line naming the handler and
+    the reason, Gradio prints no traceback for it; the client still reads the reason."""
+    import logging
+
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING, logger="clipdiff.app"), pytest.raises(AppError) as refused:
+        client.predict("", 2.0, 2, "ddim", 1, 1, api_name="/generate")
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("generate refused: ") and str(refused.value) in lines[0]
+    assert "Traceback" not in capfd.readouterr().err

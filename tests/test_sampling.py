@@ -48,7 +48,7 @@ def test_shapes_and_range(model, cond):
     rec = result.records[0]
     for frame in (rec.x_t, rec.x0, rec.x0_cond, rec.x0_uncond):
         assert frame.shape == (3, 16, 16, 3) and frame.dtype == np.uint8
-    assert rec.eps_cond_norm.shape == rec.eps_uncond_norm.shape == rec.eps_guided_norm.shape == (3,)
+    assert rec.eps_gap.shape == rec.guidance.shape == (3, 16, 16) and rec.guidance.dtype == np.float16
 
 
 def test_to_uint8_maps_range_and_layout():
@@ -118,9 +118,11 @@ def test_w0_is_conditional_and_w_minus1_is_unconditional(model, cond):
     assert len(result.records) == STEPS
     for rec in result.records:
         assert np.array_equal(rec.x0[0], rec.x0_cond[0])        # w = 0: conditional only
-        assert np.array_equal(rec.eps_guided_norm[0], rec.eps_cond_norm[0])
+        assert not rec.guidance[0].any(), "w = 0: the guidance term w (eps_cond - eps_uncond) is zero everywhere"
+        assert rec.eps_gap[0].any(), "while the prompt still changes the prediction"
         assert np.array_equal(rec.x0[1], rec.x0_uncond[1])      # w = -1: unconditional only
-        assert np.array_equal(rec.eps_guided_norm[1], rec.eps_uncond_norm[1])
+        assert np.array_equal(rec.guidance[1], rec.eps_gap[1]), "w = -1: the guidance term is -(eps_c - eps_u)"
+        assert np.allclose(rec.guidance[2], 2 * rec.eps_gap[2].astype(np.float32), rtol=2e-3, atol=1e-3), "w = 2: twice"
     # the checks above could fail: with w = 2 the guided x0 is neither prediction
     first = result.records[0]
     assert not np.array_equal(first.x0[2], first.x0_cond[2])

@@ -121,7 +121,7 @@ def test_served_loop_with_an_injected_predictor_equals_the_local_sampler(model, 
     assert len(served_records) == len(local.records) == 4
     for a, b in zip(served_records, local.records):
         assert np.array_equal(a.x0, b.x0) and np.array_equal(a.x0_uncond, b.x0_uncond)
-        assert np.array_equal(a.eps_guided_norm, b.eps_guided_norm)
+        assert np.array_equal(a.guidance, b.guidance)
 
 
 class LockstepBatcher:

@@ -46,15 +46,17 @@ def test_generate_with_a_negative_prompt_carries_it_in_the_png_and_loads_it_back
 
 def test_the_playback_names_the_negative_panel_and_draws_the_cosine_to_it(ctx):
     *_, run = last(generate.generate(ctx, f"{ROSE}\n{DAISY}", 2.0, 3, "ddim", 7, 1, "red"))
-    _, _, frame, caption, figure, _ = playback.show_playback(ctx, run)
-    assert caption.endswith("x_t | x0 (guided) | x0 (conditional) | negative x0"), "the panels' names follow the run"
+    _, _, frame, caption, figure, _, _ = playback.show_playback(ctx, run)
+    assert "x_t | x0 (guided) | x0 (conditional) | negative x0 | |eps_c - eps_neg| | guidance |w (eps_c - eps_neg)|" \
+        in caption, "the panels' names follow the run"
+    assert ", to the negative prompt " in caption.splitlines()[0], "the caption gives both cosines"
     names = [trace.name for trace in figure.data]
-    assert "cosine to the negative prompt" in names and "eps negative" in names
+    assert "cosine to the negative prompt" in names and "mean |eps_c - eps_neg|" in names
     cosines = run.playback.extra_cosines["negative prompt"]
     assert cosines.shape == (3, 2) and np.isfinite(cosines).all()
     plain = last(generate.generate(ctx, ROSE, 2.0, 3, "ddim", 7, 1))[-1]
-    _, _, _, caption, figure, _ = playback.show_playback(ctx, plain)
-    assert caption.endswith("| x0 (unconditional)")
+    _, _, _, caption, figure, _, _ = playback.show_playback(ctx, plain)
+    assert "| x0 (unconditional) | |eps_c - eps_u| |" in caption and "negative" not in caption
     assert not any("negative" in (trace.name or "") for trace in figure.data), "nothing new without a negative"
     assert plain.playback.panels(0)[3] == "x0 (unconditional)"
 
@@ -91,9 +93,12 @@ def test_the_generate_box_reads_from_to_when_and_the_png_loads_it_back(ctx):
     assert generate.load_params(gallery[0][0])[0] == f"[{DAISY}:{SUNFLOWER}:0.5]"
     assert run.playback.switch_timesteps[0] == run.playback.records[2].timestep, "switched after 2 of 4 steps"
     assert run.playback.switch_timesteps[1] is None
-    _, _, _, _, figure, _ = playback.show_playback(ctx, run)
+    _, _, _, caption, figure, _, _ = playback.show_playback(ctx, run)
     assert any(shape.line.dash == "dot" for shape in figure.layout.shapes), "the switch marked"
     assert "cosine to the first prompt" in [trace.name for trace in figure.data]
+    assert "cosine to the second prompt (the one it switched to) " in caption and ", to the first prompt " in caption
+    second = playback.scrub(run, 1, 1)[1]
+    assert "cosine to the prompt " in second and "first prompt" not in second, "the daisy alone never switched"
     stepped = last(generate.generate(ctx, f"[{DAISY}:{SUNFLOWER}:9]", 2.0, 4, "ddim", 3, 1))[1]
     assert "switches at step 9, but the run has 4: it never switches" in stepped
 

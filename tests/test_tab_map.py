@@ -20,22 +20,24 @@ def test_prompts_uploads_and_the_last_run_are_placed_on_the_atlas(ctx, tmp_path)
     figure, result = tab.embed_map(ctx, "umap-centered", "a red flower\nwhite petals", [red], True, True, run)
     points = result["points"]
     assert [(p["label"], p["modality"]) for p in points] == [
-        ("a red flower", "text"), ("white petals", "text"), ("upload 1", "image"),
+        ("a red flower", "text"), ("white petals", "text"), ("red.png", "image"),
         ("generated 1: A white daisy (seed 1)", "image"), ("generated 2: A white daisy (seed 2)", "image")]
     assert all(math.isfinite(p["x"]) and math.isfinite(p["y"]) for p in points)
     assert result["method"] == "umap-centered" and result["notes"] == []
     assert [t.name for t in figure.data] == ["hover targets", "dataset images", "texts (species, captions)",
                                              "your texts", "your images"]
     hover, mine = figure.data[0], figure.data[4]
-    assert list(mine.text) == ["upload 1", "gen 1", "gen 2"], "short texts on the map"
+    assert list(mine.text) == ["red.png", "gen 1", "gen 2"], "short texts on the map"
     assert list(hover.customdata) == list(hover.hovertext) == [p["label"] for p in points], \
         "every live point hovers with its whole label"
     assert set(figure.layout.meta["thumbnails"]) == set(hover.customdata[2:]), "and the images with their picture"
     assert "thumbnail" not in points[2], "the JSON stays plain"
+    assert "pictures" in figure.layout.title.text, "the title promises pictures where there are some"
     long = "a deep red rose flower with many petals"
     figure, _ = tab.embed_map(ctx, "pca", long, None, False, False, None)
     assert list(figure.data[-1].text) == ["a deep red rose flowe..."] and list(figure.data[0].hovertext) == [long], \
         "a cut label says so; the hover keeps the whole of it"
+    assert "picture" not in figure.layout.title.text, "and only there: texts and dataset points have none"
     _, quiet = tab.embed_map(ctx, "pca", "", None, False, False, run)
     assert quiet["points"] == []
 

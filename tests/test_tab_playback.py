@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import numpy as np
 from PIL import Image
 
 gr = pytest.importorskip("gradio")
@@ -23,28 +24,60 @@ def run(ctx):
     return last
 
 
-def test_after_a_run_the_tab_shows_its_last_step_and_the_cosines(ctx, run):
-    sample, step, frame, caption, figure, gif = tab.show_playback(ctx, run)
+def test_after_a_run_the_tab_opens_a_third_of_the_way_in(ctx, run):
+    sample, step, frame, caption, figure, gif, hint = tab.show_playback(ctx, run)
+    pb = run.playback
     assert sample["choices"] == [(f"{PROMPTS[0]} (seed 5)", 0), (f"{PROMPTS[1]} (seed 5)", 1)] and sample["value"] == 0
-    assert (step["minimum"], step["maximum"], step["value"], step["visible"]) == (1, STEPS, STEPS, True), \
+    opening = 1       # of steps 0..3: a third of the way in, neither pure noise nor the finished image
+    assert (step["minimum"], step["maximum"], step["value"], step["visible"]) == (1, STEPS, opening + 1, True), \
         "the slider counts recorded steps 1..n, as the caption does"
-    assert frame.size == (4 * 128 + 5 * 4, 44 + 128 + 2 * 4), "x_t, guided, conditional, unconditional x0"
-    assert caption.startswith(f"Recorded step {STEPS} of {STEPS}: timestep t = ") and "cosine to the prompt" in caption
-    assert run.playback.cosines.shape == (STEPS, 2), "computed once the run is shown"
+    assert frame.size == (6 * 128 + 7 * 4, 44 + 128 + 2 * 4), "x_t, guided, conditional, unconditional x0, 2 maps"
+    assert frame.tobytes() == tab.scrub(run, 0, opening + 1)[0].tobytes()
+    assert caption.startswith(f"Recorded step {opening + 1} of {STEPS}: timestep t = ")
+    assert "cosine to the prompt" in caption and "one scale for every step" in caption
+    assert pb.cosines.shape == (STEPS, 2), "computed once the run is shown"
     assert [trace.name for trace in figure.data][:2] == [f"{PROMPTS[0]} (seed 5)", f"{PROMPTS[1]} (seed 5)"]
-    assert [shape.x0 for shape in figure.layout.shapes] == [run.playback.timesteps[-1]] * 2, "the step, marked"
-    assert {trace.mode for trace in figure.data if trace.name.startswith("eps ")} == {"lines"}
+    assert [shape.x0 for shape in figure.layout.shapes] == [pb.timesteps[opening]] * 2, "the step, marked"
+    means = [trace for trace in figure.data if trace.name.startswith("mean ")]
+    assert [trace.name for trace in means] == ["mean |eps_c - eps_u|", "mean guidance |w (eps_c - eps_u)|"]
+    assert {trace.mode for trace in means} == {"lines"}
+    assert np.allclose(means[0].y, [r.eps_gap[0].astype(np.float32).mean() for r in pb.records])
     assert gif is None, "the previous run's GIF goes"
-    assert tab.show_playback(ctx, None) == (gr.skip(),) * 6
+    assert hint == {"visible": False, "__type__": "update"}, "the hint to generate first goes once a run exists"
+    assert tab.show_playback(ctx, None) == (gr.skip(),) * 7
+
+
+def test_heat_maps_share_one_scale_over_the_steps_and_a_w0_run_has_no_guidance(ctx):
+    *_, plain = list(generate.generate(ctx, PROMPTS[0], 0.0, STEPS, "ddim", 5, 1))[-1]
+    pb = plain.playback
+    assert all(not r.guidance.any() for r in pb.records), "w = 0: the guidance term is zero at every pixel and step"
+    assert any(r.eps_gap.any() for r in pb.records), "though the prompt changes the prediction"
+    scale = pb.heat_scale(0)
+    values = np.stack([m[0] for r in pb.records for m in (r.eps_gap, r.guidance)]).astype(np.float32)
+    assert scale == np.percentile(values, 99) > 0 and (values > scale).mean() < 0.011, "about 1% above the top"
+    cell = 128
+    for k in range(STEPS):
+        frame = np.asarray(pb.frame(k, 0, cell))
+        top, left = 44 + 4, 4 + 5 * (cell + 4)
+        guidance_panel = frame[top:top + cell, left:left + cell]
+        assert (guidance_panel == guidance_panel[0, 0]).all() and guidance_panel[0, 0].max() < 8, "all black"
+    brightest = int(np.argmax([r.eps_gap[0].max() for r in pb.records]))
+    top, left = 44 + 4, 4 + 4 * (cell + 4)
+    gap_panel = np.asarray(pb.frame(brightest, 0, cell))[top:top + cell, left:left + cell]
+    assert gap_panel.sum(-1).max() > 600, "the step with the largest gap reaches the top of the scale (yellow)"
+    assert "Heat maps: black 0 to yellow " in tab.step_caption(pb, 0, 0)
+    _, _, _, caption, figure, _, _ = tab.show_playback(ctx, plain)
+    guidance = next(trace for trace in figure.data if trace.name == "mean guidance |w (eps_c - eps_u)|")
+    assert not np.any(guidance.y), "the plot's mean of the guidance term is zero too"
 
 
 def test_a_one_step_run_plays_back_as_one_frame(ctx):
     *_, one = list(generate.generate(ctx, PROMPTS[0], 2.0, 1, "ddim", 5, 1))[-1]
-    _, step, frame, caption, figure, _ = tab.show_playback(ctx, one)
+    _, step, frame, caption, figure, _, _ = tab.show_playback(ctx, one)
     gr.Slider(step["minimum"], step["maximum"])       # a valid slider: Gradio refuses minimum == maximum
     assert step["visible"] is False and step["value"] == 1, "nothing to scrub: no slider"
     assert caption.startswith("Recorded step 1 of 1 (a one-step run: its only frame)")
-    eps = [trace for trace in figure.data if trace.name.startswith("eps ")]
+    eps = [trace for trace in figure.data if trace.name.startswith("mean ")]
     assert eps and all("markers" in trace.mode for trace in eps), "one point makes no line: it gets a marker"
     t = one.playback.timesteps[0]
     for axis in (figure.layout.xaxis, figure.layout.xaxis2):

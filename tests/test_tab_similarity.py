@@ -25,15 +25,15 @@ def run(ctx):
 def test_texts_by_images_with_softmax_over_either_side(ctx, run, tmp_path):
     red = str(solid_image(tmp_path, "red.png", (200, 20, 20)))
     figure, result, rows = tab.similarity(ctx, TEXTS, [red], True, "texts", run)
-    assert result["images"] == ["upload 1", "generated 1: A deep red rose flower (seed 1)",
+    assert result["images"] == ["red.png", "generated 1: A deep red rose flower (seed 1)",
                                 "generated 2: A deep red rose flower (seed 2)", "generated 3: A white daisy (seed 1)",
-                                "generated 4: A white daisy (seed 2)"], "names that say which image is which"
+                                "generated 4: A white daisy (seed 2)"], "names that say which image is which: an upload by its file name"
     cosine, softmax = np.array(result["cosine"]), np.array(result["softmax"])
     assert cosine.shape == softmax.shape == (3, 5) and np.all(np.abs(cosine) <= 1 + 1e-5)
     assert np.allclose(softmax.sum(0), 1, atol=1e-5), "over texts: each image's column sums to 1"
     by_images = np.array(tab.similarity(ctx, TEXTS, [red], True, "images", run)[1]["softmax"])
     assert np.allclose(by_images.sum(1), 1, atol=1e-5), "over images: each text's row sums to 1"
-    assert len(rows) == 5 * NEAREST_CAPTIONS and rows[0][:2] == ["upload 1", 1]
+    assert len(rows) == 5 * NEAREST_CAPTIONS and rows[0][:2] == ["red.png", 1]
     assert rows[0][2] in ctx.models.atlas.texts, "nearest captions come from the atlas"
     assert [t.type for t in figure.data] == ["heatmap", "heatmap"]
     thumbnails = figure.layout.meta["thumbnails"]
@@ -42,7 +42,7 @@ def test_texts_by_images_with_softmax_over_either_side(ctx, run, tmp_path):
     axis_images = [(im.xref, im.x, im.source) for im in figure.layout.images]
     assert axis_images == [(axis, k, thumbnails[name]) for axis in ("x", "x2") for k, name in
                            enumerate(result["images"])], "under every column of both heatmaps"
-    assert tab.similarity(ctx, TEXTS, [red], False, "texts", run)[1]["images"] == ["upload 1"]
+    assert tab.similarity(ctx, TEXTS, [red, red], False, "texts", run)[1]["images"] == ["red.png", "red.png (2)"]
 
 
 def test_without_an_atlas_the_nearest_captions_are_the_texts(ctx, run, tiny_models):

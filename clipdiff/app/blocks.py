@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .context import Context, Models
-from .page import CSS, JS
+from .page import CSS, JS, THEME
 from .limits import MAX_UPLOAD_SIZE, MODEL_CONCURRENCY, OUTPUT_MAX_AGE_S, PREVIEW_EVERY_S, QUEUE_SIZE, SESSION_TTL_S
 from .history import history_state
 from .session import last_run_state
@@ -50,4 +50,5 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
     return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_SIZE,
                        show_error=True, ssr_mode=False, mcp_server=False, enable_monitoring=False, pwa=False,
-                       prevent_thread_lock=prevent_thread_lock, quiet=quiet, css=CSS, js=JS, auth=auth)
+                       prevent_thread_lock=prevent_thread_lock, quiet=quiet, css=CSS, js=JS, theme=THEME,
+                       auth=auth)

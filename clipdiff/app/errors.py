@@ -18,10 +18,19 @@ class UnexpectedError(gr.Error):
     from a refusal of bad input)."""
 
 
+def refusal(fn, error: gr.Error) -> gr.Error:
+    """A gr.Error on its way to the client (a clear refusal of bad input, or a busy session): one line in the
+    server's log instead of the traceback Gradio prints for every failed event; nothing went wrong on the server."""
+    if not isinstance(error, UnexpectedError):
+        log.warning("%s refused: %s", fn.__name__, error.message)
+        error.print_exception = False
+    return error
+
+
 def answers_clearly(fn):
     """An unexpected exception reaches the browser or API client as one plain sentence naming the handler, while
     its text and traceback (which may name files on the server) go to the server's log; the app keeps serving.
-    gr.Error (our clear messages) and cancellation pass through untouched."""
+    gr.Error (our clear messages) passes through, logged as one line (`refusal`); cancellation passes untouched."""
     def unexpected(error: Exception) -> UnexpectedError:
         log.exception("%s failed", fn.__name__)
         return UnexpectedError(f"Something went wrong in {fn.__name__.replace('_', ' ')} ({type(error).__name__}). "
@@ -33,8 +42,8 @@ def answers_clearly(fn):
         def streaming(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
+            except gr.Error as e:
+                raise refusal(fn, e)
             except Exception as e:
                 raise unexpected(e) from None
         return streaming
@@ -43,8 +52,8 @@ def answers_clearly(fn):
     def answering(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
+        except gr.Error as e:
+            raise refusal(fn, e)
         except Exception as e:
             raise unexpected(e) from None
     return answering

@@ -16,10 +16,12 @@ from .inputs import shorten
 
 
 def playback_figure(run: PlaybackRun, sample: int, step: int | None = None) -> go.Figure:
-    """The run's cosine and noise curves over the timesteps; step (0-based): the recorded step shown now, marked."""
+    """The run's cosine curves over the timesteps, and the selected image's heat maps averaged over its pixels (how
+    much the prompt changes the noise prediction: the three predictions' own sizes overlap and hide that); step
+    (0-based): the recorded step shown now, marked."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, subplot_titles=(
         "when does it commit to the prompt?<br>cosine(condition, CLIP embedding of the guided x0)",
-        "noise prediction RMS"))
+        "where guidance acts, averaged over the pixels<br>(the heat maps beside the frames)"))
     t = run.timesteps
     for i, label in enumerate(run.labels):
         if run.cosines is not None and len(run.cosines):
@@ -27,8 +29,8 @@ def playback_figure(run: PlaybackRun, sample: int, step: int | None = None) -> g
                                      line={"width": 3 if i == sample else 1}, opacity=1 if i == sample else 0.35,
                                      legendgroup="cos"), row=1, col=1)
     one = len(t) == 1              # a one-step run: a line needs two points, so its one point gets a marker
-    for name, series in run.noise_norms(sample).items():
-        fig.add_trace(go.Scatter(x=t, y=series, mode="lines+markers" if one else "lines", name=f"eps {name}",
+    for name, series in run.guidance_means(sample).items():
+        fig.add_trace(go.Scatter(x=t, y=series, mode="lines+markers" if one else "lines", name=f"mean {name}",
                                  legendgroup="eps"), row=2, col=1)
     add_prompt_debugging(fig, run, sample)
     fig.update_xaxes(autorange="reversed", title_text="timestep t (sampling runs left to right)", row=2, col=1)
@@ -170,6 +172,7 @@ def map_figure(atlas: Atlas, method: str, show_texts: bool, live: list[dict]) ->
                         "line": {"width": 1, "color": "white"}}))
     thumbnails = {p["label"]: p["thumbnail"] for p in live if p.get("thumbnail")}
     fig.update_layout(height=620, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      title=f"{method}: hover for labels and pictures; colours are species",
+                      title=f"{method}: hover for labels{' (and your images, for their pictures)' if thumbnails else ''}; "
+                            "colours are species",
                       meta={"thumbnails": thumbnails} if thumbnails else None)
     return fig

@@ -9,10 +9,15 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from ..caveats import steps_of
+from ..pipeline import Job
 from .figures import thumbnail
 from .inputs import shorten
 from .limits import HISTORY_FRAME_BYTES, MAX_PINNED, MAX_RUNS
 from .session import LastRun
+
+
+STRIP = ", f = "        # what follows a switch strip's [from:to:f]: its fractions
 
 
 @dataclass
@@ -30,14 +35,47 @@ class Entry:
 
     @property
     def prompts(self) -> list[str]:
-        return list(dict.fromkeys(str(p.get("prompt", "")) for p in self.run.params))
+        """The run's prompts as written, once each: a prompt switch as [from:to:when]; a strip of one switch at
+        several fractions (the Debug tab's) as one [from:to:f] with its fractions, e.g. "[a:b:f], f = 0, 0.5, 1"."""
+        fractions: dict[tuple[str, str | None], list[float]] = {}
+        for p in self.run.params:
+            key = (str(p.get("prompt", "")), None if p.get("switch_to") is None else str(p["switch_to"]))
+            fractions.setdefault(key, []).append(float(p.get("switch_at", 1.0)))
+        written = []
+        for (prompt, switch_to), at in fractions.items():
+            at = list(dict.fromkeys(at))
+            if switch_to is None or len(at) == 1:
+                written.append(Job(prompt, 0.0, 0, switch_to=switch_to, switch_at=at[0]).text)
+            else:
+                switch = Job(prompt, 0.0, 0, switch_to=switch_to, switch_at=0.5).text
+                switch = switch[:-len("0.5]")] + "f]" if switch.endswith(":0.5]") else f"{prompt} -> {switch_to}"
+                written.append(f"{switch}{STRIP}{', '.join(f'{f:g}' for f in at)}")
+        return written
+
+    @property
+    def negatives(self) -> list[str]:
+        """The negative prompts guidance pushed away from, once each ("" for images guided away from no prompt)."""
+        return list(dict.fromkeys(str(p.get("negative_prompt", "")) for p in self.run.params))
+
+    @property
+    def seeds(self) -> str:
+        """The run's seeds in words: one seed for every image (a strip, a single image) or one per image."""
+        seeds = [p.get("seed") for p in self.run.params]
+        if len(set(seeds)) <= 1:
+            first = seeds[0] if seeds else None
+            return f"{first} (every image)" if len(seeds) > 1 else str(first)
+        if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+            return f"{seeds[0]} (+1 per image)"
+        return ", ".join(str(s) for s in seeds)
 
     @property
     def label(self) -> str:
-        s, prompts = self.settings, self.prompts
+        s, prompts, negatives = self.settings, self.prompts, [n for n in self.negatives if n]
         more = f" (+{len(prompts) - 1} more)" if len(prompts) > 1 else ""
-        return (f"#{self.number} at {self.when}: {shorten(prompts[0] if prompts else '', 40)}{more} | w {s['w']:g} | "
-                f"{s['steps']} {s['sampler']} steps | seed {s['seed']}")
+        negative = f" | negative: {shorten(', '.join(negatives), 30)}" if negatives else ""
+        switch, strip, fractions = (prompts[0] if prompts else "").partition(STRIP)   # a strip's fractions stay whole
+        return (f"#{self.number} at {self.when}: {shorten(switch, 60)}{strip}{fractions}{more}{negative} | "
+                f"w {s['w']:g} | {steps_of(s['steps'], s['sampler'])} | seed {self.seeds}")
 
 
 @dataclass
@@ -101,8 +139,9 @@ def side_by_side(entries: list[Entry]) -> str:
         s, run = e.settings, e.run
         images = "".join(f'<img src="{thumbnail(frame, None)}" alt="{html.escape(label)}" title="{html.escape(label)}, '
                          f'CLIP score {score:.1f}">' for frame, label, score in zip(run.frames, run.labels, run.scores))
-        rows = {"prompts": "<br>".join(html.escape(p) for p in e.prompts), "w": f"{s['w']:g}",
-                "steps": f"{s['steps']} ({html.escape(str(s['sampler']))})", "seed": f"{s['seed']} (+1 per image)",
+        negatives = "<br>".join(html.escape(n) if n else "none (the learned null)" for n in e.negatives)
+        rows = {"prompts": "<br>".join(html.escape(p) for p in e.prompts), "negative prompt": negatives,
+                "w": f"{s['w']:g}", "steps": f"{s['steps']} ({html.escape(str(s['sampler']))})", "seed": e.seeds,
                 "images": str(len(run.frames)), "best CLIP score": f"{max(run.scores):.1f}" if run.scores else "-",
                 "playback": "recorded" if run.playback.records else "steps dropped (memory)"}
         settings = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows.items())

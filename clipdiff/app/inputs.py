@@ -264,10 +264,29 @@ def png_parameters(file) -> dict:
     return params
 
 
+def upload_names(files, count: int) -> list[str]:
+    """What the plots and tables call the first `count` uploads: each file's own name (as the browser or API client
+    sent it, without control characters or the <> that plotly reads as markup, at most 40 characters), "upload k"
+    where it has none, and a second file of one name "name (2)"."""
+    if not isinstance(files, (list, tuple)):
+        files = [files]
+    names = []
+    for k, file in enumerate(files[:count]):
+        path = upload_path(file)
+        name = shorten(clean_line(Path(str(path)).name).replace("<", "").replace(">", ""), 40) if path else ""
+        unique = name = name or f"upload {k + 1}"
+        copy = 2
+        while unique in names:
+            unique, copy = f"{name} ({copy})", copy + 1
+        names.append(unique)
+    return names
+
+
 def uploads_and_generated(files, include_generated, run, checked: Checked) -> tuple[list[str], list]:
-    """The uploaded pictures ("upload 1", ...) and, when asked, the last run's ("generated 1", ...)."""
+    """The uploaded pictures, named by their files (`upload_names`), and, when asked, the last run's ("generated 1",
+    ...)."""
     images = open_uploads(files, checked)
-    names = [f"upload {i + 1}" for i in range(len(images))]
+    names = upload_names(files, len(images))
     if checked.flag(include_generated, "include generated"):
         generated_names, generated = generated_images(run)
         names, images = names + generated_names, images + generated

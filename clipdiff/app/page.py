@@ -1,13 +1,32 @@
 """The page's own CSS and JavaScript: what Gradio's components do not do by themselves. Kept here, as text, so the
 tabs stay plain Python; serve() hands them to launch().
 
-- Ctrl+Enter (Cmd+Enter) in a text box clicks its tab's main button: the first primary button after the box.
+- Ctrl+Enter (Cmd+Enter) in a text box, and Enter in a single-line one, clicks its tab's main button: the first
+  primary button after the box.
 - A plotly figure drawn while its tab was hidden gets plotly's default 700 px width; a ResizeObserver redraws it to
   its container's width when the tab is shown.
 - Figures that carry thumbnails (layout.meta.thumbnails: label -> picture) show the hovered image's thumbnail
   beside the pointer: plotly's own hover labels take text only.
+- Gradio's empty-value boxes get the role their aria-label needs.
+- A gallery caption longer than LONG_CAPTION is cut to one line and shown whole on hover (its picture's alt text
+  keeps all of it).
+- A Stop button looks inactive (grey) while nothing runs in its tab; it still answers a click.
+- THEME: Gradio's default theme with text and buttons dark enough to read (WCAG AA, 4.5:1, which an axe-core audit
+  checks in tests/test_accessibility.py): its light-grey info texts and white-on-orange buttons fall short.
 """
 from __future__ import annotations
+
+import gradio as gr
+
+THEME = gr.themes.Default().set(
+    body_text_color_subdued="*neutral_600",            # info texts, slider bounds, the footer: 7.7:1 on white
+    input_placeholder_color="*neutral_500",
+    color_accent="*primary_700",                        # the selected tab's name
+    button_primary_background_fill="*primary_700",      # white on orange-700: 5.2:1 (orange-500: 2.8:1)
+    button_primary_background_fill_hover="*primary_800",
+    button_cancel_background_fill="#b91c1c",            # white on red-700: 6.5:1 (red-500: 3.8:1)
+    button_cancel_background_fill_hover="#991b1b",
+)
 
 CSS = """
 .pixelated img, .pixelated canvas, img.pixelated { image-rendering: pixelated; }
@@ -26,6 +45,12 @@ CSS = """
   !important; }
 .results .grid-container > :only-child > .thumbnail-item img { width: auto; height: auto; min-width: 128px;
   max-width: 100%; }
+.results .thumbnail-item .caption-label.long-caption, .caption-label.long-caption { white-space: nowrap !important;
+  overflow: hidden; text-overflow: ellipsis; }
+/* Stop looks inactive while nothing in its tab is running or queued (Gradio marks an event's outputs .generating or
+   .pending meanwhile) */
+[role=tabpanel]:not(:has(.generating, .pending)) button.stop { background: var(--button-secondary-background-fill);
+  color: var(--body-text-color-subdued); }
 /* the playback's GIF box only once there is a GIF (or one is being made) */
 #pb-gif:not(:has(.file-preview)):not(:has(.generating)):not(:has(.pending)) { display: none !important; }
 #clipdiff-thumb { position: fixed; z-index: 1000; pointer-events: none; width: 128px; height: 128px;
@@ -34,7 +59,12 @@ CSS = """
    overflow with overflow: hidden, which would make it the note's scroll box: clip does the same without that) */
 .gradio-container { overflow: clip !important; }
 #tour-note { border: 2px solid var(--color-accent); border-radius: 8px; padding: 4px 12px; position: sticky;
-  top: 0; z-index: 50; background: var(--background-fill-primary); max-height: 40vh; overflow-y: auto; }
+  top: 0; z-index: 50; background: var(--background-fill-primary); max-height: 40vh; overflow-y: auto;
+  align-items: flex-start; }
+/* folded, the note is one line: its title beside its three buttons */
+#tour-note-details { padding: 4px 8px; }
+#tour-note-buttons { flex: 0 1 auto; flex-wrap: nowrap; gap: 6px; width: auto; }
+#tour-note-buttons button { white-space: nowrap; }
 .compare-runs { display: flex; gap: 12px; align-items: flex-start; overflow-x: auto; }
 .compare-run { flex: 1 1 0; min-width: 220px; border: 1px solid var(--border-color-primary); border-radius: 8px;
   padding: 8px; }
@@ -58,10 +88,17 @@ def scroll_to(selector: str) -> str:
 SHOW_RESULTS = scroll_to("#results")
 
 
+# characters: a caption past this holds a prompt of about CLIP's 77 tokens or more (a caption's w, seed and scores take
+# about 60 of them)
+LONG_CAPTION = 300
+
 JS = """() => {
+  const LONG_CAPTION = %d;
   document.addEventListener('keydown', (e) => {
-    if (e.key !== 'Enter' || !(e.ctrlKey || e.metaKey)) return;
-    const box = e.target.closest && e.target.closest('textarea, input[type=text]');
+    if (e.key !== 'Enter' || e.shiftKey || e.isComposing) return;
+    const box = e.target.closest && e.target.closest('textarea, input[type=text]:not([role=combobox])');
+    const singleLine = box && (box.tagName === 'INPUT' || box.getAttribute('rows') === '1');
+    if (!(e.ctrlKey || e.metaKey || singleLine)) return;
     const panel = box && box.closest('[role=tabpanel]');
     if (!panel) return;
     const buttons = [...panel.querySelectorAll('button.primary')].filter(b => b.offsetParent !== null);
@@ -117,5 +154,16 @@ JS = """() => {
     gd.on('plotly_hover', (ev) => show(gd, ev));
     gd.on('plotly_unhover', hide);
   });
-  new MutationObserver(watch).observe(document.body, {childList: true, subtree: true});
-}"""
+  // Gradio's empty-value box carries an aria-label but no role, which ARIA forbids on a plain div: it is an icon.
+  // A caption too long for its picture (a prompt past CLIP's 77 tokens) is cut to one line, whole on hover.
+  const mark = () => {
+    document.querySelectorAll('div.empty[aria-label]:not([role])').forEach((box) => box.setAttribute('role', 'img'));
+    document.querySelectorAll('.caption-label').forEach((c) => {
+      const long = c.textContent.length > LONG_CAPTION;
+      c.classList.toggle('long-caption', long);
+      if (long) c.title = c.textContent; else c.removeAttribute('title');
+    });
+  };
+  new MutationObserver(() => { watch(); mark(); }).observe(document.body, {childList: true, subtree: true});
+  mark();
+}""" % LONG_CAPTION

@@ -59,9 +59,25 @@ def set_number(page, label: str, value) -> None:
     box.press("Enter")
 
 
+PHONE = (390, 844)        # a phone held upright: the narrowest screen the page is checked at
+
+
+def tab_names(page) -> list[str]:
+    """Every tab's name, in order, those under "More tabs" included (Gradio keeps a hidden row of them all, to
+    measure which fit)."""
+    return [t.strip() for t in page.locator(".tab-container[aria-hidden=true] button").all_inner_texts()]
+
+
 def open_tab(page, name: str) -> None:
-    """Click a tab by its name and wait until it is the selected one."""
-    page.get_by_role("tab", name=name, exact=True).click()
+    """Click a tab by its name and wait until it is the selected one. On a narrow screen Gradio lists the tabs that
+    do not fit under its "More tabs" button: the tab is picked from there."""
+    page.get_by_role("tab", selected=True).wait_for()       # the tabs are drawn (and measured)
+    tab = page.get_by_role("tab", name=name, exact=True)
+    if tab.count() and tab.is_visible():
+        tab.click()
+    else:
+        page.get_by_role("button", name="More tabs").click()
+        page.locator(".overflow-dropdown button").get_by_text(name, exact=True).click()
     page.get_by_role("tab", name=name, exact=True, selected=True).wait_for()
 
 

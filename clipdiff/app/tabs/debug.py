@@ -180,7 +180,9 @@ def build(ctx: Context) -> DebugTab:
         with gr.Row():
             edit_go = gr.Button("Switch strip", variant="primary", elem_id="pe-go")
             edit_stop = gr.Button("Stop", variant="stop", elem_id="pe-stop")
-        edit_strip = gr.Image(label="A until f, then B (same seed)", type="pil", format="png", elem_id="pe-strip")
+        edit_strip = gr.Image(label="A until f, then B (same seed)", type="pil", format="png", elem_id="pe-strip",
+                              alt_text="Switch strip: one image per f, from one seed, prompt A for the first f of the "
+                              "steps and prompt B after; each column is labelled with its f")
         edit_status = gr.Markdown(elem_id="pe-status")
         edit_gallery = gr.Gallery(label="as PNGs (they carry the switch; playback has the run)", columns=9,
                                   height="auto", format="png", elem_classes=["pixelated"])
@@ -196,7 +198,9 @@ def build(ctx: Context) -> DebugTab:
                                    show_legend=False, elem_id="wi-words")
         # the strip names its columns itself: no label badge or toolbar over the first and last of them
         words_strip = gr.Image(label="all words, then without each word (same seed)", show_label=False, buttons=[],
-                               type="pil", format="png", interactive=False, elem_id="wi-strip")
+                               type="pil", format="png", interactive=False, elem_id="wi-strip",
+                               alt_text="Word importance strip, from one seed: the whole prompt, then the prompt "
+                               "without each word in turn; each column is labelled with the word it drops")
         words_status = gr.Markdown(elem_id="wi-status")
         with gr.Accordion("as JSON (for API clients)", open=False):
             words_json = gr.JSON(label="words, text_cosine, clip_score, images")

@@ -11,6 +11,7 @@ import numpy as np
 from open_clip.tokenizer import SimpleTokenizer
 
 from ... import tour
+from ...caveats import steps_of
 from ...pipeline import REFERENCE_PROMPTS, images_per_prompt
 from ...playback import PlaybackRun, playback_of_run
 from ...prompts import edit_text
@@ -123,7 +124,7 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, nega
         gallery, params, scores = save_results(ctx, pipe, frames.images, run)
         last = LastRun(frames.images, labels, params, scores, playback_of_run(run, labels, frames.records), run.final)
         best = int(np.argmax(scores))
-        yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {s.seed}, {s.steps} {s.sampler} steps "
+        yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {s.seed}, {steps_of(s.steps, s.sampler)} "
                                       f"in {time.perf_counter() - started:.1f} s. "
                                       f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])}). "
                                       f"{score_note(run)}", frames), s.seed, last

@@ -160,7 +160,7 @@ def build(ctx: Context) -> InterpolateTab:
     with gr.Tab("Interpolate and vary", id="interpolate"):
         gr.Markdown("### Slerp between two prompts (one seed)")
         with gr.Row():
-            a = gr.Textbox(REFERENCE_PROMPTS[0], label="from", info="Ctrl+Enter interpolates", elem_id="ip-a")
+            a = gr.Textbox(REFERENCE_PROMPTS[0], label="from", info="Enter interpolates", elem_id="ip-a")
             b = gr.Textbox(REFERENCE_PROMPTS[2], label="to", elem_id="ip-b")
         with gr.Row():
             points = gr.Slider(*INTERPOLATION_POINTS, value=INTERPOLATION_POINTS_DEFAULT, step=1, label="images")
@@ -170,18 +170,23 @@ def build(ctx: Context) -> InterpolateTab:
             go = gr.Button("Interpolate", variant="primary", elem_id="ip-go")
             stop = gr.Button("Stop", variant="stop", elem_id="ip-stop")
         status = gr.Markdown(elem_id="ip-status")
-        strip_image = gr.Image(label="slerp strip", type="pil", format="png", elem_id="ip-strip")
+        strip_image = gr.Image(label="slerp strip", type="pil", format="png", elem_id="ip-strip",
+                               alt_text="Slerp strip from the first prompt's embedding to the second's, one seed for "
+                               "every image; each column is labelled with how far along the path it is, from 0 to 1")
         gr.Markdown("### Weighted mix of the same two prompts (one seed)")
         with gr.Row():
             weight = gr.Slider(0, 1, value=MIX_WEIGHT_DEFAULT, step=0.05, label="weight of the second prompt",
                                info="0: the first prompt alone; 1: the second alone")
             mix_button = gr.Button("Mix", variant="primary", elem_id="mix-go")
         mix_status = gr.Markdown(elem_id="mix-status")
-        mix_strip = gr.Image(label="first | mix | second", type="pil", format="png", elem_id="mix-strip")
+        mix_strip = gr.Image(label="first | mix | second", type="pil", format="png", elem_id="mix-strip",
+                             alt_text="Three images from one seed: the first prompt alone, the weighted mix, the second "
+                             "prompt alone")
         gr.Markdown("### Variations of an image (conditioned on its CLIP image embedding)")
         with gr.Row():
             file = gr.File(label="image", file_types=["image"], type="filepath")
-            seen = gr.Image(label="what CLIP sees", type="pil", elem_classes=["pixelated"])
+            seen = gr.Image(label="what CLIP sees", type="pil", elem_classes=["pixelated"],
+                            alt_text="The uploaded image as CLIP's image tower sees it, at its input size")
             with gr.Column():
                 count = gr.Slider(1, MAX_IMAGES_PER_PROMPT, value=VARIATIONS_DEFAULT, step=1, label="variations")
                 vary_sampling = SamplingControls.build()

@@ -190,10 +190,11 @@ def build(ctx: Context) -> PhotoTab:
         noise_status = gr.Markdown(elem_id="fw-status")
         with gr.Row(equal_height=False):
             at_t = gr.Image(label="x_t", type="pil", format="png", elem_classes=["pixelated"], elem_id="fw-image",
-                            scale=1)
+                            scale=1, alt_text="The photo noised to the timestep t above (x_t)")
             plot = gr.Plot(elem_id="fw-plot", scale=3)
         noise_strip = gr.Image(label="the photo over t, one seed's noise", type="pil", format="png",
-                               elem_id="fw-strip")
+                               elem_id="fw-strip", alt_text="The photo noised to a row of timesteps t with one "
+                               "seed's noise, each column labelled with its t")
         gr.Markdown("### Edit the photo (SDEdit): noise it part way, then denoise it with a prompt")
         with gr.Row():
             prompt = gr.Textbox(REFERENCE_PROMPTS[1], label="prompt", max_length=MAX_TEXT_CHARS, elem_id="ed-prompt")
@@ -210,14 +211,17 @@ def build(ctx: Context) -> PhotoTab:
                              object_fit="contain", format="png", elem_id="ed-gallery",
                              elem_classes=["pixelated", "results"])
         edit_strip = gr.Image(label="faithful to the photo ... faithful to the prompt", type="pil", format="png",
-                              elem_id="ed-strip")
+                              elem_id="ed-strip", alt_text="SDEdit strip: the photo edited with the prompt from a row "
+                              "of starting points, from faithful to the photo to faithful to the prompt")
         gr.Markdown("### DDIM inversion: the noise that makes this photo")
         with gr.Row():
             inversion_steps = gr.Slider(*INVERSION_STEPS, value=INVERSION_STEPS_DEFAULT, step=1,
                                         label="DDIM steps each way")
             invert = gr.Button("Invert and back", variant="primary", elem_id="inv-go")
         inversion_status = gr.Markdown(elem_id="inv-status")
-        inversion = gr.Image(label="photo -> x_T -> photo", type="pil", format="png", elem_id="inv-strip")
+        inversion = gr.Image(label="photo -> x_T -> photo", type="pil", format="png", elem_id="inv-strip",
+                             alt_text="DDIM inversion: the photo, the noise x_T it inverts to, and the photo "
+                             "sampled back from that noise")
     return PhotoTab(file, use_generated, t, noise_seed, show, at_t, noise_strip, plot, noise_status, prompt, at,
                     sampling, negative, edit, stop, edit_status, gallery, edit_strip, inversion_steps, invert,
                     inversion, inversion_status)

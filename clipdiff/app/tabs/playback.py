@@ -1,11 +1,13 @@
 """The Denoising playback tab: the last run's recorded steps side by side (x_t, guided, conditional and
-unconditional x0), when the image commits to its prompt, and a GIF. Reads recorded frames; never runs the U-Net."""
+unconditional x0, and heat maps of where guidance acts), when the image commits to its prompt, and a GIF. Reads
+recorded frames; never runs the U-Net."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
 import gradio as gr
+import numpy as np
 
 from ... import tour
 from ...playback import PlaybackRun, export_gif
@@ -21,30 +23,50 @@ from ..wiring import PRIVATE, Call, Shared, bind
 TAKES = (tour.Playback,)
 
 
+HINT = ("Generate first; every step of the last run is recorded. Scrubbing shows recorded frames, nothing is "
+        "recomputed.")
+
+
 @answers_clearly
 def show_playback(ctx: Context, run):
-    """Runs after every new run: the playback tab at the run's last step, its CLIP cosines computed now, and the
-    previous run's GIF gone."""
+    """Runs after every new run: the playback tab at the run's opening step (a third of the way in), its CLIP cosines
+    computed now, the previous run's GIF gone and the hint to generate first hidden."""
     if not has_playback(run):
-        return (gr.skip(),) * 6
+        return (gr.skip(),) * 7
     pb = run.playback_with_cosines(ctx.models.need_encoder())
-    last = len(pb.records)
-    return (gr.update(choices=[(label, i) for i, label in enumerate(pb.labels)], value=0), step_slider(last),
-            pb.frame(last - 1, 0), step_caption(pb, last - 1, 0), playback_figure(pb, 0, last - 1), None)
+    opening = pb.opening_step()
+    return (gr.update(choices=[(label, i) for i, label in enumerate(pb.labels)], value=0),
+            step_slider(len(pb.records), opening + 1), pb.frame(opening, 0), step_caption(pb, opening, 0),
+            playback_figure(pb, 0, opening), None, gr.update(visible=False))
 
 
-def step_slider(steps: int) -> dict:
-    """The slider over a run's recorded steps, numbered 1..steps like the caption. A slider needs two values, so a
-    one-step run (one frame, nothing to scrub) hides it rather than asking for a 1..1 range."""
-    return gr.update(minimum=1, maximum=max(steps, 2), value=steps, visible=steps > 1)
+def step_slider(steps: int, value: int) -> dict:
+    """The slider over a run's recorded steps, numbered 1..steps like the caption, at value. A slider needs two
+    values, so a one-step run (one frame, nothing to scrub) hides it rather than asking for a 1..1 range."""
+    return gr.update(minimum=1, maximum=max(steps, 2), value=value, visible=steps > 1)
 
 
 def step_caption(pb: PlaybackRun, step: int, sample: int) -> str:
-    """step: 0-based; the caption, like the slider, counts from 1."""
-    cos = f", cosine to the prompt {pb.cosines[step, sample]:.3f}" if pb.cosines is not None else ""
+    """step: 0-based; the caption, like the slider, counts from 1. It says which prompt each cosine is against (a
+    switched prompt's cosine is to the prompt it switched to) and the heat maps' shared scale."""
+    cos = f", {cosine_note(pb, step, sample)}" if pb.cosines is not None else ""
     only = " (a one-step run: its only frame)" if len(pb.records) == 1 else ""
+    scale = pb.heat_scale(sample)
+    heat = (f"Heat maps: black 0 to yellow {scale:.3g} and above (the top 1% of this image's values), one scale for "
+            "every step" if scale > 0 else "Heat maps: black, zero (almost) everywhere at every step")
     return (f"Recorded step {step + 1} of {len(pb.records)}{only}: timestep t = {pb.records[step].timestep}{cos}"
-            f"  \nPanels, left to right: {' | '.join(pb.panels(sample))}")
+            f"  \nPanels, left to right: {' | '.join(pb.panels(sample))}  \n{heat}")
+
+
+def cosine_note(pb: PlaybackRun, step: int, sample: int) -> str:
+    """The caption's cosines of this step's guided x0: to the prompt (the second one when the prompt switched), then
+    to the first prompt of a switch or to the negative prompt, where the sample has one."""
+    against = "the second prompt (the one it switched to)" if pb.switch_timestep(sample) is not None else "the prompt"
+    notes = [f"cosine to {against} {pb.cosines[step, sample]:.3f}"]
+    for name, cosines in pb.extra_cosines.items():
+        if len(cosines) and not np.isnan(cosines[step, sample]):
+            notes.append(f"to the {name} {cosines[step, sample]:.3f}")
+    return ", ".join(notes)
 
 
 def playback_position(run, sample, step) -> tuple[PlaybackRun, int, int]:
@@ -112,12 +134,12 @@ class PlaybackTab:
     frame: gr.Image
     plot: gr.Plot
     file: gr.File
+    hint: gr.Markdown
 
 
 def build(ctx: Context) -> PlaybackTab:
     with gr.Tab("Denoising playback", id="playback"):
-        gr.Markdown("Generate first; every step of the last run is recorded. Scrubbing shows recorded "
-                    "frames, nothing is recomputed.")
+        hint = gr.Markdown(HINT, elem_id="pb-hint")
         with gr.Row(equal_height=False, elem_id="pb-controls"):      # where a tour's landing puts the page
             sample = gr.Dropdown(choices=[], label="image", type="value", allow_custom_value=True,
                                  elem_id="pb-sample", scale=3)
@@ -129,22 +151,24 @@ def build(ctx: Context) -> PlaybackTab:
         step = gr.Slider(1, 2, value=1, step=1, label="recorded step (1: pure noise; the last: the image)",
                          elem_id="pb-step")
         with gr.Row(equal_height=False):
-            with gr.Column(scale=5, min_width=400):
+            with gr.Column(scale=7, min_width=400):    # six panels in a row: the wider side
                 caption = gr.Markdown(elem_id="pb-caption")
                 # the picture names its own panels (and the caption above lists them, negative x0 included): no
                 # label badge or toolbar over those titles
                 frame = gr.Image(label="recorded frame", show_label=False, buttons=[], type="pil", format="png",
-                                 interactive=False, elem_id="pb-frame", elem_classes=["pixelated"])
+                                 interactive=False, elem_id="pb-frame", elem_classes=["pixelated"],
+                                 alt_text="The recorded step named above: the noisy x_t and the guided, conditional "
+                                 "and unconditional x0 guesses side by side")
                 file = gr.File(label="GIF", elem_id="pb-gif", height=90)
-            with gr.Column(scale=6, min_width=400):
+            with gr.Column(scale=5, min_width=400):
                 plot = gr.Plot(show_label=False, elem_id="pb-plot")   # the figure has its own titles: no label
-    return PlaybackTab(sample, play_button, pause_button, fps, gif_button, step, caption, frame, plot, file)
+    return PlaybackTab(sample, play_button, pause_button, fps, gif_button, step, caption, frame, plot, file, hint)
 
 
 def show_call(ctx: Context, tab: PlaybackTab, last_run: gr.State) -> Call:
     """What follows every new run: this tab shows it (and drops the previous run's GIF)."""
     return Call(bind(show_playback, ctx), last_run,
-                [tab.sample, tab.step, tab.frame, tab.caption, tab.plot, tab.file], ctx.model_group)
+                [tab.sample, tab.step, tab.frame, tab.caption, tab.plot, tab.file, tab.hint], ctx.model_group)
 
 
 def wire(ctx: Context, tab: PlaybackTab, shared: Shared) -> None:

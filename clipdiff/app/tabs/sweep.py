@@ -77,7 +77,8 @@ def build(ctx: Context) -> SweepTab:
             with gr.Column(scale=6, min_width=400):
                 status = gr.Markdown(elem_id="sweep-status")
                 grid = gr.Image(label="w (rows) x prompt (columns), same seed", type="pil", format="png",
-                                elem_id="sweep-grid")
+                                elem_id="sweep-grid", alt_text="Guidance sweep grid from one seed: one row per w, "
+                                "one column per prompt, each labelled; the cells below name each prompt, w and seed")
         gallery = gr.Gallery(label="Cells as PNGs", columns=7, height="auto", format="png",
                              elem_classes=["pixelated"])
     return SweepTab(prompts, ws, sampling, go, stop, status, grid, gallery, negative)

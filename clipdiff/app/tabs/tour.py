@@ -2,9 +2,10 @@
 run uses, switches to the run's tab, then runs those tabs' own handlers, the Generate step first: a loop over the
 tabs, which each say what a tour setting puts into their controls (tour_fill) and what then runs (tour_steps).
 
-The experiment's explanation goes with the attendee: a note above the tabs shows it on the tab the button lands on,
-with a way back to the tour. Before a button overwrites the attendee's own prompts and settings, they are kept, and
-"Restore my settings" puts them back."""
+The experiment's explanation goes with the attendee: a note above the tabs shows it on the tab the button lands on
+(only there: switching to another tab hides it, coming back shows it again), with a way back to the tour. Its
+explanation folds away, leaving one line. Before a button overwrites the attendee's own prompts, settings and the
+results its handlers redraw, they are kept, and "Restore my settings" puts them back."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,14 +30,17 @@ class TourTab:
 
 @dataclass
 class TourNote:
-    """Above the tabs, shown by a tour button: what the experiment is about, the way back, the attendee's settings."""
+    """Above the tabs, shown by a tour button on its run's tab: what the experiment is about (folding away to its title),
+    the way back, the attendee's settings."""
     box: gr.Row
+    details: gr.Accordion          # labelled with the experiment's title; the explanation inside
     text: gr.Markdown
     experiment: gr.Textbox          # hidden: the experiment's id, for the way back to its place in the tour
     back: gr.Button
     restore: gr.Button
     hide: gr.Button
-    saved: gr.State                 # {index into the settable controls: the attendee's value}, until restored
+    saved: gr.State                 # {index into the kept components: the attendee's value}, until restored
+    tab: gr.State                   # the id of the tab the note belongs to; None once hidden
 
 
 def build() -> TourTab:
@@ -57,24 +61,25 @@ def build() -> TourTab:
 
 def build_note() -> TourNote:
     with gr.Row(visible=False, elem_id="tour-note", equal_height=False) as box:
-        with gr.Column(scale=5):
-            text = gr.Markdown(elem_id="tour-note-text")
-        with gr.Column(scale=1, min_width=200):
-            back = gr.Button("Back to the tour", size="sm", elem_id="tour-back")
-            restore = gr.Button("Restore my settings", size="sm", elem_id="tour-restore")
-            hide = gr.Button("Hide this note", size="sm", elem_id="tour-hide")
+        with gr.Column(scale=3, min_width=300):
+            with gr.Accordion("Tour", open=True, elem_id="tour-note-details") as details:
+                text = gr.Markdown(elem_id="tour-note-text")
+        with gr.Row(elem_id="tour-note-buttons"):
+            back = gr.Button("Back to the tour", size="sm", min_width=0, elem_id="tour-back")
+            restore = gr.Button("Restore my settings", size="sm", min_width=0, elem_id="tour-restore")
+            hide = gr.Button("Hide", size="sm", min_width=0, elem_id="tour-hide")
     experiment = gr.Textbox(visible=False)
-    return TourNote(box, text, experiment, back, restore, hide, gr.State(None))
+    return TourNote(box, details, text, experiment, back, restore, hide, gr.State(None), gr.State(None))
 
 
-def note_text(experiment: tour.Experiment, run: tour.Run) -> str:
+def note_title(experiment: tour.Experiment, run: tour.Run) -> str:
     button = f' ("{run.label}")' if len(experiment.runs) > 1 else ""
-    return f"**Tour: {experiment.title}**{button}. {experiment.explanation}"
+    return f"Tour: {experiment.title}{button}"
 
 
 def kept(saved, keys: list[int], current: list) -> dict:
-    """The attendee's values of the controls a button is about to set, added to what is kept already: a second tour
-    button keeps the attendee's values, not the first button's."""
+    """The attendee's values of the controls a button is about to set and of the results it redraws, added to what
+    is kept already: a second tour button keeps the attendee's values, not the first button's."""
     saved = dict(saved) if isinstance(saved, dict) else {}
     for key, value in zip(keys, current):
         saved.setdefault(key, value)
@@ -82,11 +87,11 @@ def kept(saved, keys: list[int], current: list) -> dict:
 
 
 def restore(saved, count: int) -> list:
-    """The kept values back into their controls (the rest stay), and nothing kept any more."""
+    """The kept values back into their controls and results (the rest stay), and nothing kept any more."""
     if not isinstance(saved, dict) or not saved:
         gr.Info("Nothing to restore: no tour button has changed your settings since you last restored them.")
         return [gr.skip()] * count + [None]
-    gr.Info("Your prompts and settings are back.")
+    gr.Info("Your prompts, settings and results are back.")
     return [saved.get(k, gr.skip()) for k in range(count)] + [None]
 
 
@@ -102,13 +107,24 @@ def plan(ctx: Context, run: tour.Run, shared: Shared, tabs: dict[ModuleType, obj
     return values, calls
 
 
+def results(calls: list[Call], shared: Shared) -> list:
+    """What a button's own handlers redraw, to keep for "Restore my settings": their outputs, but not the session's
+    States nor what follows every new run (the playback, the ranking, the history: they show the session's last run,
+    which stays the tour's)."""
+    own = [call for call in calls if not any(call is c for c in shared.after_run)]
+    shown = [o for call in own for o in (call.outputs if isinstance(call.outputs, list) else [call.outputs])]
+    return list({id(o): o for o in shown if not isinstance(o, gr.State)}.values())
+
+
 def setter(tab_switcher: gr.Tabs, note: TourNote, experiment: tour.Experiment, run: tour.Run, values: dict,
            keys: list[int]):
-    """A handler that keeps the attendee's values of these controls, puts the run's values in, switches to the run's
-    tab and shows the experiment's note there."""
+    """A handler that keeps the attendee's values of the components `keys` names (the controls it sets, then the
+    results it redraws), puts the run's values in, switches to the run's tab and shows the experiment's note there,
+    unfolded."""
     def set_up_run(saved, *current) -> dict:
         return {tab_switcher: gr.Tabs(selected=run.tab), **values, note.box: gr.Row(visible=True),
-                note.text: note_text(experiment, run), note.experiment: experiment.id,
+                note.details: gr.Accordion(label=note_title(experiment, run), open=True),
+                note.text: experiment.explanation, note.experiment: experiment.id, note.tab: run.tab,
                 note.saved: kept(saved, keys, list(current))}
     return set_up_run
 
@@ -123,7 +139,14 @@ RESULTS = {tour.Generate: "#gallery", tour.Playback: "#pb-controls", tour.Sweep:
 
 def back_to_tour():
     """The Tour tab, at the experiment (BACK_TO_EXPERIMENT scrolls there), whose text replaces the note."""
-    return gr.Tabs(selected="tour"), gr.Row(visible=False)
+    return gr.Tabs(selected="tour"), gr.Row(visible=False), None
+
+
+def shown_on(tab_id: str):
+    """What selecting a tab does to the note: shown on the tab its run opened, hidden on every other."""
+    def selected(note_tab) -> gr.Row:
+        return gr.Row(visible=note_tab == tab_id)
+    return selected
 
 
 BACK_TO_EXPERIMENT = """(id) => { setTimeout(() => document.getElementById('tour-' + id)
@@ -131,19 +154,23 @@ BACK_TO_EXPERIMENT = """(id) => { setTimeout(() => document.getElementById('tour
 
 
 def wire(ctx: Context, page: TourTab, shared: Shared, tabs: dict[ModuleType, object], note: TourNote) -> None:
-    plans = [(button, experiment, run, *plan(ctx, run, shared, tabs)) for button, experiment, run in page.buttons]
-    settable = list({id(c): c for *_, values, _ in plans for c in values}.values())
+    plans = [(button, experiment, run, values, calls, results(calls, shared))
+             for button, experiment, run in page.buttons for values, calls in [plan(ctx, run, shared, tabs)]]
+    settable = list({id(c): c for *_, values, _, shown in plans for c in [*values, *shown]}.values())
     index = {id(c): k for k, c in enumerate(settable)}
-    for button, experiment, run, values, calls in plans:
-        keys = [index[id(c)] for c in values]
-        event = button.click(setter(shared.tabs, note, experiment, run, values, keys), [note.saved, *values],
-                             [shared.tabs, *values, note.box, note.text, note.experiment, note.saved], **PRIVATE,
-                             **LIGHT_GROUP)
+    for button, experiment, run, values, calls, shown in plans:
+        kept_now = [*values, *(c for c in shown if c not in values)]
+        keys = [index[id(c)] for c in kept_now]
+        event = button.click(setter(shared.tabs, note, experiment, run, values, keys), [note.saved, *kept_now],
+                             [shared.tabs, *values, note.box, note.details, note.text, note.experiment, note.tab,
+                              note.saved], **PRIVATE, **LIGHT_GROUP)
         event.success(None, js=scroll_to(RESULTS[type(run.then or run.generate)]), **PRIVATE)
         for call in calls:
             event = call.on(event.success, **PRIVATE)
     note.restore.click(lambda saved: restore(saved, len(settable)), note.saved, [*settable, note.saved], **PRIVATE,
                        **LIGHT_GROUP)
-    note.back.click(back_to_tour, None, [shared.tabs, note.box], **PRIVATE, **LIGHT_GROUP).then(
+    note.back.click(back_to_tour, None, [shared.tabs, note.box, note.tab], **PRIVATE, **LIGHT_GROUP).then(
         None, note.experiment, None, js=BACK_TO_EXPERIMENT, **PRIVATE)
-    note.hide.click(lambda: gr.Row(visible=False), None, note.box, **PRIVATE, **LIGHT_GROUP)
+    note.hide.click(lambda: (gr.Row(visible=False), None), None, [note.box, note.tab], **PRIVATE, **LIGHT_GROUP)
+    for tab in shared.tabs.children:     # the attendee's own clicks on a tab (a tour button's switch fires none)
+        tab.select(shown_on(tab.id), note.tab, note.box, **PRIVATE, **LIGHT_GROUP)

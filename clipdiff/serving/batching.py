@@ -82,9 +82,10 @@ class StepBatcher:
     def drive(self, run: GuidedRun) -> Iterator[Progress]:
         """Yield a Progress after every step of run, its U-Net question answered together with the other runs'
         (sampling.drive's contract: closing the generator stops the run between two steps)."""
+        from ..sampling import drive as drive_one    # its loop, run of no steps included; predict is ours
+
         with self._in_flight():
-            while not run.done:
-                yield run.advance(self.predict(*run.model_input()))
+            yield from drive_one(run, self.predict)
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """One question's eps, answered by the model thread's next forward (sampling.Predictor's signature)."""

@@ -8,13 +8,11 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
-from clipdiff import tour  # noqa: E402
 from clipdiff.app.limits import MAX_ABLATED_WORDS, MAX_PROMPT_EDIT_FRACTIONS  # noqa: E402
 from clipdiff.app.session import LastRun  # noqa: E402
 from clipdiff.app.tabs import debug, generate, interpolate, playback, sweep  # noqa: E402
 from clipdiff.images import read_params  # noqa: E402
 from clipdiff.playback import NEGATIVE_PANEL  # noqa: E402
-from clipdiff.sampling import Sampling  # noqa: E402
 from clipdiff.testing import solid_image  # noqa: E402
 
 ROSE, DAISY, SUNFLOWER = "A deep red rose flower", "A round white daisy", "An orange sunflower"
@@ -180,13 +178,3 @@ def test_word_importance_caps_the_words_and_refuses_what_it_cannot_read(ctx):
                             ("a [rose", "without its"), ("x" * 10_001, "the limit is 10,000")):
         with pytest.raises(gr.Error, match=message):
             last(debug.word_importance(ctx, prompt, 1, 2.0, 1, "ddim"))
-
-
-def test_what_the_tour_puts_in(ctx):
-    with gr.Blocks():
-        page = debug.build(ctx)
-    edit = tour.PromptEdit("a", "b", (0.0, 0.5), Sampling(w=1.0, steps=5, seed=2))
-    values = debug.tour_fill(page, edit)
-    assert values[page.a] == "a" and values[page.fractions] == "0, 0.5" and values[page.edit_sampling.steps] == 5
-    words = debug.tour_fill(page, tour.Words("a red rose", Sampling(seed=4)))
-    assert words[page.prompt] == "a red rose" and words[page.words_sampling.seed] == 4

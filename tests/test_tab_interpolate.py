@@ -6,11 +6,9 @@ from PIL import Image
 
 gr = pytest.importorskip("gradio")
 
-from clipdiff import tour  # noqa: E402
 from clipdiff.app.tabs import generate  # noqa: E402
 from clipdiff.app.tabs import interpolate as tab  # noqa: E402
 from clipdiff.images import read_params, save_png  # noqa: E402
-from clipdiff.sampling import Sampling  # noqa: E402
 from clipdiff.testing import awkward_uploads  # noqa: E402
 
 ROSE, DAISY = "A deep red rose flower", "A round white daisy with a yellow center"
@@ -70,16 +68,3 @@ def test_the_tours_variations_start_from_the_generate_steps_first_image(ctx, tmp
     assert tab.variation_of(str(long)) == "variation of a generated image ('a very very very very very ve...')"
     with pytest.raises(gr.Error, match="Generate an image first"):
         tab.first_generated_image(ctx, None)
-
-
-def test_what_the_tour_puts_in(ctx):
-    with gr.Blocks():
-        page = tab.build(ctx)
-    s, v = page.sampling, page.vary_sampling
-    settings = Sampling(w=1.0, steps=5, sampler="ddim", seed=4)
-    assert tab.tour_fill(page, tour.Interpolate("a", "b", 3, settings)) == {
-        page.a: "a", page.b: "b", page.points: 3, s.w: 1.0, s.seed: 4, s.steps: 5, s.sampler: "ddim",
-        page.negative: ""}
-    assert tab.tour_fill(page, tour.Mix("a", "b", 0.2, settings))[page.weight] == 0.2
-    assert tab.tour_fill(page, tour.Vary(2, settings)) == {page.count: 2, v.w: 1.0, v.seed: 4, v.steps: 5,
-                                                           v.sampler: "ddim", page.vary_negative: ""}

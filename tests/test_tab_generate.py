@@ -17,12 +17,23 @@ from clipdiff.app.limits import MAX_BATCH, MAX_IMAGE_STEPS, SEED_RANGE  # noqa: 
 from clipdiff.app.runs import NOTHING_RAN, RunStatus, finished, said, stop_run  # noqa: E402
 from clipdiff.app.session import LastRun  # noqa: E402
 from clipdiff.app.tabs import generate as tab  # noqa: E402
+from clipdiff.app.tabs import playback, sweep  # noqa: E402
 from clipdiff.images import read_params, save_png  # noqa: E402
+from clipdiff.playback import NEGATIVE_PANEL  # noqa: E402
 from clipdiff.serving.fairness import InFlight  # noqa: E402
 from clipdiff.testing import solid_image  # noqa: E402
 
 PROMPTS = ["A deep red rose flower", "A round white daisy with a yellow center"]
+ROSE, DAISY, SUNFLOWER = "A deep red rose flower", "A round white daisy", "An orange sunflower"
 LONG = " ".join(["a white daisy with many long thin petals"] * 12)
+
+
+def last(updates):
+    return list(updates)[-1]
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
 
 
 def run_generate(ctx, *args):
@@ -228,3 +239,52 @@ def test_downloads_are_named_for_what_they_show(ctx):
 
     assert file_name("../../etc/passwd", -0.5, 3) == "etc-passwd_w-0.5_seed3"
     assert file_name("a" * 100) == "a" * 40
+
+
+# -- the negative prompt and prompt editing in the Generate box -------------------------------------------
+def test_generate_with_a_negative_prompt_carries_it_in_the_png_and_loads_it_back(ctx):
+    plain, *_ = last(tab.generate(ctx, ROSE, 2.0, 3, "ddim", 7, 1))
+    gallery, status, _, run = last(tab.generate(ctx, ROSE, 2.0, 3, "ddim", 7, 1, "  red\npetals "))
+    params = read_params(gallery[0][0])
+    assert params["negative_prompt"] == "red petals" and "negative: red petals" in gallery[0][1]
+    assert "negative_prompt" not in read_params(plain[0][0])
+    assert np.abs(pixels(plain[0][0]) - pixels(gallery[0][0])).max() > 2, "the negative changed the picture"
+    assert tab.load_negative(gallery[0][0]) == "red petals" and tab.load_negative(plain[0][0]) == ""
+    assert tab.load_negative(None) == gr.skip()
+    assert tab.load_params(gallery[0][0]) == (ROSE, 2.0, 3, "ddim", 7, 1), "/load_params answers as before"
+    assert tab.reuse_negative(run, 0) == "red petals" and tab.reuse_negative(None, 0) == gr.skip()
+    assert run.playback.negative == [True] and run.playback.panels(0)[3] == NEGATIVE_PANEL
+
+
+def test_an_over_long_negative_prompt_is_refused_in_words(ctx):
+    with pytest.raises(gr.Error, match="negative prompt is 10,001 characters long"):
+        last(tab.generate(ctx, ROSE, 2.0, 2, "ddim", 1, 1, "x" * 10_001))
+    with pytest.raises(gr.Error, match="negative prompt must be text"):
+        last(sweep.run_sweep(ctx, ROSE, "0", 1, 2, "ddim", 12))
+
+
+def test_the_generate_box_reads_from_to_when_and_the_png_loads_it_back(ctx):
+    gallery, status, _, run = last(tab.generate(ctx, f"[{DAISY}:{SUNFLOWER}:0.5]\n{DAISY}", 2.0, 4, "ddim", 3, 1))
+    params = read_params(gallery[0][0])
+    assert (params["prompt"], params["switch_to"], params["switch_at"]) == (DAISY, SUNFLOWER, 0.5)
+    assert gallery[0][1].startswith(f"[{DAISY}:{SUNFLOWER}:0.5] | w 2")
+    assert tab.load_params(gallery[0][0])[0] == f"[{DAISY}:{SUNFLOWER}:0.5]"
+    assert run.playback.switch_timesteps[0] == run.playback.records[2].timestep, "switched after 2 of 4 steps"
+    assert run.playback.switch_timesteps[1] is None
+    _, _, _, caption, figure, _, _ = playback.show_playback(ctx, run)
+    assert any(shape.line.dash == "dot" for shape in figure.layout.shapes), "the switch marked"
+    assert "cosine to the first prompt" in [trace.name for trace in figure.data]
+    assert "cosine to the second prompt (the one it switched to) " in caption and ", to the first prompt " in caption
+    second = playback.scrub(run, 1, 1)[1]
+    assert "cosine to the prompt " in second and "first prompt" not in second, "the daisy alone never switched"
+    stepped = last(tab.generate(ctx, f"[{DAISY}:{SUNFLOWER}:9]", 2.0, 4, "ddim", 3, 1))[1]
+    assert "switches at step 9, but the run has 4: it never switches" in stepped
+
+
+@pytest.mark.parametrize("prompt, words", [("a [red rose", "a \\[ without its \\]"), ("a [red] rose", "not prompt "),
+                                           ("[a:b:0.2] [c:d:0.3]", "one switch per prompt"),
+                                           ("[a:b:[c:d:1]:1]", "brackets inside brackets"),
+                                           ("[a:b:2.5]", "between 0 and 1")])
+def test_brackets_that_do_not_parse_get_a_clear_message(ctx, prompt, words):
+    with pytest.raises(gr.Error, match=words):
+        last(tab.generate(ctx, prompt, 2.0, 2, "ddim", 1, 1))

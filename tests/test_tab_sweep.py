@@ -1,6 +1,7 @@
 """The Guidance sweep tab's handler, called as a function: no server."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 gr = pytest.importorskip("gradio")
@@ -8,7 +9,12 @@ gr = pytest.importorskip("gradio")
 from clipdiff.app.tabs import sweep as tab  # noqa: E402
 from clipdiff.images import read_params  # noqa: E402
 
+ROSE = "A deep red rose flower"
 PROMPTS = ["A deep red rose flower", "A round white daisy with a yellow center"]
+
+
+def last(updates):
+    return list(updates)[-1]
 
 
 def test_a_sweep_is_prompts_by_w_from_one_seed(ctx):
@@ -39,3 +45,10 @@ def test_the_sweep_has_no_w_control(ctx):
     with gr.Blocks():
         page = tab.build(ctx)
     assert page.sampling.w is None, "the rows are the w values: no w control"
+
+
+def test_a_sweep_takes_a_negative_prompt(ctx):
+    grid, cells, status, _ = last(tab.run_sweep(ctx, ROSE, "0, 2", 3, 3, "ddim", "red"))
+    assert [read_params(path)["negative_prompt"] for path, _ in cells] == ["red", "red"]
+    plain_grid = last(tab.run_sweep(ctx, ROSE, "0, 2", 3, 3, "ddim"))[0]
+    assert np.asarray(grid).shape == np.asarray(plain_grid).shape and (np.asarray(grid) != np.asarray(plain_grid)).any()

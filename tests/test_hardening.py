@@ -1,4 +1,4 @@
-"""Hardening (issue 6): every input path tried with bad values on the live app, bad model files at load,
+"""Hardening: every input path tried with bad values on the live app, bad model files at load,
 training faults mid-save, the exposure defaults. The long load, memory and fuzz runs are marked slow
 (`pytest -m slow`); benchmarks/stress.py runs the same functions (clipdiff.testing.stress) and prints their figures.
 

@@ -1,4 +1,4 @@
-"""Debugging a prompt in the core (issue 15): the negative condition and the condition switch in the sampler, the
+"""Debugging a prompt in the core: the negative condition and the condition switch in the sampler, the
 pipeline's jobs for them, the [from:to:when] parser, and word ablation. Tiny random models; what the shipped model
 does with them is checked at the end, marked slow, on whatever checkpoints/ holds."""
 from __future__ import annotations

@@ -150,7 +150,7 @@ def test_the_steps_control_shows_the_steps_the_budget_allows(ctx):
 
 def test_a_stopped_generate_run_ends_with_where_it_stopped_and_nothing_after_it(ctx):
     """Through one_per_session as the server calls it (a request with a session): Stop while the run streams; the
-    run's last output says where it stopped and marks its preview unfinished, and Stop returns after it (issue 16)."""
+    run's last output says where it stopped and marks its preview unfinished, and Stop returns after it."""
     ctx = dataclasses.replace(ctx, preview_every_s=0, in_flight=InFlight())
     session = SimpleNamespace(session_hash="s")
     run = tab.generate(ctx, "A deep red rose flower", 2.0, 400, "ddim", 3, 1, "", request=session)
@@ -190,7 +190,7 @@ def test_a_failed_event_s_status_is_rendered_from_the_run_s_outcome_not_its_text
 
 
 def test_images_past_the_last_seed_wrap_and_each_one_s_parameters_make_it_again(ctx):
-    """Issue 21.4: 3 images from seed 2^31 - 2 use 2^31 - 2, 2^31 - 1 and 0 (said in the status), and "Use
+    """3 images from seed 2^31 - 2 use 2^31 - 2, 2^31 - 1 and 0 (said in the status), and "Use
     parameters" of any of them makes that image again, alone."""
     top = SEED_RANGE[1]
     *_, status, seed, run = run_generate(ctx, PROMPTS[0], 2.0, 2, "ddim", top - 1, 3)[-1]

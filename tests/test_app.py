@@ -18,13 +18,6 @@ from clipdiff.testing import solid_image  # noqa: E402
 PROMPTS = ["A deep red rose flower", "A round white daisy with a yellow center"]
 
 
-@pytest.fixture
-def client(live_app):
-    c = Client(live_app.url, verbose=False)
-    yield c
-    c.close()
-
-
 def test_generate_streams_previews_then_pngs_and_the_session_keeps_the_run(client):
     job = client.submit("\n".join(PROMPTS), 2.0, 5, "ddim", 7, 2, api_name="/generate")
     updates = list(job)

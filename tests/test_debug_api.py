@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from clipdiff.images import read_params  # noqa: E402
@@ -17,13 +17,6 @@ from clipdiff.testing import stress  # noqa: E402
 
 PROMPT = stress.PROMPT
 DAISY, SUNFLOWER = stress.SWITCH
-
-
-@pytest.fixture
-def client(live_app):
-    c = Client(live_app.url, verbose=False)
-    yield c
-    c.close()
 
 
 def pixels(path) -> np.ndarray:

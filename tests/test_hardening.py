@@ -33,13 +33,6 @@ PROMPT = stress.PROMPT
 DAISY, SUNFLOWER = stress.SWITCH
 
 
-@pytest.fixture
-def client(live_app):
-    c = Client(live_app.url, verbose=False)
-    yield c
-    c.close()
-
-
 def still_answers(client) -> None:
     gallery, status, *_ = client.predict(PROMPT, 2.0, 2, "ddim", 1, 1, api_name="/generate")
     assert "Done" in status and len(gallery) == 1

@@ -44,8 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="ask for a login: a text file of user:password lines (# comments allowed); keep it out "
                              "of the command line, where other users of the machine can read it")
     parser.add_argument("--concurrency", type=int, default=None,
-                        help=f"model runs at once (others wait in the queue); default {MODEL_CONCURRENCY}, with "
-                             "--backend ray replicas x --max-batch")
+                        help=f"model runs at once (others wait in the queue; sampling runs at once share U-Net forwards); "
+                             f"default {MODEL_CONCURRENCY}, with --backend ray replicas x --max-batch")
     parser.add_argument("--max-queue", type=int, default=None,
                         help=f"waiting requests before 'queue is full'; default {QUEUE_SIZE} (--backend ray: 2 x "
                              f"concurrency, at least {QUEUE_SIZE})")

@@ -12,6 +12,8 @@ the prompt (for the shipped models, checkpoints/claims.json has it for the tour'
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from .schedulers import sampler_spec
@@ -43,10 +45,23 @@ def caveat(steps: int, sampler: str, w: float) -> str | None:
 def noise_scores(encoder, conditions: torch.Tensor, size: int, n: int = NOISE_SAMPLES, seed: int = 0) -> torch.Tensor:
     """(N,): the mean CLIP score of n pictures of pure noise (what sampling starts from: N(0, 1) clipped to the image
     range, `size` pixels square, the same noise every time) against each conditioning embedding."""
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(n, 3, size, size, generator=generator).clamp(-1, 1)
-    noise_emb = encoder.encode_image(noise)
-    return (100 * (unit(conditions) @ unit(noise_emb).T).clamp_min(0)).mean(1)
+    return (100 * (unit(conditions) @ noise_embeddings(encoder, size, n, seed).T).clamp_min(0)).mean(1)
+
+
+# The noise pictures are the same every time, so their embeddings are made once per encoder: every run's captions
+# show the baseline, and encoding the pictures again cost more than the run's own CLIP scores.
+_NOISE_EMBEDDINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@torch.inference_mode()
+def noise_embeddings(encoder, size: int, n: int = NOISE_SAMPLES, seed: int = 0) -> torch.Tensor:
+    """(n, D) unit image embeddings of noise_scores' noise pictures, made once per encoder and setting."""
+    cached = _NOISE_EMBEDDINGS.setdefault(encoder, {})
+    key = (int(size), int(n), int(seed))
+    if key not in cached:
+        noise = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed)).clamp(-1, 1)
+        cached[key] = unit(encoder.encode_image(noise))
+    return cached[key]
 
 
 def noise_note(baseline: float) -> str:

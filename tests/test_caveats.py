@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clipdiff.caveats import MAX_TRUSTED_W, caveat, noise_note, noise_scores
+from clipdiff.caveats import MAX_TRUSTED_W, NOISE_SAMPLES, caveat, noise_note, noise_scores
 from clipdiff.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W
 from clipdiff.schedulers import REGISTRY
 
@@ -26,6 +26,25 @@ def test_the_noise_baseline_is_the_same_noise_every_time(tiny_pipeline):
     a = noise_scores(tiny_pipeline.encoder, conditions, 16)
     assert a.shape == (2,) and torch.equal(a, noise_scores(tiny_pipeline.encoder, conditions, 16))
     assert ((0 <= a) & (a <= 100)).all()
+
+
+def test_the_noise_pictures_are_encoded_once_per_encoder_and_size(tiny_pipeline, monkeypatch):
+    """Every run's captions show the baseline: the noise pictures' embeddings are made once, not per run, and the
+    baseline is the one a fresh encoding gives."""
+    from clipdiff.similarity import unit
+
+    encoder = tiny_pipeline.encoder
+    conditions = encoder.encode_text(["a red rose", "a daisy"])
+    fresh_noise = torch.randn(NOISE_SAMPLES, 3, 12, 12, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    expected = (100 * (unit(conditions) @ unit(encoder.encode_image(fresh_noise)).T).clamp_min(0)).mean(1)
+    calls = []
+    real = encoder.encode_image
+    monkeypatch.setattr(encoder, "encode_image", lambda images: calls.append(len(images)) or real(images))
+    first = noise_scores(encoder, conditions, 12)
+    assert torch.allclose(first, expected, atol=1e-4) and calls == [NOISE_SAMPLES]
+    assert torch.equal(noise_scores(encoder, conditions[:1], 12), first[:1]) and calls == [NOISE_SAMPLES]
+    noise_scores(encoder, conditions, 10)
+    assert calls == [NOISE_SAMPLES, NOISE_SAMPLES], "another size is other noise"
 
 
 def test_a_baseline_of_0_says_noise_scores_0_or_below():

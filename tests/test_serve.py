@@ -30,11 +30,12 @@ import pytest
 import torch
 from PIL import Image
 
+from clipdiff.app.limits import MODEL_CONCURRENCY
 from clipdiff.pipeline import Job, images_per_prompt
 from clipdiff.sampling import run_to_end, sample_guided, to_uint8
 from clipdiff.schedulers import SAMPLERS
 from clipdiff.serving.backend import LocalBackend, make_backend
-from clipdiff.serving.batching import predict_batch
+from clipdiff.serving.batching import StepBatcher, predict_batch
 from clipdiff.serving.fairness import AlreadyRunning, InFlight
 from clipdiff.serving.loop import SampleRequest, sample_async, start_run
 from clipdiff.serving.options import SamplerOptions
@@ -230,6 +231,119 @@ def test_the_local_backend_is_the_pipelines_own_run(tiny_pipeline):
     assert LocalBackend().describe() == {"backend": "local", "replicas": 1}
 
 
+# -- the local backend: per-step batching in this process ----------------------------------------------------------
+def rows_per_forward(model, hold_first_until=None) -> tuple[list[int], object]:
+    """A forward pre-hook noting each forward's rows; hold_first_until(): the first forward waits until it is true
+    (bounded), so the other runs are in flight before it ends."""
+    rows = []
+
+    def note(_module, args):
+        if not rows and hold_first_until is not None:
+            deadline = time.monotonic() + 60
+            while not hold_first_until() and time.monotonic() < deadline:
+                time.sleep(0.005)
+        rows.append(args[0].shape[0])
+    return rows, model.register_forward_pre_hook(note)
+
+
+def drive_in_threads(backend, pipe, runs) -> list[torch.Tensor]:
+    """Each prepared run driven through the backend in a thread of its own, as Gradio's handler threads do."""
+    results: dict[int, torch.Tensor] = {}
+
+    def one(k, run):
+        results[k] = run_to_end(backend.run(pipe, run)).images
+
+    threads = [threading.Thread(target=one, args=(k, r)) for k, r in enumerate(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return [results[k] for k in range(len(runs))]
+
+
+def test_local_runs_in_flight_share_forwards_and_get_the_pictures_they_get_alone(tiny_pipeline):
+    """Three sessions' runs (different sizes, samplers, step counts; a negative prompt, a prompt switch) in flight
+    together on the local backend share U-Net forwards, each leaves when done while the others go on, and every
+    picture is the one its run makes alone (pipe.sample, unbatched) within 1 uint8 level."""
+    pipe = tiny_pipeline
+    runs = [pipe.prepare(images_per_prompt([PROMPT], 2.0, 1, 2), 6, "ddim"),
+            pipe.prepare(images_per_prompt(["A white daisy"], 1.0, 5, 1, negative="red"), 4, "dpmsolver-karras"),
+            pipe.prepare(images_per_prompt(["[A rose:A daisy:0.5]"], 3.0, 9, 3), 5, "ddpm")]
+    alone = [run_to_end(pipe.sample(r)).images for r in runs]
+    backend = LocalBackend(batch_wait_s=30)     # a forward waits for every run in flight: the sharing is exact
+    batcher = backend.batcher(pipe.model)
+    rows, hook = rows_per_forward(pipe.model, hold_first_until=lambda: batcher.in_flight() == len(runs))
+    try:
+        together = drive_in_threads(backend, pipe, runs)
+    finally:
+        hook.remove()
+        backend.close()
+    for a, b in zip(together, alone):
+        assert_same_picture(a, b)
+    steps = sum(r.steps for r in runs)
+    assert batcher.counts["questions"] == steps and sum(rows) == 2 * sum(len(r.jobs) * r.steps for r in runs)
+    assert max(batcher.runs_per_forward) == 3 and len(rows) < steps, "the runs shared forwards"
+    assert batcher.in_flight() == 0
+
+
+def test_a_run_that_stops_leaves_the_batch_at_once_and_the_others_finish(tiny_pipeline):
+    """Closing a run's iterator (what Stop and Gradio's cancel do) ends it between two steps and takes it out of
+    the model thread's count at once: the run beside it is not kept waiting for a question that never comes."""
+    pipe = tiny_pipeline
+    keep = pipe.prepare(images_per_prompt([PROMPT], 2.0, 3, 2), 5, "ddim")
+    backend = LocalBackend(batch_wait_s=30)
+    batcher = backend.batcher(pipe.model)
+    stopped = iter(backend.run(pipe, pipe.prepare(images_per_prompt(["A white daisy"], 2.0, 4, 1), 50, "ddim")))
+    steps_taken = [next(stopped).step, next(stopped).step]
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(images=run_to_end(backend.run(pipe, keep)).images))
+    worker.start()
+    while batcher.in_flight() < 2 and worker.is_alive():
+        time.sleep(0.005)
+    stopped.close()
+    assert steps_taken == [1, 2] and batcher.in_flight() <= 1
+    worker.join(timeout=120)
+    backend.close()
+    assert_same_picture(result["images"], run_to_end(pipe.sample(keep)).images)
+    assert batcher.in_flight() == 0 and batcher.counts["questions"] == 2 + keep.steps
+
+
+class Failing(torch.nn.Module):
+    def forward(self, x, t, cond):
+        if x.shape[0] == 3:
+            raise RuntimeError("the forward broke")
+        return x * 0
+
+
+def test_a_failed_forward_is_each_runs_own_error_and_the_model_thread_goes_on():
+    batcher = StepBatcher(Failing(), batch_wait_s=0)
+    x, t, c = torch.ones(2, 3, 4, 4), torch.zeros(2), torch.zeros(2, 8)
+    assert torch.equal(batcher.predict(x, t, c), torch.zeros(2, 3, 4, 4))
+    with pytest.raises(RuntimeError, match="the forward broke"):
+        batcher.predict(torch.ones(3, 3, 4, 4), torch.zeros(3), torch.zeros(3, 8))
+    assert torch.equal(batcher.predict(x, t, c), torch.zeros(2, 3, 4, 4)), "the next question is answered"
+    batcher.close()
+    with pytest.raises(RuntimeError, match="shut down"):
+        batcher.predict(x, t, c)
+
+
+def test_one_forward_takes_at_most_max_rows(tiny_pipeline):
+    """Four runs of 3 images (6 rows each) under a 12-row limit: no forward takes more than two of them."""
+    pipe = tiny_pipeline
+    runs = [pipe.prepare(images_per_prompt([PROMPT], 2.0, 10 * k, 3), 3, "ddim") for k in range(4)]
+    backend = LocalBackend(max_rows=12, batch_wait_s=30)
+    batcher = backend.batcher(pipe.model)
+    rows, hook = rows_per_forward(pipe.model, hold_first_until=lambda: batcher.in_flight() == len(runs))
+    try:
+        together = drive_in_threads(backend, pipe, runs)
+    finally:
+        hook.remove()
+        backend.close()
+    assert max(rows) == 12 and sum(rows) == 4 * 6 * 3
+    for run, images in zip(runs, together):
+        assert_same_picture(images, run_to_end(pipe.sample(run)).images)
+
+
 def test_the_ray_backend_without_ray_says_what_to_install(tiny_pipeline, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)            # as if Ray were not installed
     monkeypatch.delitem(sys.modules, "clipdiff.serving.ray_sampler", raising=False)
@@ -261,7 +375,7 @@ def test_the_backend_chooser_loads_no_ray():
 def test_app_flags_local_by_default_one_switch_for_ray():
     app_script = load_app_script()
     local = app_script.parse_args([])
-    assert (local.backend, local.concurrency, local.max_queue, local.ray_address) == ("local", 1, 16, None)
+    assert (local.backend, local.concurrency, local.max_queue, local.ray_address) == ("local", MODEL_CONCURRENCY, 16, None)
     assert local.sampler_options == SamplerOptions(), "the flags' defaults are SamplerOptions' own"
     ray = app_script.parse_args(["--backend", "ray", "--replicas", "3", "--batch-wait-ms", "20"])
     assert ray.sampler_options == SamplerOptions(replicas=3, replica_cpus=1.0, max_batch_size=8, batch_wait_s=0.02)

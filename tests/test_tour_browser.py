@@ -5,10 +5,11 @@ from clipdiff import tour
 
 TAB_NAMES = {"generate": "Generate", "sweep": "Guidance sweep", "playback": "Denoising playback",
              "similarity": "Similarity", "map": "Embedding map", "interpolate": "Interpolate and vary",
-             "debug": "Debug a prompt"}
+             "debug": "Debug a prompt", "photo": "Noise and edit a photo"}
 RESULTS = {"generate": "#gallery", "sweep": "#sweep-grid", "playback": "#pb-frame", "similarity": "#similarity-plot",
            "map": "#map-plot", tour.Interpolate: "#ip-strip", tour.Mix: "#mix-strip", tour.Vary: "#va-gallery",
-           tour.PromptEdit: "#pe-strip", tour.Words: "#wi-strip"}
+           tour.PromptEdit: "#pe-strip", tour.Words: "#wi-strip",
+           tour.ForwardNoise: "#fw-strip", tour.EditPhoto: "#ed-strip"}
 RENDERED = "img, .js-plotly-plot .main-svg"   # a picture, or a drawn Plotly figure
 
 # What the result element shows now: its pictures' addresses and its plot's text. A new result changes it.

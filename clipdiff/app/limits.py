@@ -34,7 +34,10 @@ MAX_UPLOAD_SIZE = "10mb"
 MAX_IMAGE_PIXELS = 40_000_000    # refuse to decode bigger pictures (decompression bombs)
 
 # -- how the app runs -----------------------------------------------------------------------------------------
-MODEL_CONCURRENCY = 1            # model runs at once (app.py --concurrency); others wait in the queue
+# Model runs at once (app.py --concurrency); others wait in the queue. Sampling runs in flight together share their
+# U-Net forwards (serving.batching.StepBatcher), so a run more in flight costs its rows in each forward, not a place
+# in the queue; 8 runs of up to 8 images fill one forward (MAX_FORWARD_ROWS).
+MODEL_CONCURRENCY = 8
 QUEUE_SIZE = 16                  # waiting requests before "queue is full" (app.py --max-queue)
 LIGHT_CONCURRENCY = 4            # cheap handlers at once, beside the model runs
 # A session's last run (its frames for playback) is dropped 30 minutes after it was made, or an hour after the

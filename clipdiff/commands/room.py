@@ -33,6 +33,50 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ("A deep red rose flower", "A round white daisy with a yellow center",
            "An orange sunflower with a big brown center", "A pink flower with many petals")
 IMAGES_PER_REQUEST = 4
+HTTP_TIMEOUT_S = 60
+READ_TIMEOUT_S = 600
+
+
+class Session:
+    """One attendee's browser session through gradio_client, fetching the files of an answer as a browser does: over
+    one kept-alive connection. (gradio_client's own download opens a new HTTP client, TLS set-up included, for every
+    file: about 0.1 s a file on 2 busy cores, more than the app spends making it, and the simulated room runs on
+    the app's cores.) Previews are not fetched, only the final answer's files. Like a browser, it waits for an answer
+    (up to HTTP_TIMEOUT_S to connect, READ_TIMEOUT_S for data) where gradio_client's own requests give up after 5 s: on busy cores a request the app
+    had already queued was counted as failed, and the attendee's next click found its first run still going."""
+
+    def __init__(self, url: str):
+        import httpx
+        from gradio_client import Client
+
+        timeout = httpx.Timeout(HTTP_TIMEOUT_S, read=READ_TIMEOUT_S)     # read: also the gap between two SSE events
+        self.client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": timeout})
+        self.http = httpx.Client(headers=self.client.headers, cookies=self.client.cookies, timeout=timeout)
+        self.fetched_bytes = 0
+
+    def submit(self, *args, api_name: str):
+        return self.client.submit(*args, api_name=api_name)
+
+    def fetch_files(self, answer):
+        """GET every file an answer names (a gallery's PNGs), as the page shows them; the answer itself."""
+        from gradio_client import utils
+
+        def fetch(file: dict) -> dict:
+            url = self.client.src_prefixed + "file=" + utils.encode_file_path(file["path"])   # as gradio_client
+            response = self.http.get(url, follow_redirects=True)
+            response.raise_for_status()
+            self.fetched_bytes += len(response.content)
+            return file
+
+        return utils.traverse(answer, fetch, utils.is_file_obj_with_meta)
+
+    def predict(self, *args, api_name: str):
+        """An answer, its files fetched: submit to the last image seen."""
+        return self.fetch_files(self.submit(*args, api_name=api_name).result())
+
+    def close(self) -> None:
+        self.http.close()
+        self.client.close()
 
 
 @dataclass
@@ -101,12 +145,10 @@ def think(rng: random.Random, think_s: float, doors: Doors) -> None:
 def attend(url: str, index: int, think_s: float, doors: Doors, requests_cap: int | None, steps: int, sampler: str,
            seed: int, out: Attendee) -> None:
     """One attendee: generate, think, repeat while the room is open (or until requests_cap requests are made)."""
-    from gradio_client import Client
-
     rng = random.Random(seed * 1_000_003 + index)
     client = None
     try:
-        client = Client(url, verbose=False)
+        client = Session(url)
     except Exception as e:   # noqa: BLE001 (an attendee who cannot connect is one error, not a crash)
         out.errors.append(f"connect: {type(e).__name__}: {str(e)[:200]}")
     doors.everyone_in.wait()

@@ -1,6 +1,7 @@
 """Serving a room: the sampler as a model tier that many fronts share, and the pieces around it.
 
-    batching.py     several requests' U-Net inputs in one forward, the outputs split back
+    batching.py     several requests' U-Net inputs in one forward, the outputs split back; StepBatcher, the local
+                    backend's model thread that answers every run in flight with one forward per step
     loop.py         one request's guided sampling loop over an awaited (batched) predictor
     backend.py      what the app runs a job list through: `local` (in process) or `ray` (a Serve deployment)
     ray_sampler.py  the Ray Serve `Sampler` deployment and its client, RaySamplerBackend (imports Ray)

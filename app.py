@@ -8,6 +8,7 @@
     python app.py --runtime openvino --precision bf16   # the U-Net in bf16 (faster, other pictures; bf16 CPUs)
     python app.py --backend ray --replicas 2        # sampler steps on 2 Ray Serve replicas (requirements-serve.txt)
     python app.py --backend ray --ray-address HOST:6379   # ... on a Ray cluster's shared deployment (README)
+    python app.py --wall outputs/wall --wall-admin-file key.txt   # the room's wall; key.txt: the instructor's key
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from clipdiff.devices import resolve_device  # noqa: E402
 from clipdiff.runtimes import DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, default_runtime, problems  # noqa: E402
 from clipdiff.serving.backend import BACKENDS, make_backend  # noqa: E402
 from clipdiff.serving.options import SamplerOptions  # noqa: E402
+from clipdiff.wall import MAX_ITEMS, Wall, read_admin_key  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,6 +59,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     serving.add_argument("--ray-address", default=None,
                          help="--backend ray: join this Ray cluster (HOST:PORT) and share its deployment instead of "
                               "starting a local Ray on 127.0.0.1")
+    parser.add_argument("--wall", type=Path, default=None, metavar="FOLDER",
+                        help="turn on the room's wall: attendees publish finished images to it, kept in FOLDER (a "
+                             f"restart loses nothing; at most {MAX_ITEMS} images, the oldest go first)")
+    parser.add_argument("--wall-admin-file", type=Path, default=None,
+                        help="--wall: a text file whose first line is the instructor's key (8+ characters), which "
+                             "removes anyone's picture from the wall")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's, one per core). On an idle machine all cores "
                              "are fastest; when other work keeps the cores busy, 1 thread can be several times "
@@ -88,6 +96,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--threads must be at least 1")
     if not 0 < args.port < 65536:
         parser.error("--port must be between 1 and 65535")
+    if args.wall_admin_file is not None and args.wall is None:
+        parser.error("--wall-admin-file needs --wall")
+    args.wall_admin_key = None
+    if args.wall_admin_file is not None:
+        try:
+            args.wall_admin_key = read_admin_key(args.wall_admin_file)
+        except (OSError, ValueError) as e:
+            parser.error(f"--wall-admin-file {args.wall_admin_file}: {e}")
     args.auth = None
     if args.auth_file is not None:
         try:
@@ -134,8 +150,15 @@ def main(argv=None) -> None:
             sys.exit(f"error: {e}")
         print(f"sampling on {models.backend.describe()}")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))   # a stop (kill, systemd) leaves Ray through close()
+    room_wall = None
+    if args.wall is not None:
+        try:
+            room_wall = Wall(args.wall, admin_key=args.wall_admin_key)
+        except OSError as e:
+            sys.exit(f"error: --wall {args.wall}: {e}")
+        print(f"the room's wall: {len(room_wall)} image(s) in {args.wall}")
     try:
-        serve(build_app(models, args.concurrency), host=args.host, port=args.port, share=args.share,
+        serve(build_app(models, args.concurrency, room_wall=room_wall), host=args.host, port=args.port, share=args.share,
               concurrency=args.concurrency, max_queue=args.max_queue, auth=args.auth)
     finally:
         models.backend.close()

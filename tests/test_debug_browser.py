@@ -3,28 +3,28 @@ into Generate reaches the PNG, the switch strip lands in the playback with its s
 shades the prompt's words."""
 from __future__ import annotations
 
-from clipdiff.testing.browser import wait_for_text
+from clipdiff.testing.browser import open_tab, wait_for_text
 
 
 def test_negative_prompt_switch_strip_and_word_importance_in_the_page(live_app, page, tmp_path):
     page.goto(live_app.url)
-    page.get_by_role("tab", name="Generate").click()
+    open_tab(page, "Generate")
     page.fill("#prompts textarea", "[A round white daisy:An orange sunflower:0.5]")
     page.fill("#negative textarea", "red")
     page.click("#generate")
     wait_for_text(page, "#status", "Done")
     assert page.locator("#gallery img").count() == 2
 
-    page.get_by_role("tab", name="Debug a prompt").click()
+    open_tab(page, "Debug a prompt")
     page.fill("#pe-fractions textarea", "0, 0.5, 1")
     page.click("#pe-go")
     wait_for_text(page, "#pe-status", "Done")
     page.locator("#pe-strip img").wait_for()
-    page.get_by_role("tab", name="Denoising playback").click()
+    open_tab(page, "Denoising playback")
     page.wait_for_function("() => document.querySelectorAll('#pb-sample input').length > 0")
     wait_for_text(page, "#pb-caption", "Recorded step")
 
-    page.get_by_role("tab", name="Debug a prompt").click()
+    open_tab(page, "Debug a prompt")
     page.fill("#wi-prompt textarea", "a red rose")
     page.click("#wi-go")
     wait_for_text(page, "#wi-status", "Done")

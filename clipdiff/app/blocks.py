@@ -8,23 +8,28 @@ from .page import CSS, JS, THEME
 from .limits import MAX_UPLOAD_SIZE, MODEL_CONCURRENCY, OUTPUT_MAX_AGE_S, PREVIEW_EVERY_S, QUEUE_SIZE, SESSION_TTL_S
 from .history import history_state
 from .session import last_run_state
-from .tabs import compare, debug, embed_map, generate, interpolate, photo, playback, similarity, sweep, tour
+from ..wall import Wall
+from .tabs import compare, debug, embed_map, generate, interpolate, photo, playback, similarity, sweep, tour, wall
 from .wiring import Shared
 
 # after the Tour, in this order
-TABS = (generate, sweep, playback, compare, photo, similarity, embed_map, interpolate, debug)
+TABS = (generate, sweep, playback, compare, photo, similarity, embed_map, interpolate, debug, wall)
 TITLE = "# clipdiff: CLIP-conditioned diffusion you can watch\n"
 
 
 def build_app(models: Models, concurrency: int = MODEL_CONCURRENCY, preview_every_s: float = PREVIEW_EVERY_S,
-              session_ttl_s: float = SESSION_TTL_S) -> gr.Blocks:
-    """preview_every_s: at most one streamed preview this often while sampling (0: after every step)."""
-    ctx = Context.create(models, concurrency, preview_every_s, session_ttl_s)
+              session_ttl_s: float = SESSION_TTL_S, room_wall: Wall | None = None) -> gr.Blocks:
+    """preview_every_s: at most one streamed preview this often while sampling (0: after every step); room_wall:
+    the room's wall (app.py --wall; None: off)."""
+    ctx = Context.create(models, concurrency, preview_every_s, session_ttl_s, room_wall)
+    if room_wall is not None:
+        gr.set_static_paths([room_wall.folder])    # its PNGs served as they are, not copied per refresh
     with gr.Blocks(title="clipdiff", analytics_enabled=False, delete_cache=(1800, OUTPUT_MAX_AGE_S)) as demo:
         gr.Markdown(TITLE + models.status_markdown(), elem_id="model-status")
         shared, pages, tour_page, note = lay_out(ctx, demo)
         for tab, page in pages.items():
             tab.wire(ctx, page, shared)
+        wall.wire_generate(ctx, pages[wall], pages[generate], shared)
         tour.wire(ctx, tour_page, shared, pages, note)
     return demo
 

@@ -23,6 +23,7 @@ from ..runtimes import with_runtime
 from ..serving.backend import Backend, LocalBackend
 from ..serving.fairness import InFlight
 from ..vocabulary import DEFAULT_VOCABULARY, Vocabulary
+from ..wall import Wall
 from .limits import LIGHT_CONCURRENCY, MODEL_CONCURRENCY, OUTPUT_MAX_AGE_S, PREVIEW_EVERY_S, SESSION_TTL_S
 
 TRAIN_HINT = "get the shipped models with `python -m clipdiff train-default`"
@@ -153,7 +154,8 @@ class OutputFolder:
 @dataclass
 class Context:
     """The app as its handlers see it. preview_every_s: at most one streamed preview this often while sampling
-    (0: after every step); session_ttl_s: how long a session keeps its last run."""
+    (0: after every step); session_ttl_s: how long a session keeps its last run; wall: the room's wall (app.py
+    --wall; None: off)."""
     models: Models
     outputs: OutputFolder
     concurrency: int = MODEL_CONCURRENCY
@@ -161,6 +163,7 @@ class Context:
     session_ttl_s: float = SESSION_TTL_S
     in_flight: InFlight = field(default_factory=InFlight)   # one sampling run per browser session at a time
     stop: threading.Event | None = None    # a run's own: Stop sets it (errors.one_per_session hands it to the run)
+    wall: Wall | None = None
 
     def for_run(self, stop: threading.Event) -> "Context":
         """This context as one run sees it: with the run's stop event."""
@@ -168,8 +171,8 @@ class Context:
 
     @classmethod
     def create(cls, models: Models, concurrency: int = MODEL_CONCURRENCY, preview_every_s: float = PREVIEW_EVERY_S,
-               session_ttl_s: float = SESSION_TTL_S) -> "Context":
-        return cls(models, OutputFolder(), concurrency, preview_every_s, session_ttl_s)
+               session_ttl_s: float = SESSION_TTL_S, wall: Wall | None = None) -> "Context":
+        return cls(models, OutputFolder(), concurrency, preview_every_s, session_ttl_s, wall=wall)
 
     @property
     def model_group(self) -> dict:

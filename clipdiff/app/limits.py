@@ -47,6 +47,7 @@ OUTPUT_MAX_AGE_S = 3600          # our PNGs and GIFs on disk
 MAX_RUNS = 12                    # runs a session's history lists (the Compare runs tab); the oldest unpinned go
 MAX_PINNED = 4                   # runs pinned to compare side by side (they keep their recorded steps)
 HISTORY_FRAME_BYTES = 64 * 2**20  # a session's recorded steps beyond its newest run: older runs' steps go past this
+WALL_REFRESH_S = 3               # the Wall tab looks for new pictures this often (a cheap check when none)
 PLAY_FPS = 7                     # the playback's Play button: recorded steps a second (its speed control's start)
 PLAY_FPS_RANGE = (1, 30)
 PREVIEW_SCALE = 4                # pixels per image pixel in small galleries (ranking, what CLIP sees)

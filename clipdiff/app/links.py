@@ -14,8 +14,10 @@ from .limits import MAX_IMAGES_PER_PROMPT, MAX_PROMPTS, MAX_TEXT_CHARS, SAMPLERS
 KEYS = ("prompt", "negative", "w", "steps", "sampler", "seed", "n")
 
 
-def link_query(prompts_text, negative, w, steps, sampler, seed, n_images) -> str:
-    """The query (`?prompt=...&w=...`) that reopens these Generate settings; '' when the prompt box is empty."""
+def link_values(prompts_text, negative, w, steps, sampler, seed, n_images) -> dict[str, str]:
+    """These Generate settings as a link's parameters (KEYS, checked, as text; no empty ones); {} when the prompt box
+    is empty or a value is refused. The wall keeps an item's settings in this form too, so "try this" reads them
+    back as a link's (controls_from_query)."""
     checked = Checked(quiet=True)
     try:
         prompts = checked.lines(prompts_text, MAX_PROMPTS)
@@ -23,10 +25,16 @@ def link_query(prompts_text, negative, w, steps, sampler, seed, n_images) -> str
         n = checked.number(n_images, "images per prompt", 1, MAX_IMAGES_PER_PROMPT, integer=True, default=1)
         negative = checked.negative(negative)
     except gr.Error:
-        return ""
-    values = {"prompt": "\n".join(prompts), "negative": negative, "w": f"{s.w:g}", "steps": s.steps,
-              "sampler": s.sampler, "seed": s.seed, "n": n}
-    return "?" + urlencode({k: v for k, v in values.items() if v != ""})
+        return {}
+    values = {"prompt": "\n".join(prompts), "negative": negative, "w": f"{s.w:g}", "steps": str(s.steps),
+              "sampler": s.sampler, "seed": str(s.seed), "n": str(n)}
+    return {k: v for k, v in values.items() if v != ""}
+
+
+def link_query(prompts_text, negative, w, steps, sampler, seed, n_images) -> str:
+    """The query (`?prompt=...&w=...`) that reopens these Generate settings; '' when the prompt box is empty."""
+    values = link_values(prompts_text, negative, w, steps, sampler, seed, n_images)
+    return "?" + urlencode(values) if values else ""
 
 
 def controls_from_query(query: dict) -> tuple:

@@ -1,8 +1,9 @@
 """The hardening runs against a live app at `url`, each bounded and stopping by itself, each returning
 its figures: fuzz (hypothesis drives every endpoint through gradio_client), load (many clients at once), cancel
 (a cancelled run stops within a sampler step, the next starts at once), memory (RSS growth over many generations),
-queue_full (requests past the queue are told so at once). benchmarks/stress.py runs them long against a real app;
-tests/test_hardening.py runs short ones in the suite.
+queue_full (requests past the queue are told so at once), wall_load (a room publishing to the wall and reading
+it). benchmarks/stress.py runs them long against a real app; tests/test_hardening.py and tests/test_tab_wall.py run
+short ones in the suite.
 """
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ UNICODE_PROMPTS = ["[a daisy:a rose:0.5]", "a [red] rose", "[[a:b:1]:c:0.5]", "[
 
 
 # -- fuzz ---------------------------------------------------------------------------------------------------------
-def fuzz(url: str, cases: int = 500, unhandled=lambda: [], seed: int | None = 0, tmp: Path | None = None) -> dict:
+def fuzz(url: str, cases: int = 500, unhandled=lambda: [], seed: int | None = 0, tmp: Path | None = None,
+         only_wall: bool = False) -> dict:
     """Property: whatever an API client sends, the answer is a result or an error with a message, and the
-    server raises nothing but clean refusals. `unhandled()` returns the server's unhandled errors so far."""
+    server raises nothing but clean refusals. `unhandled()` returns the server's unhandled errors so far.
+    only_wall: the room wall's endpoints alone (an app with --wall), after one generation to publish."""
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
     from hypothesis import HealthCheck, Phase, given, settings
@@ -107,6 +110,19 @@ def fuzz(url: str, cases: int = 500, unhandled=lambda: [], seed: int | None = 0,
          lambda a: call("/edit_photo", *a)),
         (0.02, st.tuples(photo_or_not, junk, text, small_steps), lambda a: call("/invert_photo", *a)),
     ]
+    item_ids = st.one_of(text, st.sampled_from(["0" * 32, "f" * 32, "0" * 31 + "g", "../wall.jsonl", "0" * 33]))
+    wall_plans = [
+        (0.01, st.tuples(), lambda a: call("/publish_best")),
+        (0.01, st.tuples(), lambda a: call("/publish_all")),
+        (0.01, st.tuples(), lambda a: call("/wall")),
+        (0.01, st.tuples(item_ids, text), lambda a: call("/remove_from_wall", *a)),
+        (0.01, st.tuples(item_ids), lambda a: call("/try_this", *a)),
+    ]
+    if only_wall:
+        client.predict(PROMPT, 2.0, 2, "ddim", 1, 2, api_name="/generate")    # something to publish
+        plans = [(0.2, strategy, run) for _, strategy, run in wall_plans]
+    else:
+        plans += wall_plans
     t0 = time.perf_counter()
     try:
         for share, strategy, run in plans:
@@ -253,6 +269,60 @@ def load(url: str, clients: int = 16, requests: int = 10, steps: int = 2, timeou
             "median_s": round(latencies[len(latencies) // 2], 2) if latencies else None,
             "p95_s": round(latencies[math.ceil(0.95 * len(latencies)) - 1], 2) if latencies else None,
             "errors": errors[:5]}
+
+
+def wall_load(url: str, attendees: int = 30, reads: int = 3, steps: int = 1, timeout: float = 600) -> dict:
+    """A room on the wall (an app with --wall): `attendees` sessions at once, each generating one image, publishing
+    it, then reading the wall `reads` times; every failure counted, and each attendee's own item must be on the wall
+    it reads after publishing."""
+    from gradio_client import Client
+
+    publish_s, read_s, errors, lock = [], [], [], threading.Lock()
+
+    def attendee(index: int) -> None:
+        prompt = f"{PROMPT} number {index}"
+        try:   # a room's clients all connect at once: patient, and reading the wall's captions, not its files
+            client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
+        except Exception as e:  # noqa: BLE001 - counted, not raised
+            with lock:
+                errors.append(f"connect: {type(e).__name__}: {e}")
+            return
+        try:
+            _, status, *_ = client.predict(prompt, 2.0, steps, "ddim", index, 1, api_name="/generate")
+            if "Done" not in status:
+                raise RuntimeError(f"generate: {status[:200]!r}")
+            t0 = time.perf_counter()
+            status, item_id = client.predict(api_name="/publish_best")
+            with lock:
+                publish_s.append(time.perf_counter() - t0)
+            if "Published" not in status or len(item_id) != 32:
+                raise RuntimeError(f"publish: {status[:200]!r}")
+            for _ in range(reads):
+                t0 = time.perf_counter()
+                gallery, _ = client.predict(api_name="/wall")
+                with lock:
+                    read_s.append(time.perf_counter() - t0)
+                if not any(str(g.get("caption", "")).startswith(prompt + " |") for g in gallery):
+                    raise RuntimeError(f"attendee {index}'s picture is not on the wall it read")
+        except Exception as e:  # noqa: BLE001
+            with lock:
+                errors.append(f"{type(e).__name__}: {str(e)[:200]}")
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=attendee, args=(i,), daemon=True) for i in range(attendees)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(1.0, timeout - (time.perf_counter() - t0)))
+    hung = sum(t.is_alive() for t in threads)
+
+    def p95(xs):
+        return round(sorted(xs)[math.ceil(0.95 * len(xs)) - 1], 2) if xs else None
+    return {"attendees": attendees, "published": len(publish_s), "reads": len(read_s),
+            "failures": len(errors) + hung, "hung": hung, "wall_s": round(time.perf_counter() - t0, 1),
+            "publish_p95_s": p95(publish_s), "read_p95_s": p95(read_s), "errors": errors[:5]}
 
 
 def cancel(url: str, warm_steps: int = 3) -> dict:

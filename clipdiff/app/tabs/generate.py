@@ -212,6 +212,23 @@ def reuse_selected(run, index):
 
 # -- layout and wiring ---------------------------------------------------------------------------------------------
 @dataclass
+class PublishRow:
+    """Under the results: publish the session's last run to the room's wall (the Wall tab wires them)."""
+    best: gr.Button
+    all: gr.Button
+    status: gr.Markdown
+
+
+def build_publish(ctx: Context) -> PublishRow:
+    """The publish buttons; hidden when the server has no wall."""
+    with gr.Row(visible=ctx.wall is not None):
+        best = gr.Button("Publish best to the wall", size="sm", elem_id="publish-best")
+        every = gr.Button("Publish all to the wall", size="sm", elem_id="publish-all")
+    status = gr.Markdown(elem_id="publish-status")
+    return PublishRow(best, every, status)
+
+
+@dataclass
 class GenerateTab:
     prompts: gr.Textbox
     tokens: gr.HighlightedText
@@ -229,6 +246,7 @@ class GenerateTab:
     negative: gr.Textbox
     link: gr.Textbox
     copy_link: gr.Button
+    publish: PublishRow
 
     @property
     def controls(self) -> list:
@@ -283,12 +301,13 @@ def build(ctx: Context) -> GenerateTab:
                     link = gr.Textbox(label="share link: opens the app with these settings; Generate makes the same "
                                             "pictures", interactive=False, elem_id="share-link", scale=4)
                     copy_link = gr.Button("Copy link", elem_id="copy-link", scale=1)
+                publish = build_publish(ctx)
                 reuse = gr.Button("Use parameters of the selected image")
                 png_in = gr.File(label="...or load parameters from a clipdiff PNG", file_types=[".png"],
                                  type="filepath", height=120, elem_id="png-in")
         selected = gr.State(None)
     return GenerateTab(prompts, tokens, token_summary, SamplingControls(w, seed, steps, sampler), dice, n_images,
-                       go, stop, status, gallery, reuse, png_in, selected, negative, link, copy_link)
+                       go, stop, status, gallery, reuse, png_in, selected, negative, link, copy_link, publish)
 
 
 def run_call(ctx: Context, tab: GenerateTab, shared: Shared) -> Call:

@@ -1,6 +1,6 @@
-"""The contract every tab module keeps (clipdiff/app/tabs/__init__.py): build, wire, TAKES, tour_fill and
-tour_steps, and for each tour setting a tab takes, the exact control values tour_fill puts in. One table for all
-the tabs, so a new tab's tour settings are checked the same way. No server."""
+"""The contract every tab module keeps (clipdiff/app/tabs/__init__.py): build, wire and TAKES, tour_fill and
+tour_steps where it takes a tour setting, and for each setting a tab takes, the exact control values tour_fill puts
+in. One table for all the tabs, so a new tab's tour settings are checked the same way. No server."""
 from __future__ import annotations
 
 import pytest
@@ -42,8 +42,10 @@ TOUR_FILLS = [
 
 @pytest.mark.parametrize("tab", TABS, ids=lambda t: t.__name__.rsplit(".", 1)[-1])
 def test_every_tab_keeps_the_contract(tab):
-    """What the app (blocks.py) and the Tour tab call on every tab module."""
-    for name in ("build", "wire", "tour_fill", "tour_steps"):
+    """What the app (blocks.py) calls on every tab module, and the Tour tab on every tab that takes a tour setting
+    (tabs/tour.py picks the tab by TAKES, so a tab that takes none is never asked to fill or run one)."""
+    needed = ("build", "wire") + (("tour_fill", "tour_steps") if tab.TAKES else ())
+    for name in needed:
         assert callable(getattr(tab, name, None)), f"{tab.__name__} has no {name}()"
     assert isinstance(tab.TAKES, tuple)
 

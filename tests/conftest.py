@@ -110,6 +110,16 @@ def live_app(tiny_models):
 
 
 @pytest.fixture
+def client(live_app):
+    """A gradio_client session of its own on the live app, closed after the test."""
+    from gradio_client import Client
+
+    c = Client(live_app.url, verbose=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture
 def server_errors(capfd):
     """The unhandled errors the server printed during this test: Gradio prints a traceback for every failed
     event, and clipdiff.testing.live.unhandled_in_log keeps those that were not clean refusals."""

@@ -1,4 +1,4 @@
-"""Accessibility in a real browser (issue 21.7): an axe-core audit (axe-playwright-python) of every tab, on a laptop
+"""Accessibility in a real browser: an axe-core audit (axe-playwright-python) of every tab, on a laptop
 (1280 x 800) and on a phone (390 x 844), finds no critical or serious violation, with results on screen as well as
 before any run; and every generated picture carries alt text that names what made it (prompt, w, seed)."""
 from __future__ import annotations

@@ -1,13 +1,11 @@
 """The app as a client meets it: a launched server over the tiny models, driven through gradio_client. What each
 endpoint answers is pinned in test_same_outputs.py and each handler is tested as a function in test_tab_*.py;
-here: the streaming, refusals and cancellation that only a server shows, and the core helpers behind the app."""
+here: the streaming, refusals and cancellation that only a server shows, and an app built without checkpoints."""
 from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -15,19 +13,9 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from clipdiff.images import read_params  # noqa: E402
-from clipdiff.interpolate import mix, slerp, slerp_path  # noqa: E402
-from clipdiff.playback import export_gif, make_playback  # noqa: E402
-from clipdiff.similarity import unit  # noqa: E402
 from clipdiff.testing import solid_image  # noqa: E402
 
 PROMPTS = ["A deep red rose flower", "A round white daisy with a yellow center"]
-
-
-@pytest.fixture
-def client(live_app):
-    c = Client(live_app.url, verbose=False)
-    yield c
-    c.close()
 
 
 def test_generate_streams_previews_then_pngs_and_the_session_keeps_the_run(client):
@@ -117,47 +105,3 @@ def test_missing_checkpoints_still_build_an_app_that_says_what_is_missing(tmp_pa
     assert all("python -m clipdiff train-default" in p for p in models.problems)
     assert "Something is missing" in models.status_markdown()
     build_app(models)
-
-
-# -- the core helpers behind the app ---------------------------------------------------------------------------
-def test_slerp_keeps_the_ends_and_turns_at_a_constant_rate():
-    torch.manual_seed(0)
-    a, b = torch.randn(32) * 3, torch.randn(32) * 5
-    fractions, path = slerp_path(a, b, 5)
-    assert fractions == [0, 0.25, 0.5, 0.75, 1]
-    assert torch.allclose(path[0], a, atol=1e-5) and torch.allclose(path[-1], b, atol=1e-5)
-    angles = [float(torch.arccos((unit(path[i]) * unit(path[i + 1])).sum().clamp(-1, 1))) for i in range(4)]
-    assert max(angles) - min(angles) < 1e-4
-    assert torch.allclose(path.norm(dim=1), torch.linspace(float(a.norm()), float(b.norm()), 5), atol=1e-4)
-    assert torch.allclose(slerp(a, a * 2, 0.5), a * 1.5, atol=1e-4), "same direction: no 0/0"
-    assert torch.allclose(unit(mix(a, b, 1.0)), unit(b), atol=1e-6)
-
-
-def test_playback_reads_recorded_frames_and_exports_a_gif(tiny_pipeline, tmp_path):
-    from clipdiff.pipeline import images_per_prompt
-
-    jobs = images_per_prompt(PROMPTS, 2.0, 0, 1)
-    result = tiny_pipeline.generate(jobs, steps=4, sampler="ddim", record_every=1)
-    conditions = tiny_pipeline.prepare(jobs).inputs.cond
-    run = make_playback(tiny_pipeline.encoder, PROMPTS, result.records, conditions)
-    assert run.cosines.shape == (4, 2) and np.all(np.abs(run.cosines) <= 1 + 1e-5)
-    assert run.timesteps == sorted(run.timesteps, reverse=True)
-    means = run.guidance_means(1)
-    assert list(means) == ["|eps_c - eps_u|", "guidance |w (eps_c - eps_u)|"] and means["guidance |w (eps_c - eps_u)|"].shape == (4,)
-    assert np.allclose(means["guidance |w (eps_c - eps_u)|"], 2 * means["|eps_c - eps_u|"], rtol=2e-3), "w = 2: twice the gap"
-    first, last = run.frame(0, 0), run.frame(3, 0)
-    assert first.size == last.size and first.tobytes() != last.tobytes()
-    with Image.open(export_gif(run, 1, tmp_path / "run.gif")) as gif:
-        assert gif.n_frames == 4
-    run.release()
-    assert run.records == [] and run.nbytes == 0
-
-    # the app prepares the same cosines only once the final images are out (LastRun.playback_with_cosines)
-    from clipdiff.app.session import LastRun
-    from clipdiff.playback import PlaybackRun
-
-    last = LastRun(result.images, PROMPTS, [{}, {}], [0.0, 0.0], PlaybackRun(PROMPTS, list(result.records)),
-                   conditions)
-    assert last.playback.cosines is None
-    again = make_playback(tiny_pipeline.encoder, PROMPTS, result.records, conditions)
-    assert np.allclose(last.playback_with_cosines(tiny_pipeline.encoder).cosines, again.cosines, atol=1e-6)

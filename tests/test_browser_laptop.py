@@ -1,4 +1,4 @@
-"""An attendee's laptop (issue 16): the real app in Chromium at 1280 x 800, against tiny random models. After Generate
+"""An attendee's laptop: the real app in Chromium at 1280 x 800, against tiny random models. After Generate
 the result is in view; a one-step run plays back; Stop says the run stopped; a tour button keeps its explanation in
 view and gives the attendee's settings back; pinned runs sit side by side; Similarity shows which image is which."""
 from __future__ import annotations
@@ -132,7 +132,7 @@ def refuse(page, act, status: str, reason: str, kept: dict[str, str], results: s
 
 
 def test_refusals_in_every_tab_leave_no_error_mark_and_the_previous_result_in_place(live_app, laptop, tmp_path):
-    """Issue 21.2 at 1280 x 800: Use parameters with nothing selected, a PNG clipdiff did not make, sweep w values
+    """A refusal never hides a control or a result, at 1280 x 800: Use parameters with nothing selected, a PNG clipdiff did not make, sweep w values
     that are no numbers, switch fractions with a word among them, a text file as Similarity's image."""
     laptop.goto(live_app.url)
     generate(laptop)

@@ -128,7 +128,7 @@ def test_eval_gen_cli_writes_json_and_plot(tiny_clip_dir, tiny_unet_dir, tmp_pat
 
 
 def test_eval_gen_without_real_images_leaves_distances_out(tiny_clip_dir, tiny_unet_dir, tmp_path, capsys):
-    """Also: the species yardstick is opt-in (issue 22.6), so by default nothing trains a classifier first."""
+    """Also: the species yardstick is opt-in, so by default nothing trains a classifier first."""
     out = tmp_path / "gen.json"
     clipdiff_main(["eval-gen", "--w", "1", "--n", "2", "--json", str(out), "--unet", str(tiny_unet_dir),
                    "--clip", str(tiny_clip_dir), "--real", "none", "--steps", "1", "--sampler", "ddim",

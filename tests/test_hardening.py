@@ -1,4 +1,4 @@
-"""Hardening (issue 6): every input path tried with bad values on the live app, bad model files at load,
+"""Hardening: every input path tried with bad values on the live app, bad model files at load,
 training faults mid-save, the exposure defaults. The long load, memory and fuzz runs are marked slow
 (`pytest -m slow`); benchmarks/stress.py runs the same functions (clipdiff.testing.stress) and prints their figures.
 
@@ -30,13 +30,7 @@ from clipdiff.testing import stress  # noqa: E402
 from clipdiff.testing.live import app_in_this_process  # noqa: E402
 
 PROMPT = stress.PROMPT
-
-
-@pytest.fixture
-def client(live_app):
-    c = Client(live_app.url, verbose=False)
-    yield c
-    c.close()
+DAISY, SUNFLOWER = stress.SWITCH
 
 
 def still_answers(client) -> None:
@@ -72,6 +66,12 @@ def test_fuzz_every_endpoint_with_generated_values(live_app, server_errors, tmp_
     ("edit_photo", [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, False, PROMPT, float("nan"),
                     2.0, 1, 1, "ddim"]),
     ("forward_noise", [None, True, float("inf"), 1]),
+    ("prompt_edit", [DAISY, SUNFLOWER, "0, 1", 1, float("nan"), 2, "ddim"]),
+    ("prompt_edit", [DAISY, "\ud83c", "nan, inf", 1, 1.0, 2, "ddim"]),
+    ("word_importance", [PROMPT, float("inf"), 1.0, 2, "ddim"]),
+    ("word_importance", [["a", "list"], {}, None, [], 1]),
+    ("generate", [PROMPT, 2.0, 2, "ddim", 1, 1, float("nan")]),
+    ("sweep", [PROMPT, "0", 1, 1, "ddim", {"a": 1}]),
 ])
 def test_values_json_clients_cannot_send_get_a_clear_answer(live_app, server_errors, client, api, data):
     """NaN, inf, lone surrogates and local paths or URLs as files: raw JSON, as any HTTP client can post it."""

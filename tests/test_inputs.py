@@ -56,7 +56,7 @@ def test_sampling_is_checked_against_the_cores_bounds():
 
 
 def test_seeds_stay_in_range_and_messages_print_whole_numbers():
-    """Issue 21.4: n images from seed s use s..s+n-1, wrapping past 2^31 - 1 to 0, and the wrap is said; a seed's
+    """n images from seed s use s..s+n-1, wrapping past 2^31 - 1 to 0, and the wrap is said; a seed's
     message prints the numbers as they are, not 2.14748e+09."""
     checked = Checked()
     assert checked.seeds(5, 3) == [5, 6, 7] and checked.notes == [], "no wrap: nothing to say"

@@ -1,6 +1,7 @@
-"""The house rules (issue 13), checked on the source: one folder per concern with imports running one way (see
-MAY_IMPORT), every command in clipdiff/commands or clipdiff/training, no test imports another test module, no
-benchmark imports the tests, and every function and module stays short enough to read."""
+"""The house rules, checked on the source: one folder per concern with imports running one way (see MAY_IMPORT),
+every command in clipdiff/commands or clipdiff/training, no test imports another test module, no benchmark imports
+the tests, and every function and module stays short enough to read. One test per rule; each checks every file and
+lists all its offenders in one failure message."""
 from __future__ import annotations
 
 import ast
@@ -67,17 +68,41 @@ def reaches(modules: set[str], prefix: str) -> bool:
     return any(m == prefix or m.startswith(prefix + ".") for m in modules)
 
 
-@pytest.mark.parametrize("path", python_files(PACKAGE), ids=lambda p: str(p.relative_to(ROOT)))
-def test_imports_run_one_way(path):
-    modules = imported_modules(path)
-    own = layer(path)
-    allowed = MAY_IMPORT[own] | {own} | {to for where, to in EXCEPTIONS if PACKAGE / where == path}
-    wrong = sorted(m for m in modules if layer_of_module(m) not in (None, *allowed))
-    assert wrong == [], f"{own} may import {sorted(MAY_IMPORT[own])} (and itself), not {wrong}"
-    if own in ("core", "serving", "training", "commands"):
-        assert not reaches(modules, "gradio"), "only the app (and the testing helpers) import gradio"
-    if path == PACKAGE / "app" / "limits.py":
-        assert not reaches(modules, "gradio") and not reaches(modules, "clipdiff.app.context"), "gradio-free"
+@pytest.fixture(scope="module")
+def package_imports() -> dict[Path, set[str]]:
+    """What each of clipdiff's files imports, parsed once for all the rules below."""
+    return {path: imported_modules(path) for path in python_files(PACKAGE)}
+
+
+def offenders(found: list[str], rule: str) -> str:
+    return f"{rule}; {len(found)} offender(s):\n  " + "\n  ".join(found)
+
+
+def test_imports_run_one_way(package_imports):
+    """Each layer imports only the layers MAY_IMPORT names (and itself), so app -> serving -> core and
+    commands -> training -> core."""
+    wrong = []
+    for path, modules in package_imports.items():
+        own = layer(path)
+        allowed = MAY_IMPORT[own] | {own} | {to for where, to in EXCEPTIONS if PACKAGE / where == path}
+        bad = sorted(m for m in modules if layer_of_module(m) not in (None, *allowed))
+        if bad:
+            wrong.append(f"{path.relative_to(ROOT)} ({own} may import {sorted(MAY_IMPORT[own])}): {bad}")
+    assert wrong == [], offenders(wrong, "imports must run one way")
+
+
+def test_only_the_app_and_testing_import_gradio(package_imports):
+    """Core, serving, training and the commands run without gradio installed."""
+    wrong = [str(path.relative_to(ROOT)) for path, modules in package_imports.items()
+             if layer(path) in ("core", "serving", "training", "commands") and reaches(modules, "gradio")]
+    assert wrong == [], offenders(wrong, "only the app (and the testing helpers) import gradio")
+
+
+def test_app_limits_is_gradio_free(package_imports):
+    """app/limits.py holds every bound the app enforces, read by the checks, the controls and the tests alike, so it
+    imports neither gradio nor the app's context."""
+    modules = package_imports[PACKAGE / "app" / "limits.py"]
+    assert not reaches(modules, "gradio") and not reaches(modules, "clipdiff.app.context"), "gradio-free"
 
 
 def test_every_command_is_a_main_in_commands_or_training():
@@ -93,22 +118,30 @@ def test_every_command_is_a_main_in_commands_or_training():
         assert (function or "main") in defined, f"{name}: {module} has no {function or 'main'}()"
 
 
-@pytest.mark.parametrize("path", python_files(ROOT / "tests") + python_files(ROOT / "benchmarks"),
-                         ids=lambda p: str(p.relative_to(ROOT)))
-def test_no_test_or_benchmark_imports_a_test_module(path):
+def test_no_test_or_benchmark_imports_a_test_module():
+    """Tests and benchmarks share code through clipdiff.testing or conftest.py, never by importing a test file."""
     local = {p.stem for p in (ROOT / "tests").glob("*.py")}
-    modules = imported_modules(path)
-    assert not {m.split(".")[0] for m in modules} & local, "share it through clipdiff.testing or conftest.py"
+    wrong = []
+    for path in python_files(ROOT / "tests") + python_files(ROOT / "benchmarks"):
+        shared = sorted({m.split(".")[0] for m in imported_modules(path)} & local)
+        if shared:
+            wrong.append(f"{path.relative_to(ROOT)} imports {shared}")
+    assert wrong == [], offenders(wrong, "share it through clipdiff.testing or conftest.py")
 
 
-@pytest.mark.parametrize("path", python_files(PACKAGE), ids=lambda p: str(p.relative_to(ROOT)))
-def test_functions_and_modules_stay_readable(path):
-    text = path.read_text(encoding="utf-8")
-    assert len(text.splitlines()) <= MAX_MODULE_LINES
-    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(ast.parse(text))
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
-    assert long == []
+def test_functions_and_modules_stay_readable():
+    """No module of clipdiff over MAX_MODULE_LINES lines, no function over MAX_FUNCTION_LINES."""
+    wrong = []
+    for path in python_files(PACKAGE):
+        text = path.read_text(encoding="utf-8")
+        where = path.relative_to(ROOT)
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            wrong.append(f"{where}: {len(text.splitlines())} lines (at most {MAX_MODULE_LINES})")
+        wrong += [f"{where}: {node.name} ({node.end_lineno - node.lineno + 1} lines, at most {MAX_FUNCTION_LINES})"
+                  for node in ast.walk(ast.parse(text))
+                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert wrong == [], offenders(wrong, "keep functions and modules short enough to read")
 
 
 def module_name(path: Path) -> str:

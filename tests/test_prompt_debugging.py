@@ -1,20 +1,19 @@
-"""Debugging a prompt in the core (issue 15): the negative condition and the condition switch in the sampler, the
-pipeline's jobs for them, the [from:to:when] parser, and word ablation. Tiny random models; what the shipped model
-does with them is checked at the end, marked slow, on whatever checkpoints/ holds."""
+"""Debugging a prompt in the core: the negative condition and the condition switch in the sampler, the pipeline's
+jobs for them, and the model tier carrying both per request. Tiny random models; what the shipped model does with a
+negative prompt, a switch and word ablation is checked at the end, marked slow, on whatever checkpoints/ holds. The
+parser is tested in test_prompts.py, word ablation in test_wording.py, `clipdiff sample` in test_cli_sample.py."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from clipdiff import prompts
 from clipdiff.pipeline import Job, prompt_edits
-from clipdiff.prompts import PromptEdit, PromptSyntaxError, edit_text, parse
 from clipdiff.sampling import GuidedRun, Switch, run_to_end, sample_guided, switch_step
 from clipdiff.schedulers import SAMPLERS, make_scheduler, predicted_x0
 from clipdiff.testing import tiny_unet_config
 from clipdiff.unet import ConditionalUNet
-from clipdiff.wording import ablation_jobs, measure, split_words, without_each_word, word_importance
+from clipdiff.wording import word_importance
 
 STEPS = 4
 
@@ -142,89 +141,6 @@ def test_pipeline_negatives_encode_once_per_prompt_and_stay_off_when_unused(tiny
     assert torch.equal(with_negative[1], without[1]) and not torch.allclose(with_negative[0], without[0], atol=1e-3)
 
 
-# -- the [from:to:when] parser ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, expected", [
-    ("a red rose", PromptEdit("a red rose")),
-    ("rose: red, velvety", PromptEdit("rose: red, velvety")),
-    ("[a daisy:a sunflower:0.5]", PromptEdit("a daisy", "a sunflower", at=0.5)),
-    ("a [white:yellow:.3] flower", PromptEdit("a white flower", "a yellow flower", at=0.3)),
-    ("a rose [in the snow:4]", PromptEdit("a rose", "a rose in the snow", at_step=4)),
-    ("a rose [in the snow::0.5]", PromptEdit("a rose in the snow", "a rose", at=0.5)),
-    ("[a:b:1.0] and [c:d:1.0]", PromptEdit("a and c", "b and d", at=1.0)),
-    ("[ a daisy : a sunflower : 0 ]", PromptEdit("a daisy", "a sunflower", at_step=0)),
-])
-def test_prompt_editing_syntax(text, expected):
-    assert parse(text) == expected
-
-
-@pytest.mark.parametrize("text, words", [
-    ("a [red [dark:light:0.5] rose:tulip:0.5]", "brackets inside brackets"),
-    ("a [red:rose:0.5", "a [ without its ]"),
-    ("a red:rose:0.5]", "a ] without its ["),
-    ("a [red] rose", "is not prompt editing"),
-    ("[]", "is not prompt editing"),
-    ("[a:b:c:0.5]", "3 colons"),
-    ("[a:b:]", "says no when"),
-    ("[a:b:1.5]", "between 0 and 1"),
-    ("[a:b:-0.5]", "not '-0.5'"),
-    ("[a:b:half]", "not 'half'"),
-    ("[a:b:0.3] [c:d:0.5]", "one switch per prompt"),
-    ("[:a rose:0.5]", "before the switch is empty"),
-    ("[a rose::0.5]", "after the switch is empty"),
-])
-def test_brackets_that_do_not_parse_are_refused_in_words(text, words):
-    with pytest.raises(PromptSyntaxError, match=words.replace("[", r"\[").replace("]", r"\]")):
-        parse(text)
-
-
-def test_a_step_count_is_a_fraction_of_the_run_and_past_the_end_never_switches():
-    assert parse("[a:b:3]").fraction(12) == 0.25
-    assert parse("[a:b:30]").fraction(12) == 1.0
-    assert parse("[a:b:0.4]").fraction(12) == 0.4
-    assert switch_step(parse("[a:b:5]").fraction(12), 12) == 5
-    assert PromptEdit("a").fraction(12) == 1.0 and not PromptEdit("a").switches
-
-
-def test_edit_text_round_trips_and_says_when_it_cannot():
-    for f in (0.0, 0.5, 1.0, 1 / 3):
-        text = edit_text("a daisy", "a sunflower", f)
-        edit = parse(text)
-        assert (edit.before, edit.after) == ("a daisy", "a sunflower") and abs(edit.at - f) < 1e-4
-    assert edit_text("rose: red", "daisy", 0.5) is None and edit_text("a [b]", "c", 0.5) is None
-    assert prompts.SYNTAX in str(pytest.raises(PromptSyntaxError, parse, "[x]").value)
-
-
-# -- which words matter -------------------------------------------------------------------------------------------
-def test_ablation_drops_each_word_once_from_one_seed():
-    assert split_words("  a red,  rose ") == ["a", "red,", "rose"]
-    assert without_each_word(["a", "red", "rose"]) == ["red rose", "a rose", "a red"]
-    words, jobs = ablation_jobs("a red rose in snow", 1.5, 9, max_words=3)
-    assert words == ["a", "red", "rose"]
-    assert [j.prompt for j in jobs] == ["a red rose in snow", "red rose in snow", "a rose in snow", "a red in snow"]
-    assert {(j.w, j.seed) for j in jobs} == {(1.5, 9)}
-
-
-def test_word_importance_is_one_batched_run_with_text_cosines_and_clip_scores(tiny_pipeline):
-    calls = []
-    hook = tiny_pipeline.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
-    try:
-        result = word_importance(tiny_pipeline, "a red rose", 2.0, 4, steps=3, sampler="ddim")
-    finally:
-        hook.remove()
-    assert calls == [8, 8, 8], "one run: full prompt + 3 ablations, doubled, every step"
-    assert result.words == ["a", "red", "rose"] and result.images.shape == (4, 16, 16, 3)
-    emb = tiny_pipeline.encoder.encode_text(["a red rose", "a rose"])
-    assert result.text_cosine[1] == pytest.approx(float(torch.cosine_similarity(emb[0], emb[1], dim=0)), abs=1e-5)
-    assert all(-1 <= c <= 1 for c in result.text_cosine) and len(result.clip_score) == 3
-    alone = tiny_pipeline.generate([Job("a rose", 2.0, 4)], steps=3, sampler="ddim").images
-    assert np.abs(result.images[2].astype(int) - to_frames(alone)[0]).max() <= 1, "the same-seed image without 'red'"
-    assert sorted(result.ranking()) == sorted(result.words)
-    prepared = tiny_pipeline.prepare(ablation_jobs("a red rose", 2.0, 4)[1])
-    again = measure(tiny_pipeline, result.words, prepared, result.images)
-    assert again.to_json() == result.to_json()
-    assert set(result.to_json()) == {"prompt", "words", "text_cosine", "clip_score", "full_clip_score"}
-
-
 # -- the model tier carries them per request ------------------------------------------------------------------------
 def test_a_served_request_with_a_negative_and_a_switch_makes_the_local_pictures(model):
     import asyncio
@@ -252,37 +168,6 @@ def test_a_served_request_with_a_negative_and_a_switch_makes_the_local_pictures(
     found = " | ".join(bad.problems(32))
     assert "uncond must be finite" in found and "one fraction from 0 to 1" in found
     assert "come together" in " ".join(dataclasses.replace(r, switch_at=None).problems(32))
-
-
-# -- the command line ---------------------------------------------------------------------------------------------
-def test_clipdiff_sample_negative_and_prompt_editing(tmp_path, tiny_clip_dir, tiny_unet_dir):
-    import json
-
-    from PIL import Image
-
-    from clipdiff.commands import cli_sample
-    from clipdiff.images import read_params
-
-    def sample(out, *extra):
-        cli_sample.main(["--unet", str(tiny_unet_dir), "--clip", str(tiny_clip_dir), "--device", "cpu", "--steps", "4",
-                         "--sampler", "ddim", "--seed", "3", "--w", "2", "--out", str(tmp_path / out), *extra])
-        manifest = json.loads((tmp_path / out / "manifest.json").read_text())["images"]
-        return [(np.asarray(Image.open(tmp_path / out / m["file"])).astype(int), m) for m in manifest]
-
-    plain = sample("plain", "--prompt", "a red rose", "--prompt", "a daisy")
-    negative = sample("negative", "--prompt", "a red rose", "--prompt", "a daisy", "--negative", "red")
-    assert [m["negative_prompt"] for _, m in negative] == ["red", "red"]
-    assert "negative_prompt" not in plain[0][1]
-    assert np.abs(plain[0][0] - negative[0][0]).max() > 2, "the negative changed the picture"
-    with Image.open(tmp_path / "negative" / negative[0][1]["file"]) as im:
-        assert read_params(im)["negative_prompt"] == "red"
-    edited = sample("edited", "--prompt", "[a red rose:a daisy:0.0]", "--prompt", "[a red rose:a daisy:4]")
-    assert [(m["prompt"], m["switch_to"], m["switch_at"]) for _, m in edited] == [
-        ("a red rose", "a daisy", 0.0), ("a red rose", "a daisy", 1.0)]
-    assert np.abs(edited[0][0] - plain[1][0]).max() <= 1, "switched at 0: the second prompt alone"
-    assert np.abs(edited[1][0] - plain[0][0]).max() <= 1, "switched after the last step: the first alone"
-    with pytest.raises(SystemExit):
-        sample("bad", "--prompt", "a [red rose")
 
 
 # -- on the shipped model (or whatever checkpoints/ holds now): `pytest -m slow` ------------------------------------

@@ -1,20 +1,15 @@
-"""The app's API answers as pinned before the UI moved house (issue 13): the same calls with the same seeds give
-the same pictures, numbers, texts and endpoint signatures. The pins were recorded from the old house with
+"""The app's API answers as pinned (tests/pins/): the same calls with the same seeds give the same pictures,
+numbers, texts and endpoint signatures. The pins are recorded with
 
     CLIPDIFF_WRITE_PINS=1 python -m pytest tests/test_same_outputs.py
 
-and must not be rewritten to make a change pass: a difference here is a change of behaviour for API clients.
-Pictures (thumbnails inside figures too) are compared within two levels per channel and numbers within their printed
-precision, so another CPU's floating-point rounding does not count as a change (one chaotic score aside: CHAOTIC). What an old client cannot notice is not a change: a new endpoint,
-or a new input after a pinned endpoint's inputs that has a default (positional calls still mean what they meant).
+and must not be rewritten to make a change pass: a difference here is a change of behaviour for API clients; only a
+deliberate, reviewed change of what the app answers is re-recorded.
 
-Re-recorded once, for issue 16's deliberate changes and nothing else: image names say prompt and seed
-("generated 1: A deep red rose flower (seed 7)") in the map, the heatmap and the nearest-neighbour table; the heatmap
-and the map carry thumbnails (layout images, customdata); captions and statuses flag CLIP scores within the noise
-floor; the streamed preview is drawn at twice the size. Labels, endpoint names and inputs did not change.
-Then once more for one figure: the map's plot gained a first trace of hover targets and draws your points in WebGL
-(a run's image inside a dense island was hidden and could not be hovered); the labels and pictures
-moved from the drawn points to those targets."""
+Pictures (thumbnails inside figures too) are compared within two levels per channel and numbers within their printed
+precision, so another CPU's floating-point rounding does not count as a change (one chaotic score aside: CHAOTIC).
+What an old client cannot notice is not a change: a new endpoint, or a new input after a pinned endpoint's inputs
+that has a default (positional calls still mean what they meant)."""
 from __future__ import annotations
 
 import base64

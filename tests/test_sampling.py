@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from clipdiff import sampling
-from clipdiff.pipeline import Job
 from clipdiff.sampling import (MAX_RECORDS, STEPS_RANGE, W_RANGE, Sampling, from_uint8, record_stride, run_to_end,
                                sample_guided, stream, to_uint8)
 from clipdiff.schedulers import SAMPLERS, NoiseSchedule, make_scheduler, predicted_x0
@@ -259,27 +258,6 @@ def test_closing_the_generator_stops_the_work(model, cond):
         hook.remove()
 
 
-def test_pipeline_run_cancels_between_steps(tiny_pipeline):
-    calls = []
-    hook = tiny_pipeline.model.register_forward_hook(lambda *_: calls.append(1))
-    try:
-        run = tiny_pipeline.run([Job("a red rose", 2.0, 0)], steps=10, sampler="ddim")
-        next(run)
-        next(run)
-        run.close()
-        assert len(calls) == 2
-    finally:
-        hook.remove()
-
-
-def test_pipeline_seed_and_prompt(tiny_pipeline):
-    jobs = [Job("a red rose", 2.0, 3), Job("a white daisy", 2.0, 3)]
-    a = tiny_pipeline.generate(jobs, steps=3, sampler="ddim").images
-    b = tiny_pipeline.generate(jobs, steps=3, sampler="ddim").images
-    assert torch.equal(a, b)
-    assert not torch.allclose(a[0], a[1], atol=1e-3)  # same seed, different prompt
-
-
 # -- null conditions and context dropout ---------------------------------------------------------------------------
 
 def test_null_condition_learned_is_the_null_embedding():
@@ -330,27 +308,7 @@ def test_schedule_is_the_reference():
     assert (s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule) == (400, 1e-4, 0.02, "linear")
 
 
-# -- the pipeline's jobs -------------------------------------------------------------------------------------------
-
-def test_job_layouts():
-    from clipdiff.pipeline import images_per_prompt, sweep
-
-    assert [(j.prompt, j.seed) for j in images_per_prompt(["a", "b"], 1.0, 10, 2)] == \
-        [("a", 10), ("a", 11), ("b", 10), ("b", 11)]
-    assert [(j.w, j.prompt, j.seed) for j in sweep(["a", "b"], [0.0, 2.0], 5)] == \
-        [(0.0, "a", 5), (0.0, "b", 5), (2.0, "a", 5), (2.0, "b", 5)]
-
-
-def test_embedding_job_equals_its_prompt_job(tiny_pipeline):
-    raw = tiny_pipeline.encoder.encode_text(["a red rose"])[0]
-    jobs = [Job("a white daisy", 1.0, 2), Job("a red rose", 1.0, 2), Job("label only", 1.0, 2, embedding=raw)]
-    cond = tiny_pipeline.prepare(jobs).inputs.cond
-    assert torch.equal(cond[1], cond[2])
-    images = tiny_pipeline.generate(jobs, steps=2, sampler="ddim").images
-    assert torch.equal(images[1], images[2])
-    assert tiny_pipeline.parameters_of(jobs[2], 2, "ddim")["conditioned_on"] == "embedding"
-
-
+# -- DDPM's step noise and streaming ------------------------------------------------------------------------------
 def test_ddpm_step_noise_is_not_another_seeds_initial_noise(model, cond, monkeypatch):
     """Images with seeds s and s + 1 must not share noise: DDPM's per-step draws get a stream of their own."""
     import diffusers.schedulers.scheduling_ddpm as ddpm_module

@@ -1,4 +1,4 @@
-"""Serving a room (issue 14): batching across requests, the served sampling loop, backends, one run per session,
+"""Serving a room: batching across requests, the served sampling loop, backends, one run per session,
 the room measurement; and, marked slow, the same through a local Ray cluster (2 CPUs, 2 replicas).
 
 The fast tier needs no Ray. The slow tier (`pytest -m slow tests/test_serve.py`) skips with a reason when Ray is
@@ -563,7 +563,7 @@ def test_ray_streams_every_step_and_makes_the_local_pictures(ray_backend, tiny_p
 
 @pytest.mark.slow
 def test_ray_carries_negative_prompts_and_prompt_switches(ray_backend, tiny_pipeline):
-    """Issue 15: a request's negative conditions and switch travel with it; the replica makes the local pictures."""
+    """A request's negative conditions and switch travel with it; the replica makes the local pictures."""
     jobs = [Job("a red rose", 2.0, 3, negative="red"), Job("a red rose", 2.0, 3),
             Job("a white daisy", 2.0, 4, switch_to="a sunflower", switch_at=0.5)]
     served = list(ray_backend.run(tiny_pipeline, tiny_pipeline.prepare(jobs, 4, "dpmsolver"), record_every=1))

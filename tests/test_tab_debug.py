@@ -1,6 +1,6 @@
-"""Debugging a prompt in the app (issue 15), handlers called as functions: the negative prompt through Generate, the
-sweep, interpolation and variations (and back from a PNG), prompt editing in the Generate box, the Debug tab's
-switch strip and word importance, and what the playback shows of them. No server."""
+"""The Debug tab's handlers, called as functions: the switch strip (prompt editing at fractions of the run) and
+word importance. No server. The negative prompt and the Generate box's [from:to:when] are tested with the tabs
+that take them (test_tab_generate.py, test_tab_sweep.py, test_tab_interpolate.py, test_tab_playback.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,14 +8,10 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
-from clipdiff import tour  # noqa: E402
 from clipdiff.app.limits import MAX_ABLATED_WORDS, MAX_PROMPT_EDIT_FRACTIONS  # noqa: E402
 from clipdiff.app.session import LastRun  # noqa: E402
-from clipdiff.app.tabs import debug, generate, interpolate, playback, sweep  # noqa: E402
+from clipdiff.app.tabs import debug, generate  # noqa: E402
 from clipdiff.images import read_params  # noqa: E402
-from clipdiff.playback import NEGATIVE_PANEL  # noqa: E402
-from clipdiff.sampling import Sampling  # noqa: E402
-from clipdiff.testing import solid_image  # noqa: E402
 
 ROSE, DAISY, SUNFLOWER = "A deep red rose flower", "A round white daisy", "An orange sunflower"
 
@@ -27,89 +23,6 @@ def last(updates):
 def pixels(path) -> np.ndarray:
     from PIL import Image
     return np.asarray(Image.open(path).convert("RGB")).astype(int)
-
-
-# -- the negative prompt -----------------------------------------------------------------------------------------
-def test_generate_with_a_negative_prompt_carries_it_in_the_png_and_loads_it_back(ctx):
-    plain, *_ = last(generate.generate(ctx, ROSE, 2.0, 3, "ddim", 7, 1))
-    gallery, status, _, run = last(generate.generate(ctx, ROSE, 2.0, 3, "ddim", 7, 1, "  red\npetals "))
-    params = read_params(gallery[0][0])
-    assert params["negative_prompt"] == "red petals" and "negative: red petals" in gallery[0][1]
-    assert "negative_prompt" not in read_params(plain[0][0])
-    assert np.abs(pixels(plain[0][0]) - pixels(gallery[0][0])).max() > 2, "the negative changed the picture"
-    assert generate.load_negative(gallery[0][0]) == "red petals" and generate.load_negative(plain[0][0]) == ""
-    assert generate.load_negative(None) == gr.skip()
-    assert generate.load_params(gallery[0][0]) == (ROSE, 2.0, 3, "ddim", 7, 1), "/load_params answers as before"
-    assert generate.reuse_negative(run, 0) == "red petals" and generate.reuse_negative(None, 0) == gr.skip()
-    assert run.playback.negative == [True] and run.playback.panels(0)[3] == NEGATIVE_PANEL
-
-
-def test_the_playback_names_the_negative_panel_and_draws_the_cosine_to_it(ctx):
-    *_, run = last(generate.generate(ctx, f"{ROSE}\n{DAISY}", 2.0, 3, "ddim", 7, 1, "red"))
-    _, _, frame, caption, figure, _, _ = playback.show_playback(ctx, run)
-    assert "x_t | x0 (guided) | x0 (conditional) | negative x0 | |eps_c - eps_neg| | guidance |w (eps_c - eps_neg)|" \
-        in caption, "the panels' names follow the run"
-    assert ", to the negative prompt " in caption.splitlines()[0], "the caption gives both cosines"
-    names = [trace.name for trace in figure.data]
-    assert "cosine to the negative prompt" in names and "mean |eps_c - eps_neg|" in names
-    cosines = run.playback.extra_cosines["negative prompt"]
-    assert cosines.shape == (3, 2) and np.isfinite(cosines).all()
-    plain = last(generate.generate(ctx, ROSE, 2.0, 3, "ddim", 7, 1))[-1]
-    _, _, _, caption, figure, _, _ = playback.show_playback(ctx, plain)
-    assert "| x0 (unconditional) | |eps_c - eps_u| |" in caption and "negative" not in caption
-    assert not any("negative" in (trace.name or "") for trace in figure.data), "nothing new without a negative"
-    assert plain.playback.panels(0)[3] == "x0 (unconditional)"
-
-
-def test_the_sweep_interpolation_mix_and_variations_take_a_negative_prompt(ctx, tmp_path):
-    grid, cells, status, _ = last(sweep.run_sweep(ctx, ROSE, "0, 2", 3, 3, "ddim", "red"))
-    assert [read_params(path)["negative_prompt"] for path, _ in cells] == ["red", "red"]
-    plain_grid = last(sweep.run_sweep(ctx, ROSE, "0, 2", 3, 3, "ddim"))[0]
-    assert np.asarray(grid).shape == np.asarray(plain_grid).shape and (np.asarray(grid) != np.asarray(plain_grid)).any()
-    strips = [np.asarray(last(interpolate.interpolate(ctx, ROSE, DAISY, 3, 2.0, 1, 2, "ddim", negative))[0])
-              for negative in ("", "red")]
-    assert (strips[0] != strips[1]).any()
-    mixes = [np.asarray(last(interpolate.mix_prompts(ctx, ROSE, DAISY, 0.5, 2.0, 1, 2, "ddim", negative))[0])
-             for negative in ("", "red")]
-    assert (mixes[0] != mixes[1]).any()
-    upload = str(solid_image(tmp_path, "red.png", "red"))
-    varied, _, _, _ = last(interpolate.vary(ctx, upload, 1, 2.0, 1, 2, "ddim", "red"))
-    assert read_params(varied[0][0])["negative_prompt"] == "red"
-
-
-def test_an_over_long_negative_prompt_is_refused_in_words(ctx):
-    with pytest.raises(gr.Error, match="negative prompt is 10,001 characters long"):
-        last(generate.generate(ctx, ROSE, 2.0, 2, "ddim", 1, 1, "x" * 10_001))
-    with pytest.raises(gr.Error, match="negative prompt must be text"):
-        last(sweep.run_sweep(ctx, ROSE, "0", 1, 2, "ddim", 12))
-
-
-# -- prompt editing in the Generate box -------------------------------------------------------------------------
-def test_the_generate_box_reads_from_to_when_and_the_png_loads_it_back(ctx):
-    gallery, status, _, run = last(generate.generate(ctx, f"[{DAISY}:{SUNFLOWER}:0.5]\n{DAISY}", 2.0, 4, "ddim", 3, 1))
-    params = read_params(gallery[0][0])
-    assert (params["prompt"], params["switch_to"], params["switch_at"]) == (DAISY, SUNFLOWER, 0.5)
-    assert gallery[0][1].startswith(f"[{DAISY}:{SUNFLOWER}:0.5] | w 2")
-    assert generate.load_params(gallery[0][0])[0] == f"[{DAISY}:{SUNFLOWER}:0.5]"
-    assert run.playback.switch_timesteps[0] == run.playback.records[2].timestep, "switched after 2 of 4 steps"
-    assert run.playback.switch_timesteps[1] is None
-    _, _, _, caption, figure, _, _ = playback.show_playback(ctx, run)
-    assert any(shape.line.dash == "dot" for shape in figure.layout.shapes), "the switch marked"
-    assert "cosine to the first prompt" in [trace.name for trace in figure.data]
-    assert "cosine to the second prompt (the one it switched to) " in caption and ", to the first prompt " in caption
-    second = playback.scrub(run, 1, 1)[1]
-    assert "cosine to the prompt " in second and "first prompt" not in second, "the daisy alone never switched"
-    stepped = last(generate.generate(ctx, f"[{DAISY}:{SUNFLOWER}:9]", 2.0, 4, "ddim", 3, 1))[1]
-    assert "switches at step 9, but the run has 4: it never switches" in stepped
-
-
-@pytest.mark.parametrize("prompt, words", [("a [red rose", "a \\[ without its \\]"), ("a [red] rose", "not prompt "),
-                                           ("[a:b:0.2] [c:d:0.3]", "one switch per prompt"),
-                                           ("[a:b:[c:d:1]:1]", "brackets inside brackets"),
-                                           ("[a:b:2.5]", "between 0 and 1")])
-def test_brackets_that_do_not_parse_get_a_clear_message(ctx, prompt, words):
-    with pytest.raises(gr.Error, match=words):
-        last(generate.generate(ctx, prompt, 2.0, 2, "ddim", 1, 1))
 
 
 # -- the switch strip --------------------------------------------------------------------------------------------
@@ -180,13 +93,3 @@ def test_word_importance_caps_the_words_and_refuses_what_it_cannot_read(ctx):
                             ("a [rose", "without its"), ("x" * 10_001, "the limit is 10,000")):
         with pytest.raises(gr.Error, match=message):
             last(debug.word_importance(ctx, prompt, 1, 2.0, 1, "ddim"))
-
-
-def test_what_the_tour_puts_in(ctx):
-    with gr.Blocks():
-        page = debug.build(ctx)
-    edit = tour.PromptEdit("a", "b", (0.0, 0.5), Sampling(w=1.0, steps=5, seed=2))
-    values = debug.tour_fill(page, edit)
-    assert values[page.a] == "a" and values[page.fractions] == "0, 0.5" and values[page.edit_sampling.steps] == 5
-    words = debug.tour_fill(page, tour.Words("a red rose", Sampling(seed=4)))
-    assert words[page.prompt] == "a red rose" and words[page.words_sampling.seed] == 4

@@ -12,19 +12,28 @@ from PIL import Image
 
 gr = pytest.importorskip("gradio")
 
-from clipdiff import tour  # noqa: E402
 from clipdiff.app.context import Context, Models  # noqa: E402
 from clipdiff.app.limits import MAX_BATCH, MAX_IMAGE_STEPS, SEED_RANGE  # noqa: E402
 from clipdiff.app.runs import NOTHING_RAN, RunStatus, finished, said, stop_run  # noqa: E402
 from clipdiff.app.session import LastRun  # noqa: E402
 from clipdiff.app.tabs import generate as tab  # noqa: E402
+from clipdiff.app.tabs import playback, sweep  # noqa: E402
 from clipdiff.images import read_params, save_png  # noqa: E402
+from clipdiff.playback import NEGATIVE_PANEL  # noqa: E402
 from clipdiff.serving.fairness import InFlight  # noqa: E402
-from clipdiff.sampling import Sampling  # noqa: E402
 from clipdiff.testing import solid_image  # noqa: E402
 
 PROMPTS = ["A deep red rose flower", "A round white daisy with a yellow center"]
+ROSE, DAISY, SUNFLOWER = "A deep red rose flower", "A round white daisy", "An orange sunflower"
 LONG = " ".join(["a white daisy with many long thin petals"] * 12)
+
+
+def last(updates):
+    return list(updates)[-1]
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
 
 
 def run_generate(ctx, *args):
@@ -112,15 +121,8 @@ def test_parameters_from_a_png_are_checked_like_any_request(tmp_path):
     assert tab.load_params(str(odd)) == ("a rose", 10.0, 400, "dpmsolver-karras", 0, 1)
 
 
-def test_random_seed_and_what_the_tour_puts_in(ctx):
+def test_a_random_seed_is_in_the_seed_range():
     assert all(SEED_RANGE[0] <= tab.random_seed() <= SEED_RANGE[1] for _ in range(20))
-    with gr.Blocks():
-        page = tab.build(ctx)
-    setting = tour.Generate(("a", "b"), Sampling(w=1.5, steps=7, sampler="ddpm", seed=3), images_per_prompt=2)
-    values = tab.tour_fill(page, setting)
-    s = page.sampling
-    assert values == {page.prompts: "a\nb", page.n_images: 2, s.w: 1.5, s.steps: 7, s.sampler: "ddpm", s.seed: 3,
-                      page.negative: ""}
 
 
 def test_a_preview_is_one_picture_of_every_image_row_major():
@@ -148,7 +150,7 @@ def test_the_steps_control_shows_the_steps_the_budget_allows(ctx):
 
 def test_a_stopped_generate_run_ends_with_where_it_stopped_and_nothing_after_it(ctx):
     """Through one_per_session as the server calls it (a request with a session): Stop while the run streams; the
-    run's last output says where it stopped and marks its preview unfinished, and Stop returns after it (issue 16)."""
+    run's last output says where it stopped and marks its preview unfinished, and Stop returns after it."""
     ctx = dataclasses.replace(ctx, preview_every_s=0, in_flight=InFlight())
     session = SimpleNamespace(session_hash="s")
     run = tab.generate(ctx, "A deep red rose flower", 2.0, 400, "ddim", 3, 1, "", request=session)
@@ -188,7 +190,7 @@ def test_a_failed_event_s_status_is_rendered_from_the_run_s_outcome_not_its_text
 
 
 def test_images_past_the_last_seed_wrap_and_each_one_s_parameters_make_it_again(ctx):
-    """Issue 21.4: 3 images from seed 2^31 - 2 use 2^31 - 2, 2^31 - 1 and 0 (said in the status), and "Use
+    """3 images from seed 2^31 - 2 use 2^31 - 2, 2^31 - 1 and 0 (said in the status), and "Use
     parameters" of any of them makes that image again, alone."""
     top = SEED_RANGE[1]
     *_, status, seed, run = run_generate(ctx, PROMPTS[0], 2.0, 2, "ddim", top - 1, 3)[-1]
@@ -237,3 +239,52 @@ def test_downloads_are_named_for_what_they_show(ctx):
 
     assert file_name("../../etc/passwd", -0.5, 3) == "etc-passwd_w-0.5_seed3"
     assert file_name("a" * 100) == "a" * 40
+
+
+# -- the negative prompt and prompt editing in the Generate box -------------------------------------------
+def test_generate_with_a_negative_prompt_carries_it_in_the_png_and_loads_it_back(ctx):
+    plain, *_ = last(tab.generate(ctx, ROSE, 2.0, 3, "ddim", 7, 1))
+    gallery, status, _, run = last(tab.generate(ctx, ROSE, 2.0, 3, "ddim", 7, 1, "  red\npetals "))
+    params = read_params(gallery[0][0])
+    assert params["negative_prompt"] == "red petals" and "negative: red petals" in gallery[0][1]
+    assert "negative_prompt" not in read_params(plain[0][0])
+    assert np.abs(pixels(plain[0][0]) - pixels(gallery[0][0])).max() > 2, "the negative changed the picture"
+    assert tab.load_negative(gallery[0][0]) == "red petals" and tab.load_negative(plain[0][0]) == ""
+    assert tab.load_negative(None) == gr.skip()
+    assert tab.load_params(gallery[0][0]) == (ROSE, 2.0, 3, "ddim", 7, 1), "/load_params answers as before"
+    assert tab.reuse_negative(run, 0) == "red petals" and tab.reuse_negative(None, 0) == gr.skip()
+    assert run.playback.negative == [True] and run.playback.panels(0)[3] == NEGATIVE_PANEL
+
+
+def test_an_over_long_negative_prompt_is_refused_in_words(ctx):
+    with pytest.raises(gr.Error, match="negative prompt is 10,001 characters long"):
+        last(tab.generate(ctx, ROSE, 2.0, 2, "ddim", 1, 1, "x" * 10_001))
+    with pytest.raises(gr.Error, match="negative prompt must be text"):
+        last(sweep.run_sweep(ctx, ROSE, "0", 1, 2, "ddim", 12))
+
+
+def test_the_generate_box_reads_from_to_when_and_the_png_loads_it_back(ctx):
+    gallery, status, _, run = last(tab.generate(ctx, f"[{DAISY}:{SUNFLOWER}:0.5]\n{DAISY}", 2.0, 4, "ddim", 3, 1))
+    params = read_params(gallery[0][0])
+    assert (params["prompt"], params["switch_to"], params["switch_at"]) == (DAISY, SUNFLOWER, 0.5)
+    assert gallery[0][1].startswith(f"[{DAISY}:{SUNFLOWER}:0.5] | w 2")
+    assert tab.load_params(gallery[0][0])[0] == f"[{DAISY}:{SUNFLOWER}:0.5]"
+    assert run.playback.switch_timesteps[0] == run.playback.records[2].timestep, "switched after 2 of 4 steps"
+    assert run.playback.switch_timesteps[1] is None
+    _, _, _, caption, figure, _, _ = playback.show_playback(ctx, run)
+    assert any(shape.line.dash == "dot" for shape in figure.layout.shapes), "the switch marked"
+    assert "cosine to the first prompt" in [trace.name for trace in figure.data]
+    assert "cosine to the second prompt (the one it switched to) " in caption and ", to the first prompt " in caption
+    second = playback.scrub(run, 1, 1)[1]
+    assert "cosine to the prompt " in second and "first prompt" not in second, "the daisy alone never switched"
+    stepped = last(tab.generate(ctx, f"[{DAISY}:{SUNFLOWER}:9]", 2.0, 4, "ddim", 3, 1))[1]
+    assert "switches at step 9, but the run has 4: it never switches" in stepped
+
+
+@pytest.mark.parametrize("prompt, words", [("a [red rose", "a \\[ without its \\]"), ("a [red] rose", "not prompt "),
+                                           ("[a:b:0.2] [c:d:0.3]", "one switch per prompt"),
+                                           ("[a:b:[c:d:1]:1]", "brackets inside brackets"),
+                                           ("[a:b:2.5]", "between 0 and 1")])
+def test_brackets_that_do_not_parse_get_a_clear_message(ctx, prompt, words):
+    with pytest.raises(gr.Error, match=words):
+        last(tab.generate(ctx, prompt, 2.0, 2, "ddim", 1, 1))

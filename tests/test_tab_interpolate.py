@@ -1,20 +1,23 @@
 """The Interpolate and vary tab's handlers (slerp, mix, variations), called as functions: no server."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from PIL import Image
 
 gr = pytest.importorskip("gradio")
 
-from clipdiff import tour  # noqa: E402
 from clipdiff.app.tabs import generate  # noqa: E402
 from clipdiff.app.tabs import interpolate as tab  # noqa: E402
 from clipdiff.images import read_params, save_png  # noqa: E402
-from clipdiff.sampling import Sampling  # noqa: E402
-from clipdiff.testing import awkward_uploads  # noqa: E402
+from clipdiff.testing import awkward_uploads, solid_image  # noqa: E402
 
 ROSE, DAISY = "A deep red rose flower", "A round white daisy with a yellow center"
 CELL = 96 + 4   # a labelled strip's column: the 96 px cell and its gap
+
+
+def last(updates):
+    return list(updates)[-1]
 
 
 def test_interpolate_streams_a_strip_from_one_prompt_to_the_other(ctx):
@@ -72,14 +75,13 @@ def test_the_tours_variations_start_from_the_generate_steps_first_image(ctx, tmp
         tab.first_generated_image(ctx, None)
 
 
-def test_what_the_tour_puts_in(ctx):
-    with gr.Blocks():
-        page = tab.build(ctx)
-    s, v = page.sampling, page.vary_sampling
-    settings = Sampling(w=1.0, steps=5, sampler="ddim", seed=4)
-    assert tab.tour_fill(page, tour.Interpolate("a", "b", 3, settings)) == {
-        page.a: "a", page.b: "b", page.points: 3, s.w: 1.0, s.seed: 4, s.steps: 5, s.sampler: "ddim",
-        page.negative: ""}
-    assert tab.tour_fill(page, tour.Mix("a", "b", 0.2, settings))[page.weight] == 0.2
-    assert tab.tour_fill(page, tour.Vary(2, settings)) == {page.count: 2, v.w: 1.0, v.seed: 4, v.steps: 5,
-                                                           v.sampler: "ddim", page.vary_negative: ""}
+def test_interpolation_mix_and_variations_take_a_negative_prompt(ctx, tmp_path):
+    strips = [np.asarray(last(tab.interpolate(ctx, ROSE, DAISY, 3, 2.0, 1, 2, "ddim", negative))[0])
+              for negative in ("", "red")]
+    assert (strips[0] != strips[1]).any()
+    mixes = [np.asarray(last(tab.mix_prompts(ctx, ROSE, DAISY, 0.5, 2.0, 1, 2, "ddim", negative))[0])
+             for negative in ("", "red")]
+    assert (mixes[0] != mixes[1]).any()
+    upload = str(solid_image(tmp_path, "red.png", "red"))
+    varied, _, _, _ = last(tab.vary(ctx, upload, 1, 2.0, 1, 2, "ddim", "red"))
+    assert read_params(varied[0][0])["negative_prompt"] == "red"

@@ -7,7 +7,6 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
-from clipdiff import tour  # noqa: E402
 from clipdiff.app.context import Context, Models  # noqa: E402
 from clipdiff.app.tabs import embed_map as tab  # noqa: E402
 from clipdiff.app.tabs import generate  # noqa: E402
@@ -50,13 +49,6 @@ def test_a_map_needs_an_atlas_and_a_known_view(ctx, tiny_models):
         tab.embed_map(no_atlas, "pca", "a rose", None, False, True, None)
     with gr.Blocks():
         tab.build(no_atlas)   # the tab still builds, and says what is missing
-
-
-def test_what_the_tour_puts_in(ctx):
-    with gr.Blocks():
-        page = tab.build(ctx)
-    assert tab.tour_fill(page, tour.Map("pca", ("a",), show_texts=False)) == {
-        page.method: "pca", page.prompts: "a", page.files: None, page.generated: False, page.texts: False}
 
 
 def test_labels_of_crowded_points_go_different_ways():

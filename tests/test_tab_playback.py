@@ -13,6 +13,7 @@ from clipdiff.app.tabs import generate  # noqa: E402
 from clipdiff.app.session import release_run  # noqa: E402
 from clipdiff.app.tabs import playback as tab  # noqa: E402
 
+ROSE, DAISY = "A deep red rose flower", "A round white daisy"
 PROMPTS = ["A deep red rose flower", "A round white daisy with a yellow center"]
 STEPS = 4
 
@@ -22,6 +23,10 @@ def run(ctx):
     """A finished Generate run of two images (every step recorded), as the session keeps it."""
     *_, last = list(generate.generate(ctx, "\n".join(PROMPTS), 2.0, STEPS, "ddim", 5, 1))[-1]
     return last
+
+
+def last(updates):
+    return list(updates)[-1]
 
 
 def test_after_a_run_the_tab_opens_a_third_of_the_way_in(ctx, run):
@@ -116,3 +121,20 @@ def test_a_run_exports_as_a_gif_named_for_what_it_shows_until_its_frames_are_rel
     with pytest.raises(gr.Error, match="No run to play back yet"):
         tab.gif(ctx, run, 0)
     assert tab.tour_steps(ctx, None, None, None) == [], "the Generate step already showed the run"
+
+
+def test_the_playback_names_the_negative_panel_and_draws_the_cosine_to_it(ctx):
+    *_, run = last(generate.generate(ctx, f"{ROSE}\n{DAISY}", 2.0, 3, "ddim", 7, 1, "red"))
+    _, _, frame, caption, figure, _, _ = tab.show_playback(ctx, run)
+    assert "x_t | x0 (guided) | x0 (conditional) | negative x0 | |eps_c - eps_neg| | guidance |w (eps_c - eps_neg)|" \
+        in caption, "the panels' names follow the run"
+    assert ", to the negative prompt " in caption.splitlines()[0], "the caption gives both cosines"
+    names = [trace.name for trace in figure.data]
+    assert "cosine to the negative prompt" in names and "mean |eps_c - eps_neg|" in names
+    cosines = run.playback.extra_cosines["negative prompt"]
+    assert cosines.shape == (3, 2) and np.isfinite(cosines).all()
+    plain = last(generate.generate(ctx, ROSE, 2.0, 3, "ddim", 7, 1))[-1]
+    _, _, _, caption, figure, _, _ = tab.show_playback(ctx, plain)
+    assert "| x0 (unconditional) | |eps_c - eps_u| |" in caption and "negative" not in caption
+    assert not any("negative" in (trace.name or "") for trace in figure.data), "nothing new without a negative"
+    assert plain.playback.panels(0)[3] == "x0 (unconditional)"

@@ -6,7 +6,6 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
-from clipdiff import tour  # noqa: E402
 from clipdiff.app.context import Context, Models  # noqa: E402
 from clipdiff.app.limits import NEAREST_CAPTIONS  # noqa: E402
 from clipdiff.app.tabs import generate  # noqa: E402
@@ -69,10 +68,3 @@ def test_the_last_run_ranked_best_clip_score_first(run):
     assert ranked[0][1].endswith(run.labels[best]) and ranked[0][0].size == (64, 64), "4x the 16 px image"
     with pytest.raises(gr.Error, match="Generate some images first"):
         tab.rank_last_run(None)
-
-
-def test_what_the_tour_puts_in(ctx):
-    with gr.Blocks():
-        page = tab.build(ctx)
-    assert tab.tour_fill(page, tour.Similarity(("a", "b"), "images")) == {
-        page.texts: "a\nb", page.files: None, page.generated: True, page.over: "images"}

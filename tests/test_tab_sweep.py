@@ -1,16 +1,20 @@
 """The Guidance sweep tab's handler, called as a function: no server."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 gr = pytest.importorskip("gradio")
 
-from clipdiff import tour  # noqa: E402
 from clipdiff.app.tabs import sweep as tab  # noqa: E402
 from clipdiff.images import read_params  # noqa: E402
-from clipdiff.sampling import Sampling  # noqa: E402
 
+ROSE = "A deep red rose flower"
 PROMPTS = ["A deep red rose flower", "A round white daisy with a yellow center"]
+
+
+def last(updates):
+    return list(updates)[-1]
 
 
 def test_a_sweep_is_prompts_by_w_from_one_seed(ctx):
@@ -36,11 +40,15 @@ def test_a_sweep_clamps_and_refuses_like_the_other_tabs(ctx):
         list(tab.run_sweep(ctx, PROMPTS[0], "0", 1, "many", "ddim"))
 
 
-def test_what_the_tour_puts_in(ctx):
+def test_the_sweep_has_no_w_control(ctx):
+    """The rows are the w values, so the tour's w has nowhere to go (test_tabs.py checks what it does put in)."""
     with gr.Blocks():
         page = tab.build(ctx)
-    values = tab.tour_fill(page, tour.Sweep(("a", "b"), (-1.0, 0.5), Sampling(w=9, steps=4, seed=2)))
-    s = page.sampling
-    assert s.w is None, "the rows are the w values: no w control"
-    assert values == {page.prompts: "a\nb", page.ws: "-1, 0.5", s.seed: 2, s.steps: 4, s.sampler: "dpmsolver-karras",
-                      page.negative: ""}
+    assert page.sampling.w is None, "the rows are the w values: no w control"
+
+
+def test_a_sweep_takes_a_negative_prompt(ctx):
+    grid, cells, status, _ = last(tab.run_sweep(ctx, ROSE, "0, 2", 3, 3, "ddim", "red"))
+    assert [read_params(path)["negative_prompt"] for path, _ in cells] == ["red", "red"]
+    plain_grid = last(tab.run_sweep(ctx, ROSE, "0, 2", 3, 3, "ddim"))[0]
+    assert np.asarray(grid).shape == np.asarray(plain_grid).shape and (np.asarray(grid) != np.asarray(plain_grid)).any()

@@ -1,4 +1,4 @@
-"""The hardening runs of issue 6 against a live app at `url`, each bounded and stopping by itself, each returning
+"""The hardening runs against a live app at `url`, each bounded and stopping by itself, each returning
 its figures: fuzz (hypothesis drives every endpoint through gradio_client), load (many clients at once), cancel
 (a cancelled run stops within a sampler step, the next starts at once), memory (RSS growth over many generations),
 queue_full (requests past the queue are told so at once), wall_load (a room publishing to the wall and reading

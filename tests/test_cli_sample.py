@@ -102,3 +102,33 @@ def test_the_cli_and_the_app_share_defaults_and_bounds(capsys):
     default = Sampling()
     assert (default.w, default.steps, default.sampler) == (limits.DEFAULT_W, limits.DEFAULT_STEPS,
                                                            limits.DEFAULT_SAMPLER)
+
+
+def test_clipdiff_sample_negative_and_prompt_editing(tmp_path, tiny_clip_dir, tiny_unet_dir):
+    import json
+
+    from PIL import Image
+
+    from clipdiff.commands import cli_sample
+    from clipdiff.images import read_params
+
+    def sample(out, *extra):
+        cli_sample.main(["--unet", str(tiny_unet_dir), "--clip", str(tiny_clip_dir), "--device", "cpu", "--steps", "4",
+                         "--sampler", "ddim", "--seed", "3", "--w", "2", "--out", str(tmp_path / out), *extra])
+        manifest = json.loads((tmp_path / out / "manifest.json").read_text())["images"]
+        return [(np.asarray(Image.open(tmp_path / out / m["file"])).astype(int), m) for m in manifest]
+
+    plain = sample("plain", "--prompt", "a red rose", "--prompt", "a daisy")
+    negative = sample("negative", "--prompt", "a red rose", "--prompt", "a daisy", "--negative", "red")
+    assert [m["negative_prompt"] for _, m in negative] == ["red", "red"]
+    assert "negative_prompt" not in plain[0][1]
+    assert np.abs(plain[0][0] - negative[0][0]).max() > 2, "the negative changed the picture"
+    with Image.open(tmp_path / "negative" / negative[0][1]["file"]) as im:
+        assert read_params(im)["negative_prompt"] == "red"
+    edited = sample("edited", "--prompt", "[a red rose:a daisy:0.0]", "--prompt", "[a red rose:a daisy:4]")
+    assert [(m["prompt"], m["switch_to"], m["switch_at"]) for _, m in edited] == [
+        ("a red rose", "a daisy", 0.0), ("a red rose", "a daisy", 1.0)]
+    assert np.abs(edited[0][0] - plain[1][0]).max() <= 1, "switched at 0: the second prompt alone"
+    assert np.abs(edited[1][0] - plain[0][0]).max() <= 1, "switched after the last step: the first alone"
+    with pytest.raises(SystemExit):
+        sample("bad", "--prompt", "a [red rose")

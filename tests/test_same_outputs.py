@@ -238,9 +238,17 @@ def picture_differences(pinned: dict, now: dict) -> list[str]:
         a, b = pinned[name].astype(int), now[name].astype(int)
         if a.shape != b.shape:
             found.append(f"{name}: shape {a.shape} pinned, {b.shape} now")
-        elif np.abs(a - b).max() > 2:
+        elif np.count_nonzero(np.abs(a - b) > 2) > STRAY_SHARE * a.size:
             found.append(f"{name}: {np.count_nonzero(np.abs(a - b) > 2)} values differ by more than 2 levels")
     return found
+
+
+# The share of a picture's values that may stray past 2 levels. The shared test app batches every run in flight into
+# one U-Net forward (serving.batching), so which batch mates a run had, set by the tests before this one, picks the
+# CPU kernels and with them the last float bits; a few pixels of a 20-step image and of the playback's heat maps
+# (scaled by a percentile) then move by more than 2 levels (measured: at most 72 of 268,272 GIF values, 63 of 12,288
+# in one image). A change of behaviour moves far more than 1% of a picture.
+STRAY_SHARE = 0.01
 
 
 def test_the_api_answers_as_pinned(live_app, tiny_clip_dir, tmp_path):

@@ -14,6 +14,7 @@ step and leaves when it is done).
 """
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from collections import Counter, deque
@@ -96,6 +97,8 @@ class StepBatcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name="clipdiff-model", daemon=True)
                 self._thread.start()
+                # A daemon thread still inside a forward when the interpreter finalises can crash it: end ours first.
+                atexit.register(self.close)
             self._pending.append(question)
             self._cv.notify_all()
         question.answered.wait()

@@ -40,11 +40,7 @@ def invert(model: ConditionalUNet, photos: torch.Tensor, cond: torch.Tensor, ste
            schedule: NoiseSchedule | None = None) -> torch.Tensor:
     """photos (N, C, H, W) in [-1, 1] -> x_T, by `steps` inverse DDIM steps conditioned on cond (N, D)."""
     _, up = _schedulers(schedule, steps)
-    device = next(model.parameters()).device
-    x, cond = photos.to(device, torch.float32), cond.to(device, torch.float32)
-    for t in up.timesteps:
-        x = up.step(model(x, t.expand(len(x)), cond), t, x).prev_sample
-    return x
+    return _walk(model, up, photos, cond)
 
 
 @torch.inference_mode()
@@ -52,11 +48,16 @@ def denoise(model: ConditionalUNet, noise: torch.Tensor, cond: torch.Tensor, ste
             schedule: NoiseSchedule | None = None) -> torch.Tensor:
     """x_T -> images in [-1, 1], by `steps` DDIM steps conditioned on cond, unguided (inversion's inverse)."""
     down, _ = _schedulers(schedule, steps)
+    return _walk(model, down, noise, cond).clamp(-1, 1)
+
+
+def _walk(model: ConditionalUNet, scheduler, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """x through every timestep of scheduler (DDIM down or inverse DDIM up), conditioned on cond, unguided."""
     device = next(model.parameters()).device
-    x, cond = noise.to(device, torch.float32), cond.to(device, torch.float32)
-    for t in down.timesteps:
-        x = down.step(model(x, t.expand(len(x)), cond), t, x).prev_sample
-    return x.clamp(-1, 1)
+    x, cond = x.to(device, torch.float32), cond.to(device, torch.float32)
+    for t in scheduler.timesteps:
+        x = scheduler.step(model(x, t.expand(len(x)), cond), t, x).prev_sample
+    return x
 
 
 def round_trip(model: ConditionalUNet, photos: torch.Tensor, cond: torch.Tensor, steps: int,

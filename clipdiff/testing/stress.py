@@ -256,13 +256,8 @@ def load(url: str, clients: int = 16, requests: int = 10, steps: int = 2, timeou
         finally:
             client.close()
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=max(1.0, timeout - (time.perf_counter() - t0)))
-    hung = sum(t.is_alive() for t in threads)
+    hung = run_together(worker, clients, timeout)
     latencies.sort()
     return {"clients": clients, "requests": clients * requests, "answered": len(latencies),
             "failures": len(errors) + hung, "hung_clients": hung, "wall_s": round(time.perf_counter() - t0, 1),
@@ -310,13 +305,8 @@ def wall_load(url: str, attendees: int = 30, reads: int = 3, steps: int = 1, tim
         finally:
             client.close()
 
-    threads = [threading.Thread(target=attendee, args=(i,), daemon=True) for i in range(attendees)]
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=max(1.0, timeout - (time.perf_counter() - t0)))
-    hung = sum(t.is_alive() for t in threads)
+    hung = run_together(attendee, attendees, timeout)
 
     def p95(xs):
         return round(sorted(xs)[math.ceil(0.95 * len(xs)) - 1], 2) if xs else None
@@ -404,3 +394,14 @@ def queue_full(url: str, max_queue: int, extra: int = 6) -> dict:
             c.close()
     return {"max_queue": max_queue, "sent": len(jobs), "refused": refused, "messages": sorted(messages),
             "slowest_refusal_s": round(max(refusal_s), 2) if refusal_s else None}
+
+
+def run_together(target, n: int, timeout: float) -> int:
+    """target(0..n-1) in n daemon threads at once, joined within timeout seconds in all: how many still hang."""
+    threads = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(1.0, timeout - (time.perf_counter() - t0)))
+    return sum(t.is_alive() for t in threads)

@@ -777,7 +777,7 @@ def test_haproxy_keeps_sessions_on_their_front_and_both_fronts_share_one_deploym
         env = {**os.environ, "CLIPDIFF_LISTEN": f"127.0.0.1:{proxy_port}",
                "CLIPDIFF_FRONT1": f"127.0.0.1:{front_ports[0]}", "CLIPDIFF_FRONT2": f"127.0.0.1:{front_ports[1]}"}
         processes.append(subprocess.Popen([haproxy, "-db", "-f", str(REPO_ROOT / "deploy" / "haproxy.cfg")], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=open(tmp_path / "haproxy.log", "w")))
+                                          stdout=open(tmp_path / "haproxy.log", "w"), stderr=subprocess.STDOUT))
         deadline = time.monotonic() + 600
         for port, process in zip(front_ports, processes):
             wait_until_answers(f"http://127.0.0.1:{port}/", process, deadline)
@@ -797,7 +797,8 @@ def test_haproxy_keeps_sessions_on_their_front_and_both_fronts_share_one_deploym
         finally:
             for client in clients:
                 client.close()
-        assert fronts == ["front1", "front1", "front2", "front2"], "new sessions alternate between the fronts"
+        assert fronts == ["front1", "front1", "front2", "front2"], \
+            f"new sessions alternate between the fronts; HAProxy said:\n{(tmp_path / 'haproxy.log').read_text()}"
         assert sum(s["counts"].get("requests", 0) for s in ray_backend.stats()) - requests_before == 4, \
             "the fronts sampled on the one deployment"
         from ray import serve

@@ -153,10 +153,44 @@ def with_runtime(model: nn.Module, runtime: str | None = None, precision: str = 
     model = model.eval()
     chosen = Runtime(runtime, precision)
     if runtime == "torch":
-        return model if precision == "fp32" else RuntimeUNet(model, chosen, _autocast_bf16(model, device))
+        if precision == "fp32":
+            return model
+        return checked_against_eager(RuntimeUNet(model, chosen, _autocast_bf16(model, device)))
     onnx_path = export_onnx(model, cache_dir or CACHE_DIR)
     forward = _onnxruntime(onnx_path) if runtime == "onnx" else _openvino(onnx_path, precision, cache_dir or CACHE_DIR)
-    return RuntimeUNet(model, chosen, forward)
+    return checked_against_eager(RuntimeUNet(model, chosen, forward))
+
+
+# How far a runtime's eps may stray from eager fp32 on the probe at load before it is refused: fp32 runs the same
+# sums (1e-5 in tests; 1e-3 here leaves room for another CPU's kernels), bf16 strays ~0.03 on the shipped U-Net
+# (bench's runtime rows): 0.5 lets any honest bf16 through and stops NaN or noise.
+LOAD_TOLERANCE = {"fp32": 1e-3, "bf16": 0.5}
+
+
+def checked_against_eager(model: "RuntimeUNet") -> "RuntimeUNet":
+    """The runtime, once probe batches of 2 and 8 (one image and four, with CFG) give eager's eps within
+    LOAD_TOLERANCE: a runtime that answers NaN or nonsense here is refused at load with what to use instead, rather
+    than making noise pictures. (OpenVINO bf16 on an AVX-512 BF16 Xeon, 2026-12-06: in 2 of 3 loads every forward at
+    batch 2 and 8 answered NaN, none at 32; a load that answered well kept answering well.)"""
+    cfg, g = model.config, torch.Generator("cpu").manual_seed(0)
+    got, want = [], []
+    for batch in (2, 8):
+        x = torch.randn(batch, cfg.channels, cfg.image_size, cfg.image_size, generator=g)
+        t = torch.linspace(10, 390, batch)
+        cond = torch.cat([torch.randn(batch // 2, model.cond_dim, generator=g),
+                          model.null_condition(batch // 2).float().cpu()])
+        with torch.inference_mode():
+            got.append(model(x, t, cond).float().reshape(-1))
+            want.append(model.module(x, t, cond).float().reshape(-1))
+    got, want = torch.cat(got), torch.cat(want)
+    diff = (got - want).abs().max().item()
+    label, tolerance = model.runtime.label, LOAD_TOLERANCE[model.runtime.precision]
+    if not torch.isfinite(got).all() or not diff <= tolerance:
+        what = "non-finite eps (NaN or inf)" if not torch.isfinite(got).all() else f"eps {diff:.3g} away from eager"
+        raise RuntimeUnavailable(f"--runtime {model.runtime.name} --precision {model.runtime.precision} gave {what} "
+                                 f"on this CPU at load (allowed: {tolerance:g}): use --precision fp32, or "
+                                 f"--runtime torch{' --precision bf16' if model.runtime.precision == 'bf16' else ''}")
+    return model
 
 
 def _autocast_bf16(model: nn.Module, device: torch.device):

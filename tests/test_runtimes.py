@@ -139,3 +139,13 @@ def test_bf16_runs_close_to_fp32_and_says_it_is_not_exact(monkeypatch, tiny_unet
     with torch.inference_mode():
         diff = (model(x, t, cond) - tiny_unet(x, t, cond)).abs().max().item()
     assert 0 < diff < 0.5
+
+
+@pytest.mark.parametrize("answer, says", [(float("nan"), "non-finite eps"), (1.0, "away from eager")])
+def test_a_runtime_that_answers_nonsense_is_refused_at_load(monkeypatch, tiny_unet, answer, says, export_dir):
+    """A runtime is checked against eager on one probe batch when it loads (OpenVINO bf16 answered NaN on one
+    AVX-512 BF16 CPU): NaN or eps far from eager is refused, saying what to use instead, not sampled from."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(runtimes, "_onnxruntime", lambda path: lambda x, t, cond: torch.full_like(x, answer))
+    with pytest.raises(RuntimeUnavailable, match=f"{says}.*use --precision fp32"):
+        with_runtime(tiny_unet, "onnx", "fp32", cache_dir=export_dir)

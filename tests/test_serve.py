@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import importlib.util
 import json
+import os
 import sys
 import threading
 import time
@@ -518,6 +519,17 @@ def test_room_measures_a_live_app_and_writes_its_report(tiny_clip_dir, tiny_unet
     assert (report["backend"], report["replicas"], report["users"]) == ("local", 1, 2)
     assert report["errors"] == 0 and report["requests"] == 4 and report["images"] == 16, report["error_examples"]
     assert 0 < report["p50_s"] <= report["p95_s"] and report["images_per_s"] > 0
+    assert report["cpu_count"] == os.cpu_count() and report["clients_cpu_s"] >= 0 and report["machine_cpu_s"] >= 0
+
+
+def test_the_rooms_machine_cpu_counts_work_done_on_any_core():
+    """machine_busy_s reads /proc/stat: CPU work done in between (here 0.5 s of this process's own) shows in it."""
+    from clipdiff.commands import room
+
+    before, used_before = room.machine_busy_s(), time.process_time()
+    while time.process_time() - used_before < 0.5:
+        sum(range(10_000))
+    assert room.machine_busy_s() - before >= 0.4
 
 
 # == the slow tier: a local Ray cluster with 2 CPUs and 2 replicas ==================================================

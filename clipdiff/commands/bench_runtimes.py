@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from ..pipeline import ClipDiffusionPipeline, Job
-from ..runtimes import DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, Runtime, eager_module, problems, runtime_of, with_runtime
+from ..runtimes import (DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, Runtime, RuntimeUnavailable, eager_module, problems,
+                        runtime_of, with_runtime)
 from ..sampling import to_uint8
 
 RUNTIME_BATCHES = (2, 8, 32)
@@ -31,10 +32,14 @@ def bench_runtimes(pipe: ClipDiffusionPipeline, jobs: list[Job], rounds: int, st
     generate(pipe) is one timed generation of the jobs (bench's generate_4_s)."""
     eager = eager_module(pipe.model)
     device = next(eager.parameters()).device
-    models, load_s = {}, {}
+    models, load_s, refused = {}, {}, {}
     for runtime in runtimes_here(device):
         t0 = time.perf_counter()
-        models[runtime.label] = with_runtime(eager, runtime.name, runtime.precision)
+        try:
+            models[runtime.label] = with_runtime(eager, runtime.name, runtime.precision)
+        except RuntimeUnavailable as e:       # its load-time check against eager failed on this CPU
+            refused[runtime.label] = str(e)
+            continue
         load_s[runtime.label] = time.perf_counter() - t0    # the export is cached by now: session start or compile
     pipes = {label: ClipDiffusionPipeline(pipe.encoder, model, pipe.config, pipe.model_id)
              for label, model in models.items()}
@@ -71,7 +76,7 @@ def bench_runtimes(pipe: ClipDiffusionPipeline, jobs: list[Job], rounds: int, st
                        "exact": runtime_of(model).exact}
     fastest_exact = min((label for label in rows if rows[label]["exact"]), key=lambda k: rows[k]["generate_4_s"])
     return {"runtimes": rows, "runtime_default": Runtime(DEFAULT_RUNTIME).label,
-            "runtime_fastest_exact": fastest_exact, "runtime_rounds": rounds}
+            "runtime_fastest_exact": fastest_exact, "runtime_rounds": rounds, "runtimes_refused": refused}
 
 
 def runtime_table(result: dict, fmt: Callable[[object], str]) -> str:
@@ -85,4 +90,5 @@ def runtime_table(result: dict, fmt: Callable[[object], str]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"{label}: refused at load: {why}" for label, why in result.get("runtimes_refused", {}).items()]
     return f"U-Net runtimes (minimum of {result['runtime_rounds']} interleaved rounds):\n" + "\n".join(lines)

@@ -10,7 +10,9 @@ request, so arrivals are spread from the start), and repeats until
 `python app.py --backend ... --replicas ...` on a free 127.0.0.1 port, measures, and stops it.
 
 The report: images_per_s (images delivered / wall time), p50_s and p95_s (submit -> last image, per request),
-errors (failed or refused requests, queue-full included), and what was measured (backend, replicas, users, ...).
+errors (failed or refused requests, queue-full included), and what was measured (backend, replicas, users, ...);
+clients_cpu_s and machine_cpu_s: CPU seconds the simulated attendees and the whole machine spent while the room was
+open, so a room simulated on the app's own cores can say how much of them its attendees took.
 On a machine shared with other work the figures say little; measure on a quiet one (benchmarks/README.md).
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import math
 import os
 import random
+import resource
 import shlex
 import socket
 import subprocess
@@ -121,6 +124,11 @@ class RoomReport:
     sampler: str | None
     error_examples: list[str]
     url: str
+    # Where the machine's CPU went while the room was open: the simulated attendees (this process) and every process
+    # (the app, its replicas, the attendees); on one machine the attendees' share is CPU a real room's laptops pay.
+    cpu_count: int | None = None
+    clients_cpu_s: float | None = None
+    machine_cpu_s: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -189,10 +197,14 @@ def run_room(url: str, users: int, think_s: float, duration_s: float, backend: s
                                 daemon=True) for i, a in enumerate(attendees)]
     for t in threads:
         t.start()
+    clients_before, machine_before = resource.getrusage(resource.RUSAGE_SELF), machine_busy_s()
     opened = doors.open(duration_s)
     for t in threads:
         t.join()
     wall = time.monotonic() - opened
+    clients_after, machine_after = resource.getrusage(resource.RUSAGE_SELF), machine_busy_s()
+    clients_cpu = (clients_after.ru_utime + clients_after.ru_stime) - (clients_before.ru_utime + clients_before.ru_stime)
+    machine_cpu = None if machine_before is None or machine_after is None else machine_after - machine_before
     latencies = [x for a in attendees for x in a.latencies]
     errors = [e for a in attendees for e in a.errors]
     images = sum(a.images for a in attendees)
@@ -200,7 +212,21 @@ def run_room(url: str, users: int, think_s: float, duration_s: float, backend: s
                       images_per_s=round(images / wall, 3) if wall > 0 else 0.0,
                       p50_s=_round(percentile(latencies, 50)), p95_s=_round(percentile(latencies, 95)),
                       errors=len(errors), requests=len(latencies) + len(errors), images=images, wall_s=round(wall, 2),
-                      steps=steps, sampler=sampler, error_examples=sorted(set(errors))[:5], url=url)
+                      steps=steps, sampler=sampler, error_examples=sorted(set(errors))[:5], url=url,
+                      cpu_count=os.cpu_count(), clients_cpu_s=round(clients_cpu, 1),
+                      machine_cpu_s=None if machine_cpu is None else round(machine_cpu, 1))
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds this machine has spent busy since boot, all cores (/proc/stat: everything but idle and iowait);
+    None where there is no /proc."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    ticks = [int(f) for f in fields[:8]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def _round(x: float | None) -> float | None:

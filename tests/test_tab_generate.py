@@ -288,3 +288,19 @@ def test_the_generate_box_reads_from_to_when_and_the_png_loads_it_back(ctx):
 def test_brackets_that_do_not_parse_get_a_clear_message(ctx, prompt, words):
     with pytest.raises(gr.Error, match=words):
         last(tab.generate(ctx, prompt, 2.0, 2, "ddim", 1, 1))
+
+
+def test_runs_in_flight_together_share_the_previews_of_two_lone_runs(ctx):
+    """A preview is a picture written and streamed: alone (or with one other) a run previews every preview_every_s;
+    ten runs at once each preview five times less often, so a full room's previews cost what two lone runs' do."""
+    ctx = dataclasses.replace(ctx, preview_every_s=0.2, in_flight=InFlight())
+    ctx.in_flight.acquire("a")
+    assert ctx.preview_interval() == 0.2
+    ctx.in_flight.acquire("b")
+    assert ctx.preview_interval() == 0.2
+    for k in range(8):
+        ctx.in_flight.acquire(f"s{k}")
+    assert ctx.preview_interval() == pytest.approx(1.0)
+    for k in range(8):
+        ctx.in_flight.release(f"s{k}")
+    assert ctx.preview_interval() == 0.2, "the rate comes back as the room empties"

@@ -21,11 +21,11 @@ from .limits import PREVIEW_SCALE, STREAM_SCALE
 
 
 def sample(ctx: Context, pipe: ClipDiffusionPipeline, run: PreparedRun, record: bool = False) -> Iterator[Frames]:
-    """The prepared run as the app streams it: previews at most every ctx.preview_every_s, then the final images
+    """The prepared run as the app streams it: previews at most every ctx.preview_interval(), then the final images
     (with every step recorded for playback when record); or, once Stop sets ctx.stop, the step's x0 marked
     `stopped`."""
     progress = ctx.models.backend.run(pipe, run, record_every=1 if record else 0)
-    return stream(progress, ctx.preview_every_s, ctx.stop)
+    return stream(progress, ctx.preview_interval(), ctx.stop)
 
 
 # How long Stop waits for the run to close before Gradio cancels it: a run stops within one sampler step (well

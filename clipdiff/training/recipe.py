@@ -198,7 +198,8 @@ def recipe_durations(stages=SHIPPED_STAGES, records_path: Path = SHIPPED_RECORDS
     costs = step_costs()
     cpu = total([estimate(s, "cpu", records, costs) for s in stages])
     gpu = total([estimate(s, "cuda", records, costs) for s in stages])
-    gpus = sorted({machine_text(r) for r in records if r["device"] == "cuda"})
-    return (f"The recipe's training steps take about {duration(cpu)} on 2 CPU cores (benchmarks/step_cost.json's "
-            f"seconds per step) and about {duration(gpu)} on a GPU (the shipped GPU stages' seconds per step, on "
-            f"{' and '.join(gpus)}).")
+    gpus = " and ".join(sorted({r["machine"] for r in records if r["device"] == "cuda"}))
+    return (f"The recipe's training steps take about {duration(cpu)} on 2 CPU cores and about {duration(gpu)} on a "
+            f"GPU (`train-default --dry-run` shows each stage's estimate and where its seconds per step were "
+            f"measured: benchmarks/step_cost.json on the CPU, the shipped stages on {gpus}); the embeddings, the "
+            f"atlas and the evaluations come on top.")

@@ -90,7 +90,7 @@ def describe_machine(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} GPU"
     threads, cores = torch.get_num_threads(), os.cpu_count()
-    return f"{cores} CPU cores" if threads == cores else f"{threads} threads of {cores} CPU cores"
+    return f"{cores} CPU cores" if threads == cores else f"{threads} of {cores} CPU cores"
 
 
 def main(argv=None):
@@ -100,16 +100,18 @@ def main(argv=None):
     problems = check_order(stages)
     if problems:
         parser.error("; ".join(problems))
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: there is no CUDA GPU here")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    if args.dry_run:
-        print(f"train-default: {len(args.stages)} of {len(stages)} stages on {describe_machine(device)}\n")
-        print(plan_text([s for s in stages if s.name in args.stages], device.type, describe_machine(device),
+    gpu_here = torch.cuda.is_available()
+    if args.dry_run:      # a plan for a GPU may be asked for where there is none: its estimates are recorded ones
+        machine = describe_machine(device) if device.type == "cpu" or gpu_here else "a CUDA GPU (none here)"
+        print(f"train-default: {len(args.stages)} of {len(stages)} stages on {machine}\n")
+        print(plan_text([s for s in stages if s.name in args.stages], device.type, machine,
                         load_records(SHIPPED_RECORDS)["stages"], step_costs()))
         return
+    if device.type == "cuda" and not gpu_here:
+        parser.error("--device cuda: there is no CUDA GPU here")
     Recipe(args, stages, device).run()
 
 
@@ -169,7 +171,7 @@ class Recipe:
     def run_stage(self, stage: Stage) -> None:
         missing = [n for n in needs(stage) if self.read_record(n) is None]
         if missing:
-            raise SystemExit(f"{stage.name} needs {', '.join(missing)}, which has not run here ({self.runs}): "
+            raise SystemExit(f"{stage.name} needs {' and '.join(missing)}, not run in {self.runs} yet: "
                              f"add {' '.join(missing)} to --stages")
         if self.done(stage):
             print(f"{stage.name}: done before ({self.folder(stage.name) / RECORD}), skipped")
@@ -199,6 +201,11 @@ class Recipe:
         return train_unet.build_parser().parse_args(shlex.split(self.args.unet_flags) + flags)
 
     def write_record(self, stage: Stage, trained: dict) -> None:
+        """The stage's record, once it has run all its steps. A trainer stopped early (SIGTERM, --max-seconds)
+        exports what it has: then the whole run stops, so no later stage starts from a stage half done."""
+        if trained["steps"] < stage.steps:
+            raise SystemExit(f"{stage.name} stopped at step {trained['steps']} of {stage.steps}, saved in "
+                             f"{self.folder(stage.name)}: run train-default again to go on")
         atomic_save_json(record(stage, describe_machine(self.device), self.device.type, trained["train_seconds"]),
                          self.folder(stage.name) / RECORD)
 

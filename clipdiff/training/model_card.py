@@ -102,9 +102,8 @@ def stages_section(records: dict, model: str, seen: str) -> str:
                  f"{r['steps']:,} x {r['batch_size']}", f"{r['steps'] * r['batch_size']:,}", f"{r['lr']:g}",
                  str(r["warmup_steps"]), *([f"{r['ema_decay']:g}"] if unet else []), machine_text(r), stage_time(r)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    lines += [f"- {r['name']}: {'; '.join(r['notes'])}" for r in stages if r.get("notes")]
-    return "\n".join(lines)
+    notes = [f"- {r['name']}: {'; '.join(r['notes'])}" for r in stages if r.get("notes")]
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def render_model_card(checkpoints: Path = CHECKPOINTS_DIR, assets: Path = ASSETS_DIR) -> str:

@@ -13,15 +13,12 @@ import torch
 from clipdiff.checkpoints import CHECKPOINTS_DIR, PROJECT_ROOT
 from clipdiff.diffusion import load_diffusion
 from clipdiff.pipeline import ClipDiffusionPipeline, Job
-from clipdiff.testing import make_image_folder
+from clipdiff.testing import make_image_folder, tiny_training_flags
 from clipdiff.training import recipe, train_clip, train_default, train_unet
 from clipdiff.training.common import LossLog
 from clipdiff.training.recipe import SHIPPED_STAGES, Stage, load_records, stage_of
 
-TINY_CLIP = ("--image-size 32 --vision-tower vit --patch-size 8 --vision-width 64 --vision-layers 1 --text-width 32 "
-             "--text-layers 1 --embed-dim 32 --n-heldout 2 --save-every 1")
-TINY_UNET = ("--image-size 16 --block-out-channels 16 32 --attention-levels 0 1 --norm-num-groups 8 "
-             "--attention-head-dim 8 --sample-every 0 --n-heldout 2 --save-every 1")
+TINY_CLIP, TINY_UNET = tiny_training_flags()
 
 
 def tiny_argv(work: Path, images: Path, *extra: str) -> list[str]:

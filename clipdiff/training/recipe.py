@@ -145,7 +145,8 @@ def estimate(stage: Stage, kind: str, records: list[dict], costs: dict[str, floa
     if kind == "cpu":
         name = STEP_COST_RECIPES.get((stage.model, stage.batch_size))
         if name in costs:
-            return Estimate(stage.steps * costs[name], f"{costs[name]:.2f} s/step, 2-core CPU, benchmarks/step_cost.json")
+            return Estimate(stage.steps * costs[name],
+                            f"{costs[name]:.2f} s/step, 2-core CPU, benchmarks/step_cost.json")
         return Estimate(None, f"no CPU step cost of a {stage.model} step at batch {stage.batch_size}")
     runs = [r for r in records if r["device"] == kind and r["model"] == stage.model]
     same = [r for r in runs if r["batch_size"] == stage.batch_size]

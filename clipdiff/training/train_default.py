@@ -28,9 +28,9 @@ from ..checkpoints import CHECKPOINTS_DIR, DEFAULT_CLIP_DIR, atomic_save_json, r
 from ..devices import resolve_device
 from . import train_clip, train_unet
 from .model_card import ASSETS_DIR, write_model_card
-from .recipe import (MODELS, RECORDS_NAME, SETTING_HELP, SHIPPED_RECORDS, SHIPPED_STAGES, Stage, check_order, duration, estimate,
-                     final_stage, load_records, machine_text, needs, plan_text, record, save_records, stage_of,
-                     step_costs)
+from .recipe import (MODELS, RECORDS_NAME, SETTING_HELP, SHIPPED_RECORDS, SHIPPED_STAGES, Stage, check_order,
+                     duration, final_stage, load_records, machine_text, needs, plan_text, record, save_records,
+                     stage_of, step_costs)
 
 RECORD = "stage.json"      # in a stage's run folder: the stage as it ran, written when it finished
 

@@ -202,3 +202,16 @@ def test_a_stage_stopped_early_stops_the_run_and_resumes_next_time(tmp_path):
     train_default.main(tiny_argv(tmp_path, images, "--stages", "clip-1"))
     assert [r[0] for r in LossLog(tmp_path / "runs" / "clip-1" / "loss.csv").rows()] == [1, 2]
     assert json.loads((tmp_path / "runs" / "clip-1" / "stage.json").read_text())["steps"] == 2
+
+
+def test_a_stage_trained_again_makes_the_later_ones_stale(tiny_run, tmp_path, capsys):
+    """clip-1 trained again: the card is not rewritten from records of stages that started from the old clip-1, and
+    clip-2 refuses to count as done until its run folder is deleted."""
+    work = tmp_path / "copy"
+    shutil.copytree(tiny_run["work"], work)
+    card = (work / "ckpt" / "README.md").read_text()
+    train_default.main(tiny_argv(work, tiny_run["images"], "--stages", "clip-1", "--clip-1-steps", "3"))
+    assert "clip-2, unet-1, unet-2 started from stages trained again since" in capsys.readouterr().out
+    assert (work / "ckpt" / "README.md").read_text() == card
+    with pytest.raises(SystemExit, match="clip-2 was trained before clip-1 last changed: delete"):
+        train_default.main(tiny_argv(work, tiny_run["images"], "--clip-1-steps", "3"))

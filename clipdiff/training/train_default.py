@@ -144,13 +144,17 @@ class Recipe:
         rec = self.read_record(stage.name)
         if rec is None or stage_of(rec) != stage:
             return False
-        mine = (self.folder(stage.name) / RECORD).stat().st_mtime
-        changed = [n for n in needs(stage) if (self.folder(n) / RECORD).is_file()
-                   and (self.folder(n) / RECORD).stat().st_mtime > mine]
+        changed = self.changed_since(stage)
         if changed:
             raise SystemExit(f"{stage.name} was trained before {', '.join(changed)} last changed: delete "
                              f"{self.folder(stage.name)} to train it again on the new weights")
         return True
+
+    def changed_since(self, stage: Stage) -> list[str]:
+        """The stages it needs whose records are newer than its own: retrained after it started from them."""
+        mine = (self.folder(stage.name) / RECORD).stat().st_mtime
+        return [n for n in needs(stage) if (self.folder(n) / RECORD).is_file()
+                and (self.folder(n) / RECORD).stat().st_mtime > mine]
 
     def clip_name(self, name: str) -> str:
         """How a CLIP stage's weights are loaded: the installed default CLIP by its name (the identity a shipped
@@ -260,6 +264,10 @@ class Recipe:
         records = [self.read_record(n) for n in self.stages]
         if any(r is None for r in records):
             print("the model card is left as it was: not every stage has run here")
+            return
+        stale = [s.name for s in self.stages.values() if self.changed_since(s)]
+        if stale:       # the installed models came from stages trained on what has changed since
+            print(f"the model card is left as it was: {', '.join(stale)} started from stages trained again since")
             return
         path = self.checkpoints / RECORDS_NAME
         old = load_records(path)

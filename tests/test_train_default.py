@@ -65,7 +65,7 @@ def test_the_other_settings_of_the_shipped_models_are_the_trainers_defaults():
     defaults = train_clip.build_parser().parse_args([])
     assert clip_card["architecture"] == train_clip.model_config(defaults)
     stage_set = {"lr", "warmup_steps", "max_steps", "batch_size", "init_from", "data", "max_seconds", "save_every",
-                 "eval_every", "precision"}
+                 "eval_every"}     # the stage settings (max_seconds: the time box its record notes), bookkeeping
     assert {k: v for k, v in clip_card["args"].items() if k not in stage_set} == \
            {k: v for k, v in vars(defaults).items() if k in clip_card["args"] and k not in stage_set}
     unet_cfg = json.loads((CHECKPOINTS_DIR / "unet" / "config.json").read_text())

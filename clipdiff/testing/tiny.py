@@ -43,6 +43,21 @@ def tiny_unet_config(cond_dim: int = 32, **overrides):
     return UNetConfig(**kwargs)
 
 
+def tiny_training_flags() -> tuple[str, str]:
+    """train-clip and train-unet flags that train models the size of the tiny ones above (a ViT CLIP, 16 x 16 U-Net) on
+    make_image_folder's 12 images (2 held out), saving every step: what train-default's --clip-flags and --unet-flags
+    take in tests."""
+    v, t, u = TINY_CLIP_CONFIG["vision_cfg"], TINY_CLIP_CONFIG["text_cfg"], tiny_unet_config()
+    clip = (f"--image-size {v['image_size']} --vision-tower vit --patch-size {v['patch_size']} "
+            f"--vision-width {v['width']} --vision-layers {v['layers']} --text-width {t['width']} "
+            f"--text-layers {t['layers']} --embed-dim {TINY_CLIP_CONFIG['embed_dim']} --n-heldout 2 --save-every 1")
+    unet = (f"--image-size {u.image_size} --block-out-channels {' '.join(map(str, u.block_out_channels))} "
+            f"--attention-levels {' '.join(str(int(a)) for a in u.attention_levels)} "
+            f"--norm-num-groups {u.norm_num_groups} --attention-head-dim {u.attention_head_dim} --sample-every 0 "
+            "--n-heldout 2 --save-every 1")
+    return clip, unet
+
+
 def make_tiny_unet(folder: Path, clip_identity: str, cond_dim: int = 32, seed: int = 0, **overrides) -> Path:
     from ..diffusion import DiffusionConfig, save_diffusion
     from ..unet import ConditionalUNet

@@ -1,203 +1,293 @@
-"""Rebuild the shipped models end to end: flowers CLIP -> embeddings -> atlas -> diffusion U-Net -> card.
+"""Rebuild the shipped models with the recipe that shipped them: the stages of clipdiff/training/recipe.py, each a
+train-clip or train-unet run, then the CLIP's held-out evaluation, the embeddings, the atlas and the model card.
 
-    python -m clipdiff train-default [--data ../shared/data] [--runs runs]
+    python -m clipdiff train-default --dry-run          # the stages, with the time each would take here
+    python -m clipdiff train-default [--device auto|cpu|cuda] [--stages clip-1 clip-2 ...] [--data DATA]
 
-Every stage resumes: a stopped run picks up where it was (the training scripts resume from their run
-folders; finished stages are skipped). The shipped settings are each script's defaults.
+Every stage resumes: runs/STAGE keeps its trainer's state, so a stopped run goes on where it was, and a stage that
+finished with these settings (runs/STAGE/stage.json, the record of its run) is skipped. The last stage of each model
+is installed into --checkpoints; once every stage has a record, their records go to checkpoints/stages.json and the
+model card (checkpoints/README.md) is written from them.
+
+The stage flags' defaults (a group per stage below) are the shipped recipe; the other settings are train-clip's and
+train-unet's defaults. --clip-flags and --unet-flags pass more flags to every CLIP or U-Net stage (write them with
+'=': --unet-flags='--sample-every 0').
 """
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import shlex
 import shutil
 from pathlib import Path
 
-from .. import claims
-from .. import data as data_mod
-from . import train_clip, train_unet
-from ..checkpoints import (CHECKPOINTS_DIR, DEFAULT_ATLAS_DIR, DEFAULT_CLIP_DIR, DEFAULT_UNET_DIR, PROJECT_ROOT,
-                          atomic_save_json)
+import torch
 
-ASSETS_DIR = PROJECT_ROOT / "assets"
+from .. import data as data_mod
+from ..checkpoints import CHECKPOINTS_DIR, DEFAULT_CLIP_DIR, atomic_save_json, read_json
+from ..devices import resolve_device
+from . import train_clip, train_unet
+from .model_card import ASSETS_DIR, write_model_card
+from .recipe import (MODELS, RECORDS_NAME, SETTING_HELP, SHIPPED_RECORDS, SHIPPED_STAGES, Stage, check_order,
+                     duration, final_stage, load_records, machine_text, needs, plan_text, record, save_records,
+                     stage_of, step_costs)
+
+RECORD = "stage.json"      # in a stage's run folder: the stage as it ran, written when it finished
+
+
+def build_parser(stages=SHIPPED_STAGES) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clipdiff train-default", description=__doc__, usage="%(prog)s [options]",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    names = [s.name for s in stages]
+    parser.add_argument("--stages", nargs="+", choices=names, default=names, metavar="STAGE",
+                        help=f"the stages to run, in the table's order (default: all: {' '.join(names)})")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where every stage trains (default: auto, a GPU when there is one)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and each stage's estimated time here")
+    parser.add_argument("--data", default=None, help="the training images (default: ../shared/data)")
+    parser.add_argument("--runs", default="runs", help="where each stage keeps its resumable state (default: runs)")
+    parser.add_argument("--checkpoints", default=str(CHECKPOINTS_DIR),
+                        help="where the last stages install their models (clip/, unet/, atlas/), their records "
+                             "(stages.json) and the model card (default: this checkout's checkpoints/)")
+    parser.add_argument("--assets", default=str(ASSETS_DIR),
+                        help="where the loss curves and the last reference grid go (default: this checkout's assets/)")
+    parser.add_argument("--atlas", choices=("yes", "no"), default="yes",
+                        help="rebuild the atlas from the last CLIP's embeddings (default: yes)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: 0, torch's choice)")
+    parser.add_argument("--clip-flags", default="", help="more train-clip flags for every CLIP stage (default: none)")
+    parser.add_argument("--unet-flags", default="", help="more train-unet flags for every U-Net stage (default: none)")
+    shipped = {r["name"]: r for r in load_records(SHIPPED_RECORDS)["stages"]}
+    for s in stages:
+        ran = shipped.get(s.name)
+        group = parser.add_argument_group(
+            f"stage {s.name}: the {MODELS[s.model]}, {f'from {s.init_from}' if s.init_from else 'from scratch'}",
+            f"shipped: {duration(ran['train_seconds'])} on {machine_text(ran)}" if ran else None)
+        for key, value in s.settings().items():
+            kind = str if key in ("init_from", "conditions") else type(value) if value is not None else float
+            group.add_argument(f"--{s.name}-{key.replace('_', '-')}", dest=_dest(s, key), default=value,
+                               type=_none_or(kind), metavar=key.split("_")[0].upper(),
+                               help=f"{SETTING_HELP[key]} (default: {'none' if value is None else value})")
+    return parser
+
+
+def _dest(stage: Stage, key: str) -> str:
+    return f"{stage.name}_{key}".replace("-", "_")
+
+
+def _none_or(kind):
+    """A stage setting's type; 'none' for no value (a stage from scratch)."""
+    return lambda text: None if text.lower() == "none" else kind(text)
+
+
+def stages_from_args(args, stages=SHIPPED_STAGES) -> list[Stage]:
+    """The stage table with the flags' values in place of its defaults."""
+    return [Stage(s.name, s.model, **{**s.settings(), **{k: getattr(args, _dest(s, k)) for k in s.settings()}})
+            for s in stages]
+
+
+def describe_machine(device: torch.device) -> str:
+    """The machine a stage ran on, as its record says it."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} GPU"
+    threads, cores = torch.get_num_threads(), os.cpu_count()
+    return f"{cores} CPU cores" if threads == cores else f"{threads} of {cores} CPU cores"
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="clipdiff train-default", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=None, help="the shared data folder (default ../shared/data)")
-    parser.add_argument("--runs", default="runs", help="where resumable training state is kept")
-    parser.add_argument("--clip-steps", type=int, default=train_clip.clip_defaults()["max_steps"])
-    parser.add_argument("--unet-steps", type=int, default=train_unet.unet_defaults()["max_steps"])
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="where the CLIP trains and embeds (the U-Net: Accelerate's)")
+    parser = build_parser()
     args = parser.parse_args(argv)
-    runs = Path(args.runs)
+    stages = stages_from_args(args)
+    problems = check_order(stages)
+    if problems:
+        parser.error("; ".join(problems))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    gpu_here = torch.cuda.is_available()
+    if args.dry_run:      # a plan for a GPU may be asked for where there is none: its estimates are recorded ones
+        machine = describe_machine(device) if device.type == "cpu" or gpu_here else "a CUDA GPU (none here)"
+        print(f"train-default: {len(args.stages)} of {len(stages)} stages on {machine}\n")
+        print(plan_text([s for s in stages if s.name in args.stages], device.type, machine,
+                        load_records(SHIPPED_RECORDS)["stages"], step_costs()))
+        return
+    if device.type == "cuda" and not gpu_here:
+        parser.error("--device cuda: there is no CUDA GPU here")
+    Recipe(args, stages, device).run()
 
-    print("== 1/5 flowers CLIP")
-    clip_args = train_clip.build_parser().parse_args([])
-    clip_args.__dict__.update(data=args.data, threads=args.threads, device=args.device, out=str(runs / "clip"),
-                              export=str(DEFAULT_CLIP_DIR), max_steps=args.clip_steps)
-    train_clip.train(clip_args)
 
-    print("== 2/5 CLIP evaluation on the held-out images")
-    from ..evaluate import clip_report
-    from ..encoders import ClipEncoder
-    encoder = ClipEncoder.load("default", device=args.device)
-    atomic_save_json(clip_report(encoder, args.data), DEFAULT_CLIP_DIR / "eval.json")
+class Recipe:
+    """One train-default run: its stages' folders, what each needs, and what is installed where."""
 
-    print("== 3/5 embeddings of the training images")
-    from ..embed import EmbeddingTable, precompute
-    embeddings = runs / "embeddings"
-    if not (embeddings / "index.json").is_file() or _older(embeddings / "index.json", DEFAULT_CLIP_DIR / "open_clip_model.safetensors"):
-        precompute(encoder, data_mod.load_training_data(args.data, 64), embeddings)
+    def __init__(self, args, stages: list[Stage], device: torch.device):
+        self.args, self.device = args, device
+        self.stages = {s.name: s for s in stages}
+        self.runs, self.checkpoints = Path(args.runs), Path(args.checkpoints)
+        self.final = {m: final_stage(stages, m).name for m in MODELS}
+        self.clip_base = train_clip.build_parser().parse_args(shlex.split(args.clip_flags))
 
-    print("== 4/5 embedding atlas")
-    from ..atlas import build_atlas
-    if not (DEFAULT_ATLAS_DIR / "atlas.safetensors").is_file() or _older(DEFAULT_ATLAS_DIR / "atlas.safetensors", embeddings / "index.json"):
-        build_atlas(EmbeddingTable.load(embeddings), DEFAULT_ATLAS_DIR)
+    # -- where things are ------------------------------------------------------------------------------------------
+    def folder(self, name: str) -> Path:
+        return self.runs / name
 
-    print("== 5/5 diffusion U-Net")
-    unet_args = train_unet.build_parser().parse_args([])
-    unet_args.__dict__.update(data=args.data, threads=args.threads, embeddings=str(embeddings),
-                              out=str(runs / "unet"), export=str(DEFAULT_UNET_DIR), max_steps=args.unet_steps)
-    train_unet.train(unet_args)
-    publish_assets(runs)
-    write_model_card()
-    print(f"done: models in {CHECKPOINTS_DIR}, pictures in {ASSETS_DIR}")
+    def export(self, name: str) -> Path:
+        return self.folder(name) / "export"
+
+    def installed(self, model: str) -> Path:
+        return self.checkpoints / model
+
+    def read_record(self, name: str) -> dict | None:
+        path = self.folder(name) / RECORD
+        return read_json(path) if path.is_file() else None
+
+    def done(self, stage: Stage) -> bool:
+        """Finished with these settings, after what it needs last changed (else it must be trained again)."""
+        rec = self.read_record(stage.name)
+        if rec is None or stage_of(rec) != stage:
+            return False
+        changed = self.changed_since(stage)
+        if changed:
+            raise SystemExit(f"{stage.name} was trained before {', '.join(changed)} last changed: delete "
+                             f"{self.folder(stage.name)} to train it again on the new weights")
+        return True
+
+    def changed_since(self, stage: Stage) -> list[str]:
+        """The stages it needs whose records are newer than its own: retrained after it started from them."""
+        mine = (self.folder(stage.name) / RECORD).stat().st_mtime
+        return [n for n in needs(stage) if (self.folder(n) / RECORD).is_file()
+                and (self.folder(n) / RECORD).stat().st_mtime > mine]
+
+    def clip_name(self, name: str) -> str:
+        """How a CLIP stage's weights are loaded: the installed default CLIP by its name (the identity a shipped
+        U-Net records), any other by its folder."""
+        if name == self.final["clip"]:
+            folder = self.installed("clip")
+            return "default" if folder.resolve() == DEFAULT_CLIP_DIR.resolve() else str(folder)
+        return str(self.export(name))
+
+    # -- the run -----------------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        chosen = [s for s in self.stages.values() if s.name in self.args.stages]
+        for i, stage in enumerate(chosen, 1):
+            print(f"== {i}/{len(chosen)} {stage.name} ({MODELS[stage.model]})", flush=True)
+            self.run_stage(stage)
+        self.finish()
+
+    def run_stage(self, stage: Stage) -> None:
+        missing = [n for n in needs(stage) if self.read_record(n) is None]
+        if missing:
+            raise SystemExit(f"{stage.name} needs {' and '.join(missing)}, not run in {self.runs} yet: "
+                             f"add {' '.join(missing)} to --stages")
+        if self.done(stage):
+            print(f"{stage.name}: done before ({self.folder(stage.name) / RECORD}), skipped")
+        elif stage.model == "clip":
+            train_clip.train(self.clip_args(stage))
+            self.write_record(stage, read_json(self.export(stage.name) / "training.json"))
+        else:
+            train_unet.train(self.unet_args(stage, self.embeddings(stage.conditions)))
+            self.write_record(stage, read_json(self.export(stage.name) / "config.json")["training"])
+        if stage.name == self.final[stage.model]:
+            self.install(stage)
+
+    def common_flags(self, stage: Stage) -> list[str]:
+        flags = ["--out", str(self.folder(stage.name)), "--export", str(self.export(stage.name)),
+                 "--max-steps", str(stage.steps), "--batch-size", str(stage.batch_size), "--lr", str(stage.lr),
+                 "--warmup-steps", str(stage.warmup_steps), "--device", self.device.type,
+                 "--threads", str(self.args.threads)]
+        flags += ["--data", self.args.data] if self.args.data else []
+        return flags + (["--init-from", str(self.export(stage.init_from))] if stage.init_from else [])
+
+    def clip_args(self, stage: Stage) -> argparse.Namespace:
+        return train_clip.build_parser().parse_args(shlex.split(self.args.clip_flags) + self.common_flags(stage))
+
+    def unet_args(self, stage: Stage, embeddings: Path) -> argparse.Namespace:
+        flags = self.common_flags(stage) + ["--embeddings", str(embeddings), "--clip", self.clip_name(stage.conditions),
+                                            "--ema-decay", str(stage.ema_decay)]
+        return train_unet.build_parser().parse_args(shlex.split(self.args.unet_flags) + flags)
+
+    def write_record(self, stage: Stage, trained: dict) -> None:
+        """The stage's record, once it has run all its steps. A trainer stopped early (SIGTERM, --max-seconds)
+        exports what it has: then the whole run stops, so no later stage starts from a stage half done."""
+        if trained["steps"] < stage.steps:
+            raise SystemExit(f"{stage.name} stopped at step {trained['steps']} of {stage.steps}, saved in "
+                             f"{self.folder(stage.name)}: run train-default again to go on")
+        atomic_save_json(record(stage, describe_machine(self.device), self.device.type, trained["train_seconds"]),
+                         self.folder(stage.name) / RECORD)
+
+    def embeddings(self, clip_stage: str) -> Path:
+        """The training images' embeddings by a CLIP stage (runs/STAGE/embeddings), made when missing or older than
+        the weights they come from."""
+        from ..embed import precompute
+        from ..encoders import ClipEncoder
+
+        folder = self.folder(clip_stage) / "embeddings"
+        name = self.clip_name(clip_stage)
+        weights = (DEFAULT_CLIP_DIR if name == "default" else Path(name)) / "open_clip_model.safetensors"
+        if not _older(folder / "index.json", weights) and (folder / "index.json").is_file():
+            return folder
+        print(f"embeddings of the training images by {clip_stage}", flush=True)
+        encoder = ClipEncoder.load(name, device=str(self.device))
+        precompute(encoder, data_mod.load_training_data(self.args.data, 64), folder)
+        return folder
+
+    def install(self, stage: Stage) -> None:
+        """The last stage of a model becomes the shipped one: its export copied into --checkpoints (copies keep
+        their times, so an export newer than its copy is one not installed yet), the CLIP with its held-out
+        evaluation."""
+        target = self.installed(stage.model)
+        weights = "open_clip_model.safetensors" if stage.model == "clip" else "model.safetensors"
+        if not (target / weights).is_file() or _older(target / weights, self.export(stage.name) / weights):
+            shutil.copytree(self.export(stage.name), target, dirs_exist_ok=True)
+            print(f"installed {stage.name} into {target}")
+        if stage.model == "clip" and not (
+                (target / "eval.json").is_file() and not _older(target / "eval.json", target / weights)):
+            from ..encoders import ClipEncoder
+            from ..evaluate import clip_report
+
+            print("the CLIP on the held-out images (eval-clip)", flush=True)
+            encoder = ClipEncoder.load(self.clip_name(stage.name), device=str(self.device))
+            a = self.clip_base
+            atomic_save_json(clip_report(encoder, self.args.data, a.n_heldout, a.seed, a.image_size),
+                             target / "eval.json")
+
+    def finish(self) -> None:
+        """The atlas from the last CLIP, the pictures, and once every stage has a record: the records and the card."""
+        clip = self.final["clip"]
+        if self.args.atlas == "yes" and self.read_record(clip) is not None:
+            from ..atlas import build_atlas
+            from ..embed import EmbeddingTable
+
+            table = self.embeddings(clip)
+            atlas = self.installed("atlas") / "atlas.safetensors"
+            if not atlas.is_file() or _older(atlas, table / "index.json"):
+                build_atlas(EmbeddingTable.load(table), self.installed("atlas"))
+        self.publish_assets()
+        records = [self.read_record(n) for n in self.stages]
+        if any(r is None for r in records):
+            print("the model card is left as it was: not every stage has run here")
+            return
+        stale = [s.name for s in self.stages.values() if self.changed_since(s)]
+        if stale:       # the installed models came from stages trained on what has changed since
+            print(f"the model card is left as it was: {', '.join(stale)} started from stages trained again since")
+            return
+        path = self.checkpoints / RECORDS_NAME
+        old = load_records(path)
+        previous = old.get("previous", {}) if old["stages"] in ([], records) else \
+            {m: sum(r["steps"] * r["batch_size"] for r in old["stages"] if r["model"] == m) for m in MODELS}
+        save_records({"previous": previous, "stages": records}, path)
+        print(f"model card: {write_model_card(self.checkpoints, Path(self.args.assets))}")
+
+    def publish_assets(self) -> None:
+        """The shipped models' own pictures: the last stages' loss curves and the U-Net's last reference grid."""
+        assets = Path(self.args.assets)
+        assets.mkdir(parents=True, exist_ok=True)
+        for model, stage in self.final.items():
+            for name in ("loss.png", "loss.csv"):
+                if (self.folder(stage) / name).is_file():
+                    shutil.copyfile(self.folder(stage) / name, assets / name.replace("loss", f"loss_{model}"))
+        grids = sorted((self.folder(self.final["unet"]) / "samples").glob("step_*.png"))
+        if grids:
+            shutil.copyfile(grids[-1], assets / "reference_grid.png")
 
 
 def _older(path: Path, than: Path) -> bool:
-    return than.is_file() and path.stat().st_mtime < than.stat().st_mtime
-
-
-def publish_assets(runs: Path) -> None:
-    """The shipped model's own pictures: the loss curves and its last reference grid."""
-    ASSETS_DIR.mkdir(exist_ok=True)
-    for src, dst in ((runs / "unet" / "loss.png", "loss_unet.png"), (runs / "clip" / "loss.png", "loss_clip.png"),
-                     (runs / "unet" / "loss.csv", "loss_unet.csv"), (runs / "clip" / "loss.csv", "loss_clip.csv")):
-        if src.is_file():
-            shutil.copyfile(src, ASSETS_DIR / dst)
-    grids = sorted((runs / "unet" / "samples").glob("step_*.png"))
-    if grids:
-        shutil.copyfile(grids[-1], ASSETS_DIR / "reference_grid.png")
-
-
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def clip_tower(vision: dict) -> str:
-    if isinstance(vision.get("layers"), list):
-        return (f"ResNet (open_clip ModifiedResNet), {vision['image_size']} px, layers {vision['layers']}, "
-                f"width {vision['width']}")
-    return (f"ViT, {vision['image_size']} px, patch {vision['patch_size']}, width {vision['width']}, "
-            f"{vision['layers']} layers")
-
-
-def clip_metrics(now: dict, before: dict) -> str:
-    rows = [(f"caption->image {k}", "caption_to_image", k) for k in now.get("caption_to_image", {})] + \
-           [(f"zero-shot species {k}", "zero_shot", k) for k in now.get("zero_shot", {})]
-    lines = ["| metric | this model | previous model |", "| --- | --- | --- |"]
-    for label, group, key in rows:
-        old = before.get(group, {}).get(key)
-        lines.append(f"| {label} | {now[group][key]:.3f} | {'-' if old is None else format(old, '.3f')} |")
-    counts = now.get("counts")
-    if counts:
-        lines.append(f"\n{counts['queries']} caption queries against {counts['gallery']} held-out images; "
-                     f"{counts['candidate_species']} candidate species (chance top-1 = "
-                     f"{1 / counts['candidate_species']:.3f}, R@1 = {1 / counts['gallery']:.3f}).")
-    return "\n".join(lines) if rows else "(not evaluated yet)"
-
-
-def species_table(now: dict, before: dict) -> str:
-    """The independent yardstick's figures: the floor, blurred real images, the previous and this model."""
-    species = now.get("species")
-    if not species:
-        return "(not measured yet: `python -m clipdiff eval-gen --species 8`)"
-    ref = species["reference"]
-    entries = [("real held-out images (the floor)", ref["real"]),
-               (f"real images blurred (sigma {ref['blur_sigma_px']} px)", ref["blurred"])]
-    for label, report in (("previous model", before), ("this model", now)):
-        for run in report.get("runs", []):
-            for r in run.get("species", []):
-                entries.append((f"{label}, w = {r['w']:g}", r))
-    lines = ["| images | FD | KID x1000 | species accuracy | top-5 |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {label} | {r['fd']:.2f} | {r['kid']:.2f} | {r['accuracy']:.3f} | {r['top5']:.3f} |"
-              for label, r in entries]
-    c = species["classifier"]
-    lines.append(f"\n{species['species']} species prompts x {species['n_per_species']} images, {now.get('steps')} "
-                 f"{now.get('sampler')} steps; the classifier (clipdiff.training.yardstick, {c['image_size']} px, "
-                 f"held-out top-1 {c['heldout_accuracy']:.3f}) was trained by the project on the real training images.")
-    return "\n".join(lines)
-
-
-def stages(training: dict) -> str:
-    """A model trained in several runs (e.g. a first stage on a lent GPU, then fine-tuned here) lists them."""
-    return "".join(f"\n  - {stage}" for stage in training.get("stages", []))
-
-
-def models_line() -> str:
-    """Which weights this card describes, by the ids the app and the claims file name them with."""
-    ids = claims.shipped_model_ids()
-    return (f"The app loads `{ids['unet']}` (U-Net), `{ids['clip']}` (CLIP) and `{ids['atlas']}` (atlas); what the "
-            "tour and the docs say about them is measured in `claims.json` (`python -m clipdiff claims`).")
-
-
-def write_model_card() -> Path:
-    """checkpoints/README.md from what the runs and evaluations recorded: data, settings, images seen, wall time,
-    the held-out figures (beside the previous model's, kept in benchmarks/previous/), the recipe comparison."""
-    clip_card = _read(DEFAULT_CLIP_DIR / "training.json")
-    unet_cfg = _read(DEFAULT_UNET_DIR / "config.json")
-    previous = PROJECT_ROOT / "benchmarks" / "previous"
-    arch = clip_card["architecture"]
-    u, tr = unet_cfg["unet"], unet_cfg["training"]
-    a = clip_card.get("args", {})
-    recipes = PROJECT_ROOT / "benchmarks" / "recipes.md"
-    text = f"""# Model card: the embedded default models
-
-Both models were trained by clipdiff's own code (`python -m clipdiff train-default` runs every stage with these
-settings as its defaults) from `../shared/data`: Oxford-102 flowers (64x64, 10 captions per image,
-Reed et al. 2016) and flowers5 (5 species in class folders, captioned with species-name templates). No dataset
-image is shipped.
-
-{models_line()}
-
-## Split
-{clip_card["split"]}. Training images: {clip_card["train_images"]}; held out: {clip_card["heldout_images"]}.
-
-## flowers CLIP (`clip/`)
-open_clip architecture (loadable as `local-dir:checkpoints/clip`), weights in float16 safetensors.
-- image tower: {clip_tower(arch["vision_cfg"])}
-- text tower: width {arch["text_cfg"]["width"]}, {arch["text_cfg"]["layers"]} layers, context {arch["text_cfg"]["context_length"]} tokens (the CLIP BPE vocabulary)
-- embedding: {arch["embed_dim"]}-d; open_clip's contrastive loss, initial temperature {a.get("temperature", 0.07)}
-- {clip_card["steps"]} steps of batch {clip_card["batch_size"]} ({clip_card.get("images_seen", clip_card["steps"] * clip_card["batch_size"]):,} image-caption pairs seen), AdamW lr {a.get("lr")}, cosine; random square crops ({a.get("crop_scale_min")}..1 of the side) and flips, no colour jitter; {clip_card["train_seconds"] / 60:.0f} min on {clip_card.get("hardware", "2 CPU cores")}{stages(clip_card)}
-
-Held-out evaluation (`python -m clipdiff eval-clip`):
-
-{clip_metrics(_read(DEFAULT_CLIP_DIR / "eval.json"), _read(previous / "eval_clip.json"))}
-
-## diffusion U-Net (`unet/`)
-diffusers `UNet2DConditionModel`, {u["image_size"]}x{u["image_size"]}x3, widths {u["block_out_channels"]}, {u["layers_per_block"]} layer(s) per block,
-attention at levels {u["attention_levels"]}; conditioned on the CLIP embedding (projected into the timestep
-embedding and as a one-token cross-attention context).
-- noise schedule: T = {unet_cfg["schedule"]["num_train_timesteps"]}, {unet_cfg["schedule"]["beta_schedule"]} betas {unet_cfg["schedule"]["beta_start"]}..{unet_cfg["schedule"]["beta_end"]}
-- conditions: {unet_cfg["cond_source"]} embeddings, normalisation `{unet_cfg["embedding_norm"]}`; context dropout {u["cond_drop_prob"]} ({u["null_mode"]} null)
-- loss: noise-prediction MSE, {tr.get("loss_weighting", "mse")} weighting (gamma {tr.get("snr_gamma", "-")}); flips {tr.get("flip_prob", 0.5)}
-- {tr.get("steps")} steps of batch {tr.get("batch_size")} ({tr.get("images_seen", 0):,} images seen), lr {tr.get("lr")}, EMA {tr.get("ema_decay")} (the EMA weights ship); {tr.get("train_seconds", 0) / 60:.0f} min on {tr.get("hardware", "2 CPU cores")}{stages(tr)}
-
-Generated images measured by an independent yardstick (a species classifier of our own, `clipdiff.training.yardstick`;
-`python -m clipdiff eval-gen --species 8`), at the app's default sampler:
-
-{species_table(_read(ASSETS_DIR / "eval_gen.json"), _read(previous / "eval_gen.json"))}
-
-![quality against images seen](../assets/curves.png)
-
-## How the recipes were chosen
-{recipes.read_text() if recipes.is_file() else "(no comparison recorded)"}
-## Atlas (`atlas/`)
-Image embeddings of every dataset image (float16), species names, one species prompt per species and a
-sample of captions, with 2-D UMAP (raw and centred) and PCA coordinates.
-"""
-    path = CHECKPOINTS_DIR / "README.md"
-    path.write_text(text)
-    return path
+    return than.is_file() and path.is_file() and path.stat().st_mtime < than.stat().st_mtime

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .. import data as data_mod
 from ..checkpoints import DEFAULT_UNET_DIR, CheckpointError, describe_path, read_json
+from ..devices import resolve_device
 from ..diffusion import DiffusionConfig, condition, load_diffusion, save_diffusion
 from ..embed import EmbeddingTable
 from ..encoders import ClipEncoder
@@ -57,6 +58,8 @@ def unet_defaults() -> dict:
         init_from=None,                 # an exported diffusion checkpoint to start from (same architecture)
         yardstick=None, eval_every=0, eval_per_species=4,   # species-prompt yardstick during training
         seed=0, save_every=250, sample_every=500, sample_steps=25, n_heldout=1000, threads=0,
+        device="auto",                  # one process: cpu, cuda, or auto (a GPU when there is one); accelerate launch
+                                        # decides for several
     )
 
 
@@ -149,7 +152,7 @@ def build_models(args, config: DiffusionConfig) -> tuple[ConditionalUNet, Condit
 def train(args) -> Path:
     if args.threads:
         torch.set_num_threads(args.threads)
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=resolve_device(args.device).type == "cpu")
     out = Path(args.out)
     table = EmbeddingTable.load(args.embeddings)
     config = build_config(args, table)

@@ -21,9 +21,7 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,6 +40,7 @@ from ..runtimes import DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, RuntimeUnavailable
 from ..sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, STEPS_RANGE, stream, to_uint8
 from ..schedulers import SAMPLERS
 from .bench_runtimes import bench_runtimes, runtime_table
+from .measured import machine
 from .room import Session
 
 # The four prompts of `generate_4_s`: the reference's three and one more, one image each.
@@ -103,30 +102,6 @@ def repeat(fn, trials: int, warmup: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - t0)
     return times
-
-
-# -- machine ---------------------------------------------------------------------------------------------------
-def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu_model": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch_version": torch.__version__, "python_version": platform.python_version(),
-            "platform": platform.platform(), "git_commit": git_commit(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 # -- core ------------------------------------------------------------------------------------------------------

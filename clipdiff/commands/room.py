@@ -32,6 +32,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .measured import machine
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ("A deep red rose flower", "A round white daisy with a yellow center",
            "An orange sunflower with a big brown center", "A pink flower with many petals")
@@ -126,7 +128,7 @@ class RoomReport:
     url: str
     # Where the machine's CPU went while the room was open: the simulated attendees (this process) and every process
     # (the app, its replicas, the attendees); on one machine the attendees' share is CPU a real room's laptops pay.
-    machine: dict | None = None                 # CPU, git commit, date (bench's machine())
+    machine: dict | None = None                 # CPU, git commit, date (measured.machine())
     cpu_count: int | None = None
     clients_cpu_s: float | None = None
     machine_cpu_s: float | None = None
@@ -214,15 +216,8 @@ def run_room(url: str, users: int, think_s: float, duration_s: float, backend: s
                       p50_s=_round(percentile(latencies, 50)), p95_s=_round(percentile(latencies, 95)),
                       errors=len(errors), requests=len(latencies) + len(errors), images=images, wall_s=round(wall, 2),
                       steps=steps, sampler=sampler, error_examples=sorted(set(errors))[:5], url=url,
-                      machine=measured_on(), cpu_count=os.cpu_count(), clients_cpu_s=round(clients_cpu, 1),
+                      machine=machine(), cpu_count=os.cpu_count(), clients_cpu_s=round(clients_cpu, 1),
                       machine_cpu_s=None if machine_cpu is None else round(machine_cpu, 1))
-
-
-def measured_on() -> dict:
-    """What measured the room: the CPU, the code (git commit) and the date, as bench records them."""
-    from .bench import machine      # bench imports this module: imported when called
-
-    return machine()
 
 
 def machine_busy_s() -> float | None:

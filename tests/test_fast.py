@@ -274,3 +274,149 @@ def test_every_train_fast_default_is_a_flag():
     parser = train_fast.build_parser()
     for key, value in train_fast.fast_defaults().items():
         assert getattr(parser.parse_args([]), key) == value
+
+
+# -- the app -------------------------------------------------------------------------------------------------------
+def app_context(models):
+    pytest.importorskip("gradio")
+    from clipdiff.app.context import Context
+
+    return Context.create(models, preview_every_s=0)
+
+
+@pytest.fixture(scope="module")
+def fast_models(tiny_clip_dir, tiny_unet_dir, fast_dir):
+    """The app's models with the fast mode (app.py --fast DIR)."""
+    pytest.importorskip("gradio")
+    from clipdiff.app.context import Models
+
+    models = Models.load(tiny_unet_dir, str(tiny_clip_dir), None, None, "cpu", runtime="torch", fast=fast_dir)
+    assert models.problems == []
+    return models
+
+
+def test_the_app_offers_the_fast_sampler_only_when_asked_and_loaded(fast_models, tiny_models, tiny_clip_dir,
+                                                                    tiny_unet_dir, tmp_path):
+    from clipdiff.app.context import Models
+    from clipdiff.schedulers import SAMPLERS
+
+    assert tiny_models.samplers == SAMPLERS and "fast" not in tiny_models.samplers     # the teaching default
+    assert fast_models.samplers == (*SAMPLERS, "fast")
+    assert "fast mode `fast" in fast_models.status_markdown()
+    missing = Models.load(tiny_unet_dir, str(tiny_clip_dir), None, None, "cpu", runtime="torch",
+                          fast=tmp_path / "nothing")
+    assert missing.pipeline is not None and missing.samplers == SAMPLERS, "the app runs without it"
+    assert len(missing.problems) == 1 and missing.problems[0].startswith("No fast mode: no fast-mode student in")
+    assert "--fast DIR" in missing.problems[0] and "fast mode" in missing.status_markdown()
+
+
+def test_the_app_generates_in_the_fast_mode_and_playback_says_it_needs_the_teacher(fast_models):
+    from clipdiff.app.tabs import generate, playback
+
+    ctx = app_context(fast_models)
+    updates = list(generate.generate(ctx, "a red rose", 2.0, 4, "fast", 3, 2))
+    gallery, status, seed, run = updates[-1]
+    assert status.startswith("Done: 2 image(s), seed 3, 4 fast steps in ") and "Fast mode: a student" in status
+    assert [u[1] for u in updates[:-1]] == [f"Sampling: step {k} of 4" for k in (1, 2, 3)]
+    params = [read_params(Image.open(path)) for path, _ in gallery]
+    assert all(p["sampler"] == "fast" and p["model"] == fast_models.pipeline.student_id for p in params)
+    shown = playback.show_playback(ctx, run)
+    assert shown[-1]["visible"] is True and "Playback needs the teacher U-Net" in shown[-1]["value"]
+    assert shown[2] is None, "the previous run's frame goes"
+    with pytest.raises(gr_error(), match="Playback needs the teacher"):
+        playback.gif(ctx, run, 0)
+    # the teacher's run after it plays back as before
+    teacher_run = list(generate.generate(ctx, "a red rose", 2.0, 4, "ddim", 3, 1))[-1][3]
+    assert playback.show_playback(ctx, teacher_run)[-1]["visible"] is False
+
+
+def gr_error():
+    import gradio as gr
+
+    return gr.Error
+
+
+@pytest.mark.parametrize("call, feature", [
+    (lambda ctx, tabs: tabs.generate.generate(ctx, "a rose", 2.0, 4, "fast", 0, 1, "red"), "A negative prompt"),
+    (lambda ctx, tabs: tabs.generate.generate(ctx, "[a daisy:a sunflower:0.5]", 2.0, 4, "fast", 0, 1),
+     "Prompt editing"),
+    (lambda ctx, tabs: tabs.debug.prompt_edit(ctx, "a daisy", "a sunflower", "0, 0.5", 0, 2.0, 4, "fast"),
+     "Prompt editing"),
+    (lambda ctx, tabs: tabs.photo.edit_photo(ctx, None, True, "a rose", 0.6, 2.0, 0, 4, "fast", "", tabs.last_run),
+     "Editing a photo"),
+])
+def test_the_teachers_features_are_refused_in_the_tabs_status(fast_models, call, feature):
+    """A refusal (gr.Error, which the page's status says, wiring.said_in_status), naming what needs the teacher."""
+    from types import SimpleNamespace
+
+    from clipdiff.app.errors import said_in_status
+    from clipdiff.app.runs import RunStatus
+    from clipdiff.app.tabs import debug, generate, photo
+
+    ctx = app_context(fast_models)
+    last_run = list(generate.generate(ctx, "a red rose", 2.0, 4, "ddim", 3, 1))[-1][3]
+    tabs = SimpleNamespace(generate=generate, debug=debug, photo=photo, last_run=last_run)
+    status = object()
+    outputs = []
+    with pytest.raises(gr_error(), match=f"{feature}.* needs the teacher U-Net"):
+        for update in said_in_status(lambda: call(ctx, tabs), [object(), status], status)():
+            outputs.append(update)
+    said = outputs[-1][-1]
+    assert isinstance(said, RunStatus) and said.refused and f"{feature}" in said and "needs the teacher U-Net" in said
+
+
+def test_without_the_fast_mode_the_app_refuses_it_and_says_how_to_get_it(tiny_models):
+    from clipdiff.app.tabs import generate
+
+    with pytest.raises(gr_error(), match="The fast mode is not loaded \\(it is opt-in: app.py --fast\\)"):
+        list(generate.generate(app_context(tiny_models), "a rose", 2.0, 4, "fast", 0, 1))
+
+
+def test_the_steps_follow_the_sampler_between_the_fast_mode_and_the_teacher():
+    pytest.importorskip("gradio")
+    from clipdiff.app.controls import steps_for_sampler
+    from clipdiff.app.inputs import Checked
+
+    assert steps_for_sampler("fast", 12) == 4 and steps_for_sampler("dpmsolver-karras", 4) == 12
+    assert not isinstance(steps_for_sampler("fast", 2), int) and not isinstance(steps_for_sampler("ddim", 20), int)
+    checked = Checked(quiet=True)
+    assert checked.sampling(2.0, 0, 12, "fast").steps == 4
+    assert checked.notes == ["The fast sampler takes 1 to 8 steps: using 4."]
+
+
+# -- eval-gen ------------------------------------------------------------------------------------------------------
+def test_eval_gen_adds_the_fast_modes_rows_beside_the_teachers(tmp_path, tiny_clip_dir, tiny_unet_dir, fast_dir):
+    from clipdiff.__main__ import main as clipdiff_main
+
+    out = tmp_path / "gen.json"
+    assert clipdiff_main(["eval-gen", "--w", "2", "--n", "2", "--json", str(out), "--unet", str(tiny_unet_dir),
+                          "--clip", str(tiny_clip_dir), "--real", "none", "--steps", "3", "--sampler", "ddim",
+                          "--device", "cpu", "--fast", str(fast_dir)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["sampler"], r["steps"]) for r in runs] == [("ddim", 3), ("fast", 4), ("fast", 2)]
+    assert runs[1]["model"] == f"{model_id_of(fast_dir)} (fast, 4 steps)"
+    assert runs[1]["results"][0]["clip_score"] != runs[0]["results"][0]["clip_score"]
+
+
+def test_fast_vs_teacher_divides_each_fast_rows_fd_by_the_teachers_at_its_w():
+    from clipdiff.commands.cli_eval import fast_vs_teacher
+
+    def run(sampler, steps, fd, accuracy):
+        return {"model": f"{sampler} {steps}", "sampler": sampler, "steps": steps,
+                "species": [{"w": 2.0, "fd": fd, "accuracy": accuracy}]}
+    ratios = fast_vs_teacher([run("dpmsolver-karras", 12, 10.0, 0.75), run("fast", 4, 13.0, 0.7),
+                              run("fast", 2, 16.0, 0.6)])
+    assert [(r["steps"], r["fd_ratio"], r["accuracy"], r["teacher_accuracy"]) for r in ratios] == [
+        (4, 1.3, 0.7, 0.75), (2, 1.6, 0.6, 0.75)]
+
+
+def test_bench_times_the_fast_mode_beside_the_teacher(tmp_path, tiny_clip_dir, tiny_unet_dir, fast_dir):
+    from clipdiff.commands.bench import main as bench_main
+
+    out = tmp_path / "bench.json"
+    assert bench_main(["--quick", "--unet", str(tiny_unet_dir), "--clip", str(tiny_clip_dir), "--atlas",
+                       str(tmp_path / "none"), "--skip-app", "--skip-reference", "--skip-runtimes", "--steps", "3",
+                       "--threads", "1", "--runtime", "torch", "--fast", str(fast_dir), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["generate_4_s"] > 0 and result["generate_4_s_fast"] > 0
+    assert result["fast_steps"] == 4 and result["fast_model"] == model_id_of(fast_dir)

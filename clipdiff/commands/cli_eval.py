@@ -204,7 +204,7 @@ def fast_vs_teacher(runs: list[dict]) -> list[dict]:
     return found
 
 
-def main_gen(argv=None):
+def gen_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clipdiff eval-gen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", default=None, help="text file, one prompt per line (default: the reference three)")
@@ -239,6 +239,11 @@ def main_gen(argv=None):
     parser.add_argument("--fast-steps", action="append", type=int,
                         help="student steps of the fast rows; repeat for several (default: 4 and 2)")
     parser.add_argument("--device", default="auto")
+    return parser
+
+
+def main_gen(argv=None):
+    parser = gen_parser()
     args = parser.parse_args(argv)
     fast_steps = args.fast_steps or [4, 2]
     if args.fast and not all(1 <= k <= 8 for k in fast_steps):

@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import claims
 from .. import data as data_mod
 from . import train_clip, train_unet
+from .train_fast import model_card_section
 from ..checkpoints import (CHECKPOINTS_DIR, DEFAULT_ATLAS_DIR, DEFAULT_CLIP_DIR, DEFAULT_UNET_DIR, PROJECT_ROOT,
                           atomic_save_json)
 
@@ -197,7 +198,7 @@ Generated images measured by an independent yardstick (a species classifier of o
 ## Atlas (`atlas/`)
 Image embeddings of every dataset image (float16), species names, one species prompt per species and a
 sample of captions, with 2-D UMAP (raw and centred) and PCA coordinates.
-"""
+{model_card_section()}"""
     path = CHECKPOINTS_DIR / "README.md"
     path.write_text(text)
     return path

@@ -42,10 +42,10 @@ class FastConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     teacher: str = ""                  # the teacher's model id (pipeline.model_id_of): a student of no other
     guidance_embed_dim: int = 64       # width of w's sinusoidal embedding
-    # w is multiplied by this before the embedding: its frequencies then run from 1 per 0.01 of w to 1 per 100, so
-    # the app's w range (-10..10) spans the slow ones. diffusers' LCM example uses 1000 for w of 2..15.
+    # w is multiplied by this before the embedding: its frequencies then run from 1 per 0.01 of w to 1 per 100.
+    # diffusers' LCM example uses 1000 for w of 2..15.
     w_scale: float = 100.0
-    w_range: tuple[float, float] = (-10.0, 10.0)   # the w it was trained on
+    w_range: tuple[float, float] = (0.0, 4.0)   # the w it was trained on; others are refused
     original_inference_steps: int = LCM_ORIGINAL_STEPS
     timestep_scaling: float = LCM_TIMESTEP_SCALING
     training: dict = field(default_factory=dict)    # data and run summary, for the model card

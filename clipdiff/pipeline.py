@@ -175,6 +175,12 @@ class ClipDiffusionPipeline:
         if self.student is None:
             return [self.student_problem]
         found = []
+        low, high = self.student_config.w_range
+        outside = sorted({j.w for j in run.jobs if not low <= j.w <= high})
+        if outside:
+            found.append(f"The fast mode learned w from {low:g} to {high:g}, not w = "
+                         f"{', '.join(format(w, 'g') for w in outside)}: choose another sampler (the teacher's) "
+                         "for that w.")
         if any(j.negative.strip() for j in run.jobs):
             found.append(needs_teacher("A negative prompt"))
         if any(j.switches for j in run.jobs):

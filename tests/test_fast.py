@@ -176,6 +176,14 @@ def test_the_teachers_features_are_refused_in_the_fast_mode(fast_pipeline, jobs,
     assert fast_pipeline.fast_problems(fast_pipeline.prepare(jobs, 12, "ddim")) == []
 
 
+def test_a_w_the_student_did_not_learn_is_refused(fast_pipeline):
+    run = fast_pipeline.prepare(images_per_prompt(["a rose"], -2.0, 0, 1) + images_per_prompt(["a rose"], 6, 0, 1),
+                                4, "fast")
+    assert fast_pipeline.fast_problems(run) == [
+        "The fast mode learned w from 0 to 4, not w = -2, 6: choose another sampler (the teacher's) for that w."]
+    assert fast_pipeline.fast_problems(fast_pipeline.prepare(images_per_prompt(["a rose"], 4.0, 0, 1), 4, "fast")) == []
+
+
 def test_without_a_student_the_fast_sampler_is_refused_with_how_to_get_one(tiny_pipeline):
     run = tiny_pipeline.prepare(images_per_prompt(["a rose"], 2.0, 0, 1), 4, "fast")
     assert tiny_pipeline.fast_problems(run) == [tiny_pipeline.student_problem]
@@ -204,6 +212,9 @@ def test_cli_sample_fast_defaults_to_4_steps_and_refuses_more_than_8(tmp_path, t
               str(tiny_clip_dir), "--fast", str(fast_dir), "--device", "cpu", "--runtime", "torch"]
     cli_sample.main(common + ["--out", str(tmp_path / "a")])
     assert json.loads((tmp_path / "a" / "manifest.json").read_text())["images"][0]["steps"] == 4
+    no_w = [a for a in common if a not in ("--w", "2")]
+    cli_sample.main(no_w + ["--out", str(tmp_path / "c")])      # the reference w that it learned: 0 to 2
+    assert [i["w"] for i in json.loads((tmp_path / "c" / "manifest.json").read_text())["images"]] == [0, 0.5, 1, 2]
     with pytest.raises(SystemExit):
         cli_sample.main(common + ["--steps", "12", "--out", str(tmp_path / "b")])
     assert "at most 8 steps" in capsys.readouterr().err
@@ -244,7 +255,7 @@ def test_train_fast_exports_a_student_the_pipeline_loads(embedded, tiny_unet_dir
     assert [r[0] for r in LossLog(out / "loss.csv").rows()] == [1, 2]
     student, config = load_fast(Path(str(out) + "_export"))
     assert config.teacher == model_id_of(tiny_unet_dir) and config.training["steps"] == 2
-    assert config.original_inference_steps == 10 and config.w_range == (-10.0, 10.0)
+    assert config.original_inference_steps == 10 and config.w_range == (0.0, 4.0)
     assert student.unet.time_embedding.cond_proj.weight.abs().sum() > 0       # w has learnt a say
     pipe = ClipDiffusionPipeline.load(tiny_unet_dir, clip=str(tiny_clip_dir), device="cpu", runtime="torch",
                                       fast=Path(str(out) + "_export"))

@@ -292,13 +292,16 @@ def main_gen(argv=None):
         def progress(w, r, _images, model=name):
             print(f"  {model}  w = {w:g}: {r['n_images']} images in {r['seconds']:.1f} s", flush=True)
 
-        results = guidance_curve(pipe, prompts, ws, args.n, args.seed, steps, sampler, real=real, on_w=progress)
+        low, high = pipe.student_config.w_range if sampler in STUDENT_SAMPLERS else (-math.inf, math.inf)
+        answered = [w for w in ws if low <= w <= high]      # the student answers only the w it learned
+        results = guidance_curve(pipe, prompts, answered, args.n, args.seed, steps, sampler, real=real,
+                                 on_w=progress) if answered else []
         runs.append({"unet": str(folder), "model": name, "sampler": sampler, "steps": steps, "clip": encoder.identity,
                      "trained_with_clip": pipe.config.clip_identity, "results": results,
                      "lowest_cmmd_w": best_w(results, "cmmd"), "lowest_fd_w": best_w(results, "frechet_distance")})
         if judge is not None:
             runs[-1]["species"] = [judge.judge(pipe, args.species, w, steps, sampler, args.seed)
-                                   for w in species_ws]
+                                   for w in species_ws if low <= w <= high]
     for run in runs:
         print_table(run["model"], run["results"])
     if judge is None:

@@ -68,6 +68,9 @@ def main(argv=None):
                                           args.precision, fast=args.fast if fast else None)
     except (RuntimeUnavailable, CheckpointError) as e:
         parser.error(str(e))
+    if fast and not args.w:      # the reference list's w that the student learned (it refuses the others)
+        low, high = pipe.student_config.w_range
+        ws = [w for w in ws if low <= w <= high]
     try:
         run = pipe.prepare(sweep(prompts, ws, args.seed, args.negative), args.steps, args.sampler)
     except PromptSyntaxError as e:

@@ -34,7 +34,8 @@ from ..encoders import ClipEncoder
 from ..fast import FAST_SAMPLER, FastConfig, FastStudent, rows, save_fast
 from ..images import labelled_grid, resized_unit
 from ..pipeline import REFERENCE_PROMPTS, ClipDiffusionPipeline, model_id_of, sweep
-from ..sampling import W_RANGE, to_uint8
+from ..caveats import MAX_TRUSTED_W
+from ..sampling import to_uint8
 from ..schedulers import LCM_ORIGINAL_STEPS, LCM_TIMESTEP_SCALING, alphas_cumprod
 from .common import (LossLog, RunState, StopRequest, Timer, add_defaults_to_parser, batch_indices, ema_update,
                      load_run, lr_factor, out_of_time, save_run, schedule_position, set_lr, step_generator)
@@ -54,15 +55,19 @@ def fast_defaults() -> dict:
         out="runs/fast",
         export=str(DEFAULT_FAST_DIR),
         clip="default", clip_pretrained=None,     # for the sample grids only
-        # w as the student learns it: drawn uniformly from the app's range (sampling.W_RANGE), embedded with
-        # guidance_embed_dim sinusoids of w * w_scale (fast.guidance_embedding).
-        w_min=W_RANGE[0], w_max=W_RANGE[1],
+        # w as the student learns it: drawn uniformly from w_min..w_max, embedded with guidance_embed_dim sinusoids
+        # of w * w_scale (fast.guidance_embedding). Not the app's whole range (sampling.W_RANGE, -10..10): drawn
+        # from it, 500 steps lost the prompts (every prompt the same mush, `benchmarks/README.md`, Fast mode), since
+        # until the student tells w apart it learns the mean of guidance towards a prompt (w > 0) and away from it
+        # (w < 0). 0..4: the conditional prediction (w = 0) to the guidance the teacher was made for
+        # (caveats.MAX_TRUSTED_W); the app's default w = 2 in the middle. Outside it the fast mode refuses.
+        w_min=0.0, w_max=MAX_TRUSTED_W,
         guidance_embed_dim=fast.guidance_embed_dim, w_scale=fast.w_scale,
         ddim_steps=LCM_ORIGINAL_STEPS,   # the skipped grid: the teacher's DDIM steps of k = T // ddim_steps
         timestep_scaling=LCM_TIMESTEP_SCALING,
         loss="huber", huber_c=0.001,     # diffusers' example's pseudo-Huber, c per pixel value
         text_prob=0.5, flip_prob=0.5,    # conditions as train-unet draws them: caption or image embedding
-        batch_size=32, lr=2e-4, warmup_steps=100, max_steps=4000, ema_decay=0.95,
+        batch_size=32, lr=1e-4, warmup_steps=100, max_steps=4000, ema_decay=0.95,
         max_seconds=0.0,                 # > 0: a time-boxed run; the cosine schedule ends when the time does
         export_dtype="fp16",
         seed=0, save_every=100, sample_every=500, sample_steps=4, n_heldout=1000, threads=0, device="auto",
@@ -264,7 +269,8 @@ default), one forward a step.
 - consistency distillation (`python -m clipdiff train-fast`, as diffusers' LCM distillation example): the teacher's
   guided eps = (1 + w) eps_cond - w eps_uncond (its learned null as the unconditional) takes one DDIM step on a
   {c["original_inference_steps"]}-step skipped grid, an EMA target ({tr["ema_decay"]}) of the student maps that point to its end, and
-  the student is pulled there ({tr["loss"]} loss, c {tr["huber_c"]}); w uniform in {w_lo:g}..{w_hi:g}, the app's range
+  the student is pulled there ({tr["loss"]} loss, c {tr["huber_c"]}); w uniform in {w_lo:g}..{w_hi:g} (the fast mode
+  refuses other w)
 - {tr["steps"]} steps of batch {tr["batch_size"]} ({tr["images_seen"]:,} images seen), lr {tr["lr"]}, {tr["train_seconds"] / 60:.0f} min on {tr["hardware"]}; the target network ships
 
 Beside its teacher at the app's default sampler, measured in one run each (`eval-gen --species 8 --species-w 2

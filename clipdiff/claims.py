@@ -295,7 +295,7 @@ def fast_table(report: dict, bench: dict) -> list[str]:
         who = "teacher" if run is teacher else "student"
         rows.append(f"| {run['sampler']} ({who}) | {run['steps']} | {forwards} | {species['fd']:.1f} | "
                     f"{species['fd'] / first['fd']:.2f}x | {species['accuracy']:.3f} | "
-                    f"{'' if seconds is None else format(seconds, '.2f') + ' s'} |")
+                    f"{'-' if seconds is None else format(seconds, '.2f') + ' s'} |")
     return rows
 
 

@@ -9,6 +9,7 @@
     python app.py --backend ray --replicas 2        # sampler steps on 2 Ray Serve replicas (requirements-serve.txt)
     python app.py --backend ray --ray-address HOST:6379   # ... on a Ray cluster's shared deployment (README)
     python app.py --wall outputs/wall --wall-admin-file key.txt   # the room's wall; key.txt: the instructor's key
+    python app.py --fast                            # also the fast mode (checkpoints/fast): sampler "fast", 1-8 steps
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from clipdiff.app.limits import MODEL_CONCURRENCY, QUEUE_SIZE  # noqa: E402  (gradio-free: --help stays quick)
-from clipdiff.checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR  # noqa: E402
+from clipdiff.checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_FAST_DIR, DEFAULT_UNET_DIR  # noqa: E402
 from clipdiff.devices import resolve_device  # noqa: E402
 from clipdiff.runtimes import DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, default_runtime, problems  # noqa: E402
 from clipdiff.serving.backend import BACKENDS, make_backend  # noqa: E402
@@ -38,6 +39,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--clip", default="default", help="'default', a local open_clip folder, or an architecture")
     parser.add_argument("--clip-pretrained", default=None, help="weights file or cached tag for --clip ARCH")
     parser.add_argument("--atlas", default=str(DEFAULT_ATLAS_DIR), help="embedding atlas folder")
+    parser.add_argument("--fast", nargs="?", const=str(DEFAULT_FAST_DIR), default=None, metavar="DIR",
+                        help="opt-in, never the teaching default: also offer the fast mode, a student distilled from "
+                             f"the U-Net (sampler 'fast', 1-8 steps; DIR default {DEFAULT_FAST_DIR.relative_to(DEFAULT_FAST_DIR.parents[1])}). "
+                             "Negative prompts, prompt editing, photo edits and playback still need the teacher's "
+                             "samplers; without the weights the app runs without it and says so")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes it to the network")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="open a public Gradio share link (off by default)")
@@ -83,6 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("; ".join(runtime_problems))
     if args.ray_address and args.backend != "ray":
         parser.error("--ray-address needs --backend ray")
+    if args.fast is not None and args.backend != "local":
+        parser.error("--fast runs with --backend local only: the Ray replicas serve the teacher U-Net")
     args.sampler_options = SamplerOptions.from_args(args)
     if args.backend == "ray" and args.sampler_options.problems():
         parser.error("; ".join(args.sampler_options.problems()))
@@ -139,7 +147,7 @@ def main(argv=None) -> None:
     from clipdiff.app.context import Models
 
     models = Models.load(args.unet, args.clip, args.clip_pretrained, args.atlas, args.device, runtime=args.runtime,
-                         precision=args.precision)
+                         precision=args.precision, fast=args.fast)
     for problem in models.problems:
         print(f"warning: {problem}")
     if args.backend != "local" and models.pipeline is not None:

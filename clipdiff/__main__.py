@@ -1,4 +1,4 @@
-"""python -m clipdiff COMMAND ...: sample, embed, train-clip, train-unet, train-default, eval-clip, eval-gen,
+"""python -m clipdiff COMMAND ...: sample, embed, train-clip, train-unet, train-fast, train-default, eval-clip, eval-gen,
 claims, vocabulary, bench, room (see --help of each). A command is a module's main(), or "module:function" for another
 function of it."""
 from __future__ import annotations
@@ -11,6 +11,8 @@ COMMANDS = {
     "embed": ("clipdiff.commands.cli_embed", "precompute CLIP embeddings of a training set (optionally as CSV)"),
     "train-clip": ("clipdiff.training.train_clip", "train the embedded flowers CLIP"),
     "train-unet": ("clipdiff.training.train_unet", "train the diffusion U-Net on precomputed embeddings"),
+    "train-fast": ("clipdiff.training.train_fast",
+                   "distil the fast mode's student (w as an input, 1-8 steps) from the diffusion U-Net"),
     "train-yardstick": ("clipdiff.training.yardstick",
                         "train the species classifier behind eval-gen's independent yardstick"),
     "train-default": ("clipdiff.training.train_default",

@@ -19,6 +19,7 @@ CHECKPOINTS_DIR = PROJECT_ROOT / "checkpoints"
 DEFAULT_CLIP_DIR = CHECKPOINTS_DIR / "clip"
 DEFAULT_UNET_DIR = CHECKPOINTS_DIR / "unet"
 DEFAULT_ATLAS_DIR = CHECKPOINTS_DIR / "atlas"
+DEFAULT_FAST_DIR = CHECKPOINTS_DIR / "fast"       # the fast mode's student (clipdiff/fast.py), opt-in
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -62,8 +63,12 @@ def atomic_save_json(obj, path: Path) -> None:
     _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n"))
 
 
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None,
+                            dtype: torch.dtype | None = None) -> None:
+    """dtype: store floating-point tensors in this type (fp16 halves a shipped file; read back as fp32)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 

@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 
 from . import caveats
-from .checkpoints import (CHECKPOINTS_DIR, DEFAULT_ATLAS_DIR, DEFAULT_CLIP_DIR, DEFAULT_UNET_DIR, PROJECT_ROOT,
-                          atomic_save_json, read_json)
+from .checkpoints import (CHECKPOINTS_DIR, DEFAULT_ATLAS_DIR, DEFAULT_CLIP_DIR, DEFAULT_FAST_DIR, DEFAULT_UNET_DIR,
+                          PROJECT_ROOT, atomic_save_json, read_json)
 from .evaluate import negative_effect_of
 from .pipeline import REFERENCE_PROMPTS, Job, images_per_prompt, prompt_edits
 from .playback import prompt_x0_cosines
@@ -36,6 +36,11 @@ CLAIMS_PATH = CHECKPOINTS_DIR / "claims.json"
 GUIDANCE_PATH = PROJECT_ROOT / "assets" / "eval_gen.json"     # eval-gen's report: the README's guidance table
 GUIDANCE_ROWS = (("CLIP score", "clip_score", ".1f"), ("FD_CLIP", "frechet_distance", ".2f"),
                  ("CMMD x1000", "cmmd", ".2f"), ("diversity", "diversity", ".2f"))
+# The fast mode (opt-in, checkpoints/fast): its figures come from eval-gen's yardstick and bench, beside the
+# teacher's in the same run, and the README and the model card quote them as FAST_DOCUMENTS' table (fast_table).
+FAST_REPORT_PATH = PROJECT_ROOT / "assets" / "eval_fast.json"     # eval-gen --species 8 --species-w 2 --fast
+FAST_BENCH_PATH = PROJECT_ROOT / "benchmarks" / "bench_fast.json"  # bench --fast: generate_4_s and _fast
+FAST_DOCUMENTS = ("README.md", "checkpoints/README.md")
 SEEDS = 8
 WEIGHT_FILES = {"clip": (DEFAULT_CLIP_DIR, "open_clip_model.safetensors"),
                 "unet": (DEFAULT_UNET_DIR, "model.safetensors"),
@@ -276,6 +281,32 @@ def guidance_table(report: dict) -> list[str]:
                for label, key, spec in GUIDANCE_ROWS])
 
 
+def fast_table(report: dict, bench: dict) -> list[str]:
+    """The fast mode against its teacher, from eval-gen's report (the teacher's run first, then the student's at
+    each step count, the yardstick at w = 2) and bench's generate_4_s and generate_4_s_fast (one machine, one run)."""
+    teacher, *students = report["runs"]
+    first = teacher["species"][0]
+    timed = {teacher["steps"]: bench["generate_4_s"], bench["fast_steps"]: bench["generate_4_s_fast"]}
+    rows = ["| sampler | steps | U-Net forwards per image | yardstick FD | FD / teacher's | species accuracy | "
+            "generate_4_s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for run, forwards in [(teacher, 2 * teacher["steps"])] + [(r, r["steps"]) for r in students]:
+        species = run["species"][0]
+        seconds = timed.get(run["steps"]) if run is teacher or run["steps"] == bench["fast_steps"] else None
+        who = "teacher" if run is teacher else "student"
+        rows.append(f"| {run['sampler']} ({who}) | {run['steps']} | {forwards} | {species['fd']:.1f} | "
+                    f"{species['fd'] / first['fd']:.2f}x | {species['accuracy']:.3f} | "
+                    f"{'-' if seconds is None else format(seconds, '.2f') + ' s'} |")
+    return rows
+
+
+def fast_claims(root: Path = PROJECT_ROOT) -> tuple[dict, dict] | None:
+    """eval-gen's and bench's fast-mode reports, where a student is shipped (None: no checkpoints/fast)."""
+    if not (DEFAULT_FAST_DIR / "model.safetensors").is_file():
+        return None
+    return read_json(root / FAST_REPORT_PATH.relative_to(PROJECT_ROOT)), \
+        read_json(root / FAST_BENCH_PATH.relative_to(PROJECT_ROOT))
+
+
 def stale_texts(claims: dict | None = None, root: Path = PROJECT_ROOT) -> list[str]:
     """Each document line whose rendered template (or guidance-table row) is not in its document, as
     'file: expected line'."""
@@ -286,6 +317,11 @@ def stale_texts(claims: dict | None = None, root: Path = PROJECT_ROOT) -> list[s
         stale += [f"{name}: {line}" for line in (render(t, values) for t in templates) if one_line(line) not in text]
     readme = (root / "README.md").read_text()
     stale += [f"README.md: {row}" for row in guidance_table(read_json(GUIDANCE_PATH)) if row not in readme]
+    fast = fast_claims(root)
+    if fast is not None:
+        for name in FAST_DOCUMENTS:
+            text = (root / name).read_text()
+            stale += [f"{name}: {row}" for row in fast_table(*fast) if row not in text]
     return stale
 
 
@@ -302,4 +338,17 @@ def stale_models(claims: dict | None = None) -> list[str]:
     if guidance != shipped["unet"]:
         stale.append(f"{GUIDANCE_PATH.name}: measured on {guidance}, shipped {shipped['unet']} (python -m clipdiff "
                      "eval-gen --w -2 --w -1 --w -0.5 --w 0 --w 0.5 --w 1 --w 2 --n 8 --json assets/eval_gen.json)")
-    return stale
+    return stale + stale_fast(shipped["unet"])
+
+
+def stale_fast(teacher: str) -> list[str]:
+    """The fast-mode reports that were not measured on the shipped student and its teacher."""
+    fast = fast_claims()
+    if fast is None:
+        return []
+    report, bench = fast
+    student = weights_id(DEFAULT_FAST_DIR, "model.safetensors")
+    measured = {FAST_REPORT_PATH.name: (report["runs"][0]["model"], report["runs"][1]["model"].split(" ")[0]),
+                FAST_BENCH_PATH.name: (bench["model"], bench["fast_model"])}
+    return [f"{name}: measured on {pair}, shipped ({teacher!r}, {student!r}) (README: Fast mode)"
+            for name, pair in measured.items() if pair != (teacher, student)]

@@ -17,14 +17,17 @@ from typing import Iterator
 import torch
 
 from . import __version__
-from .checkpoints import DEFAULT_UNET_DIR, WEIGHTS_NAME
+from .checkpoints import DEFAULT_UNET_DIR, WEIGHTS_NAME, CheckpointError
 from .diffusion import DiffusionConfig, check_compatible, condition, load_diffusion
 from .encoders import ClipEncoder
+from .fast import TRAIN_HINT as FAST_TRAIN_HINT
+from .fast import FastConfig, FastRun, FastStudent, load_fast, needs_teacher
 from .prompts import PromptEdit, edit_text, parse
 from .runtimes import runtime_of, with_runtime
 from .devices import resolve_device
 from .sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, GuidedRun, Progress, SampleResult, SamplerInputs, Start, Switch,
                        drive, run_to_end, seeds_from)
+from .schedulers import sampler_spec
 from .unet import ConditionalUNet
 
 REFERENCE_PROMPTS = (
@@ -143,16 +146,73 @@ class ClipDiffusionPipeline:
         self.model = model.eval().to(encoder.device)
         self.config = config
         self.model_id = model_id
+        # The fast mode (opt-in, with_student): the distilled student, its config and id; without one, why not.
+        self.student: FastStudent | None = None
+        self.student_config: FastConfig | None = None
+        self.student_id: str | None = None
+        self.student_problem = f"The fast mode is not loaded (it is opt-in: app.py --fast); {FAST_TRAIN_HINT}."
+
+    def with_student(self, folder: str | Path, runtime: str | None = None,
+                     precision: str = "fp32") -> "ClipDiffusionPipeline":
+        """Load the fast mode's student from folder (on the teacher's runtime): refused with a CheckpointError when
+        it is missing, or was distilled from another teacher than this pipeline's."""
+        folder = Path(folder)
+        student, config = load_fast(folder, self.encoder.device)
+        if config.teacher != self.model_id:
+            raise CheckpointError(f"the fast-mode student in {folder} was distilled from {config.teacher}, not from "
+                                  f"the loaded U-Net {self.model_id}; {FAST_TRAIN_HINT} again")
+        return self.use_student(with_runtime(student, runtime, precision), config, model_id_of(folder))
+
+    def use_student(self, student: FastStudent, config: FastConfig, student_id: str) -> "ClipDiffusionPipeline":
+        """Sample the fast sampler's runs with this student (a loaded one, or one in training)."""
+        self.student, self.student_config, self.student_id = student, config, student_id
+        return self
+
+    def fast_problems(self, run: "PreparedRun") -> list[str]:
+        """Why this prepared run cannot go to the fast mode, in words (empty: it can, or it is not a fast run)."""
+        if not sampler_spec(run.sampler).student:
+            return []
+        if self.student is None:
+            return [self.student_problem]
+        found = []
+        low, high = self.student_config.w_range
+        outside = sorted({j.w for j in run.jobs if not low <= j.w <= high})
+        if outside:
+            found.append(f"The fast mode learned w from {low:g} to {high:g}, not w = "
+                         f"{', '.join(format(w, 'g') for w in outside)}: choose another sampler (the teacher's) "
+                         "for that w.")
+        if any(j.negative.strip() for j in run.jobs):
+            found.append(needs_teacher("A negative prompt"))
+        if any(j.switches for j in run.jobs):
+            found.append(needs_teacher("Prompt editing ([from:to:when])"))
+        if any(j.photo is not None for j in run.jobs):
+            found.append(needs_teacher("Editing a photo"))
+        return found
+
+    def stepper(self, inputs: SamplerInputs, record_every: int = 0):
+        """The run that samples these inputs and the model that answers its steps: the teacher's guided run, or for
+        the fast sampler the student's (which records nothing: playback needs the teacher)."""
+        if not sampler_spec(inputs.sampler).student:
+            return GuidedRun.of(self.model, inputs, self.config.schedule, record_every), self.model
+        if self.student is None:
+            raise ValueError(self.student_problem)
+        if inputs.uncond is not None or inputs.switch is not None or inputs.start is not None:
+            raise ValueError(needs_teacher("A negative prompt, a prompt switch or a photo edit"))
+        run = FastRun(self.student, self.student_config, inputs.cond, inputs.w, list(inputs.seeds), inputs.steps)
+        return run, self.student
 
     @classmethod
     def load(cls, unet_dir: str | Path = DEFAULT_UNET_DIR, clip: str = "default", clip_pretrained: str | None = None,
-             device: str = "auto", runtime: str | None = None, precision: str = "fp32") -> "ClipDiffusionPipeline":
+             device: str = "auto", runtime: str | None = None, precision: str = "fp32",
+             fast: str | Path | None = None) -> "ClipDiffusionPipeline":
         """runtime: where the U-Net's forward runs (clipdiff.runtimes; None: the default for the device);
-        raises runtimes.RuntimeUnavailable for one that cannot run here."""
+        raises runtimes.RuntimeUnavailable for one that cannot run here. fast: the fast mode's student folder (None:
+        no fast mode); a missing or mismatched one raises CheckpointError."""
         device = resolve_device(device)
         encoder = ClipEncoder.load(clip, clip_pretrained, device)
         model, config = load_diffusion(unet_dir, device)
-        return cls(encoder, with_runtime(model, runtime, precision), config, model_id_of(Path(unet_dir)))
+        pipe = cls(encoder, with_runtime(model, runtime, precision), config, model_id_of(Path(unet_dir)))
+        return pipe if fast is None else pipe.with_student(fast, runtime, precision)
 
     @property
     def image_size(self) -> int:
@@ -202,7 +262,7 @@ class ClipDiffusionPipeline:
 
     def sample(self, run: PreparedRun, record_every: int = 0) -> Iterator[Progress]:
         """Sample a prepared run's jobs in one batch; yields after each step (see sampling.sample_guided)."""
-        return drive(GuidedRun.of(self.model, run.inputs, self.config.schedule, record_every), self.model)
+        return drive(*self.stepper(run.inputs, record_every))
 
     def run(self, jobs: list[Job], steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
             record_every: int = 0) -> Iterator[Progress]:
@@ -215,10 +275,13 @@ class ClipDiffusionPipeline:
 
     def parameters_of(self, job: Job, steps: int, sampler: str) -> dict:
         """What a generated image carries with it: enough to make it again."""
+        fast = sampler_spec(sampler).student and self.student is not None
         params = {"prompt": job.prompt, "w": job.w, "seed": job.seed, "steps": steps, "sampler": sampler,
-                  "model": self.model_id, "clip": self.encoder.identity, "conditioned_on":
-                      "text" if job.embedding is None else "embedding", "clipdiff": __version__,
-                  "runtime": runtime_of(self.model).label}
+                  "model": self.student_id if fast else self.model_id, "clip": self.encoder.identity,
+                  "conditioned_on": "text" if job.embedding is None else "embedding", "clipdiff": __version__,
+                  "runtime": runtime_of(self.student if fast else self.model).label}
+        if fast:      # the student's weights made it; the teacher it learned from is named beside them
+            params["distilled_from"] = self.model_id
         if job.negative.strip():     # only when used: a PNG without them is what it was before
             params["negative_prompt"] = job.negative.strip()
         if job.switches:

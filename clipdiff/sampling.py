@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 import torch
 
-from .schedulers import DEFAULT_SAMPLER, SAMPLERS, NoiseSchedule, make_scheduler, predicted_x0, step_options
+from .schedulers import (DEFAULT_SAMPLER, REGISTRY, NoiseSchedule, make_scheduler, predicted_x0, sampler_spec,
+                         step_options)
 
 if TYPE_CHECKING:   # only named in annotations: the settings above are read without loading diffusers
     from .unet import ConditionalUNet
@@ -65,11 +66,23 @@ class Sampling:
             found.append(f"w must be between {W_RANGE[0]:g} and {W_RANGE[1]:g}, not {self.w:g}")
         if not STEPS_RANGE[0] <= self.steps <= STEPS_RANGE[1]:
             found.append(f"steps must be between {STEPS_RANGE[0]} and {STEPS_RANGE[1]}, not {self.steps}")
-        if self.sampler not in SAMPLERS:
-            found.append(f"sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}")
+        if self.sampler not in REGISTRY:
+            found.append(f"sampler must be one of {', '.join(REGISTRY)}, not {self.sampler!r}")
+        elif self.steps > max_steps(self.sampler):
+            found.append(f"the {self.sampler} sampler takes at most {max_steps(self.sampler)} steps, not {self.steps}")
         if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
             found.append(f"seed must be between {SEED_RANGE[0]} and {SEED_RANGE[1]}, not {self.seed}")
         return found
+
+
+def max_steps(sampler: str) -> int:
+    """The most steps this sampler takes (the registry's, else the schedule's T)."""
+    return sampler_spec(sampler).max_steps or STEPS_RANGE[1]
+
+
+def default_steps(sampler: str) -> int:
+    """The steps this sampler runs when none are asked for: DEFAULT_STEPS, or the registry's own (the fast mode: 4)."""
+    return sampler_spec(sampler).default_steps or DEFAULT_STEPS
 
 
 MAX_RECORDS = 100  # recorded steps per run at most, whatever the stride: keeps playback memory bounded
@@ -264,6 +277,9 @@ class GuidedRun:
             raise ValueError(f"need one start image per condition: {start.images.shape[0]} for {n} conditions")
         if switch is not None and len(switch.at) != n:
             raise ValueError(f"need one switch fraction per condition: {len(switch.at)} for {n} conditions")
+        if sampler_spec(sampler).student:
+            raise ValueError(f"the {sampler} sampler runs the fast mode's student, not a guided U-Net "
+                             "(clipdiff.fast.FastRun)")
         device = next(model.parameters()).device
         cfg = model.config
         self.n, self.sampler = n, sampler

@@ -1,7 +1,9 @@
 """The noise schedule (the reference's: T=400, linear betas 1e-4..0.02) and the samplers, from diffusers.
 
 `REGISTRY` is the one place that says what a sampler is: its name, the diffusers scheduler it makes, how the app
-describes it, the fewest steps that leave a finished image, and whether it draws fresh noise each step. The app's
+describes it, the fewest steps that leave a finished image, whether it draws fresh noise each step, and which model
+it runs: the teacher U-Net (guided, two predictions a step) or the fast mode's distilled student (clipdiff/fast.py:
+w is its input, one prediction a step). `SAMPLERS` are the teacher's, which every loaded model can run. The app's
 controls, the CLIP-score caveats, the tour and the guided sampler read it, so a new sampler is one entry here; what
 a scheduler needs at run time it says itself (`scale_model_input`, its step's keyword arguments: `step_options`).
 """
@@ -55,6 +57,22 @@ def _dpmsolver_karras(common: dict):
                                        use_karras_sigmas=True, lower_order_final=True)
 
 
+# The fast mode's grid (Luo et al. 2023, "Latent Consistency Models"): the student is distilled on every
+# (T // LCM_ORIGINAL_STEPS)-th training timestep, 7, 15, ..., 399 for T = 400, and LCMScheduler samples on the same grid.
+# timestep_scaling sets the boundary condition's c_skip / c_out (c_skip = 1 only at t = 0); both are the student's
+# training flags, recorded in its config, which passes them back here when it samples.
+LCM_ORIGINAL_STEPS = 50
+LCM_TIMESTEP_SCALING = 10.0
+
+
+def _lcm(common: dict):
+    # clip_sample: x0 kept in the image range, as the teacher's DDIM keeps it. Fresh noise between steps is drawn
+    # from each sample's own generator (multistep consistency sampling), so a seed makes the same image in any batch.
+    from diffusers import LCMScheduler
+    return LCMScheduler(**{"original_inference_steps": LCM_ORIGINAL_STEPS, "timestep_scaling": LCM_TIMESTEP_SCALING,
+                           **common}, clip_sample=True)
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     """What a sampler is."""
@@ -65,6 +83,9 @@ class SamplerSpec:
                                        # the sampler": solver error against a 200-step solution)
     stochastic: bool                   # draws fresh noise every step (so it needs far more steps to lose it)
     make: Callable[[dict], object]     # the schedule's settings -> a fresh diffusers scheduler
+    student: bool = False              # runs the fast mode's distilled student (w an input), not the teacher
+    max_steps: int | None = None       # more steps than this are refused (None: the schedule's T)
+    default_steps: int | None = None   # what the CLI and the app use when no steps are given (None: DEFAULT_STEPS)
 
 
 REGISTRY: dict[str, SamplerSpec] = {spec.name: spec for spec in (
@@ -74,8 +95,16 @@ REGISTRY: dict[str, SamplerSpec] = {spec.name: spec for spec in (
                 _dpmsolver),
     SamplerSpec("dpmsolver-karras", "DPM-Solver++, Karras steps", "the same, steps packed at low noise", 6, False,
                 _dpmsolver_karras),
+    # Not a sampler of the teacher: the student it names was distilled from the teacher's guided predictions
+    # (clipdiff/fast.py), so negative prompts, prompt switches, photo edits and playback, which need the conditional
+    # and unconditional predictions apart, are the teacher's alone. 8 steps at most: past that it gains nothing
+    # (consistency models take 1-8).
+    SamplerSpec("fast", "fast mode (distilled student)", "opt-in: a student distilled from the U-Net with w as an "
+                "input, one forward a step (LCM sampling), 1-8 steps; the teacher's features need another sampler",
+                2, True, _lcm, student=True, max_steps=8, default_steps=4),
 )}
-SAMPLERS = tuple(REGISTRY)
+SAMPLERS = tuple(name for name, spec in REGISTRY.items() if not spec.student)     # the teacher's
+STUDENT_SAMPLERS = tuple(name for name, spec in REGISTRY.items() if spec.student)
 DEFAULT_SAMPLER = "dpmsolver-karras"     # why: sampling.py, beside DEFAULT_STEPS
 
 
@@ -84,12 +113,13 @@ def sampler_spec(sampler: str) -> SamplerSpec:
     try:
         return REGISTRY[sampler]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}") from None
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(REGISTRY)}") from None
 
 
-def make_scheduler(sampler: str, schedule: NoiseSchedule | None = None):
-    """A fresh diffusers scheduler of this sampler for this schedule."""
-    return sampler_spec(sampler).make(dict((schedule or NoiseSchedule()).to_dict()))
+def make_scheduler(sampler: str, schedule: NoiseSchedule | None = None, **settings):
+    """A fresh diffusers scheduler of this sampler for this schedule; settings: what the model adds (the fast mode's
+    student, the grid it was distilled on)."""
+    return sampler_spec(sampler).make({**(schedule or NoiseSchedule()).to_dict(), **settings})
 
 
 def step_options(scheduler, **offered) -> dict:

@@ -54,7 +54,9 @@ class UNetConfig:
 
 
 class ConditionalUNet(nn.Module):
-    def __init__(self, config: UNetConfig):
+    def __init__(self, config: UNetConfig, time_cond_proj_dim: int | None = None):
+        """time_cond_proj_dim: the width of a second input added to the timestep embedding (diffusers'
+        `timestep_cond`); None for the teacher. The fast mode's student takes w there (clipdiff/fast.py)."""
         super().__init__()
         self.config = config
         levels = list(zip(config.block_out_channels, config.attention_levels))
@@ -76,6 +78,7 @@ class ConditionalUNet(nn.Module):
             class_embed_type="projection",
             projection_class_embeddings_input_dim=config.cond_dim,
             resnet_time_scale_shift="scale_shift",
+            time_cond_proj_dim=time_cond_proj_dim,
         )
         self.null_embedding = nn.Parameter(torch.zeros(config.cond_dim))
 

@@ -11,11 +11,12 @@ import torch
 gr = pytest.importorskip("gradio")
 
 from clipdiff import tour  # noqa: E402
-from clipdiff.app.controls import SAMPLER_INFO  # noqa: E402
+from clipdiff.app.controls import sampler_info  # noqa: E402
 from clipdiff.app.tabs import debug, generate  # noqa: E402
 from clipdiff.pipeline import Job  # noqa: E402
 from clipdiff.sampling import GuidedRun  # noqa: E402
-from clipdiff.schedulers import REGISTRY, SAMPLERS, make_scheduler, sampler_spec, step_options  # noqa: E402
+from clipdiff.schedulers import (REGISTRY, SAMPLERS, STUDENT_SAMPLERS, make_scheduler, sampler_spec,  # noqa: E402
+                                 step_options)
 from clipdiff.serving.loop import SampleRequest, start_run  # noqa: E402
 
 
@@ -93,9 +94,10 @@ def test_the_sampler_asks_the_scheduler_to_scale_its_input(tiny_pipeline):
 
 
 def test_one_registry_says_what_a_sampler_is():
-    assert SAMPLERS == tuple(REGISTRY)
+    assert SAMPLERS + STUDENT_SAMPLERS == tuple(REGISTRY) and STUDENT_SAMPLERS == ("fast",)
+    assert all(not REGISTRY[s].student for s in SAMPLERS)
     for name, spec in REGISTRY.items():
-        assert spec.name == name and spec.min_steps >= 1 and f"{name}: {spec.description}" in SAMPLER_INFO
+        assert spec.name == name and spec.min_steps >= 1 and f"{name}: {spec.description}" in sampler_info(REGISTRY)
         assert type(make_scheduler(name)).__name__.endswith("Scheduler")
     assert [s for s in SAMPLERS if REGISTRY[s].stochastic] == ["ddpm"]
     assert "generator" in step_options(make_scheduler("ddpm"), generator=[], unused=1)
@@ -105,4 +107,4 @@ def test_one_registry_says_what_a_sampler_is():
     cost = next(e for e in tour.EXPERIMENTS if e.id == "cost")
     titles = {REGISTRY[r.generate.sampling.sampler].title for r in cost.runs}
     assert all(r.label.startswith(REGISTRY[r.generate.sampling.sampler].title) for r in cost.runs)
-    assert titles == {spec.title for spec in REGISTRY.values()}, "the cost experiment runs every sampler"
+    assert titles == {REGISTRY[s].title for s in SAMPLERS}, "the cost experiment runs every sampler of the teacher"

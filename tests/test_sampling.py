@@ -68,7 +68,7 @@ def test_sampling_settings_say_what_lies_outside_their_bounds():
     assert Sampling().problems() == [] and Sampling().steps in range(STEPS_RANGE[0], STEPS_RANGE[1] + 1)
     assert Sampling(w=W_RANGE[1] + 1, steps=0, sampler="euler", seed=-1).problems() == [
         "w must be between -10 and 10, not 11", "steps must be between 1 and 400, not 0",
-        "sampler must be one of ddpm, ddim, dpmsolver, dpmsolver-karras, not 'euler'",
+        "sampler must be one of ddpm, ddim, dpmsolver, dpmsolver-karras, fast, not 'euler'",
         "seed must be between 0 and 2147483647, not -1"]
 
 

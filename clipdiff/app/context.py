@@ -20,6 +20,7 @@ from ..diffusion import load_diffusion
 from ..encoders import ClipEncoder, ClipWeightsMissing
 from ..pipeline import ClipDiffusionPipeline, model_id_of
 from ..runtimes import with_runtime
+from ..schedulers import SAMPLERS, STUDENT_SAMPLERS
 from ..serving.backend import Backend, LocalBackend
 from ..serving.fairness import InFlight
 from ..vocabulary import DEFAULT_VOCABULARY, Vocabulary
@@ -46,7 +47,8 @@ class Models:
     def load(cls, unet: str | Path = DEFAULT_UNET_DIR, clip: str = "default", clip_pretrained: str | None = None,
              atlas: str | Path | None = DEFAULT_ATLAS_DIR, device: str = "auto",
              vocabulary: str | Path | None = DEFAULT_VOCABULARY, runtime: str | None = None,
-             precision: str = "fp32") -> "Models":
+             precision: str = "fp32", fast: str | Path | None = None) -> "Models":
+        """fast: the fast mode's student folder (app.py --fast; None: off, the teaching default)."""
         models = cls()
         if vocabulary is not None:
             try:
@@ -64,6 +66,14 @@ class Models:
                 models.pipeline = ClipDiffusionPipeline(models.encoder, model, config, model_id_of(Path(unet)))
             except (CheckpointError, OSError, ValueError, RuntimeError) as e:
                 models.problems.append(problem("diffusion model", e, "--unet DIR"))
+        if models.pipeline is not None and fast is not None:
+            try:
+                models.pipeline.with_student(fast, runtime, precision)
+            except (CheckpointError, OSError, ValueError, RuntimeError) as e:
+                # Asked for and missing: the app runs without it, says so at the top, and a fast run is refused
+                # with this same sentence.
+                models.problems.append(problem("fast mode", e, "--fast DIR"))
+                models.pipeline.student_problem = models.problems[-1]
         if atlas is not None:
             try:
                 models.atlas = Atlas.load(atlas)
@@ -80,6 +90,13 @@ class Models:
                                  f"{self.atlas.clip_identity}, but the loaded CLIP gives {self.encoder.embed_dim}-d "
                                  "ones; the map is off. Pass --atlas for an atlas built with this CLIP.")
             self.atlas = None
+
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        """What the sampler controls offer: the teacher's samplers, and the fast mode's where its student loaded."""
+        if self.pipeline is not None and self.pipeline.student is not None:
+            return SAMPLERS + STUDENT_SAMPLERS
+        return SAMPLERS
 
     def need_encoder(self) -> ClipEncoder:
         if self.encoder is None:
@@ -103,6 +120,8 @@ class Models:
     def status_markdown(self) -> str:
         if not self.problems:
             parts = [f"diffusion model `{self.pipeline.model_id}`", f"CLIP `{self.encoder.identity}`"]
+            if self.pipeline.student is not None:
+                parts.append(f"fast mode `{self.pipeline.student_id}` (sampler `{STUDENT_SAMPLERS[0]}`)")
             if self.atlas is not None:
                 parts.append(f"atlas of {len(self.atlas.image_emb):,} images")
             return "Loaded: " + ", ".join(parts) + "."

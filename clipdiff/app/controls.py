@@ -6,11 +6,14 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ..sampling import Sampling
-from ..schedulers import REGISTRY
+from ..sampling import Sampling, default_steps, max_steps
+from ..schedulers import REGISTRY, sampler_spec
 from .limits import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, MAX_TEXT_CHARS, SAMPLERS, STEPS_RANGE, W_RANGE
 
-SAMPLER_INFO = "; ".join(f"{spec.name}: {spec.description}" for spec in REGISTRY.values())
+def sampler_info(samplers=SAMPLERS) -> str:
+    """What the sampler control says about each of its choices (the registry's words)."""
+    return "; ".join(f"{REGISTRY[name].name}: {REGISTRY[name].description}" for name in samplers)
+
 
 
 def w_slider(label: str = "w", **options) -> gr.Slider:
@@ -21,8 +24,19 @@ def steps_slider() -> gr.Slider:
     return gr.Slider(*STEPS_RANGE, value=DEFAULT_STEPS, step=1, label="steps")
 
 
-def sampler_radio() -> gr.Radio:
-    return gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="sampler", info=SAMPLER_INFO)
+def sampler_radio(samplers=SAMPLERS) -> gr.Radio:
+    """The teacher's samplers; the fast mode's too where the app loaded its student (app.py --fast)."""
+    return gr.Radio(list(samplers), value=DEFAULT_SAMPLER, label="sampler", info=sampler_info(samplers))
+
+
+def steps_for_sampler(sampler, steps):
+    """The steps control after the sampler changes: its own default where the steps are more than it takes (12 ->
+    the fast mode's 4) or fewer than it needs (4 -> the teacher's 12); else as it is."""
+    if sampler not in REGISTRY or not isinstance(steps, (int, float)):
+        return gr.skip()
+    if steps > max_steps(sampler) or steps < sampler_spec(sampler).min_steps:
+        return default_steps(sampler)
+    return gr.skip()
 
 
 NEGATIVE_INFO = "guidance pushes away from this prompt instead of from the learned null; empty: the null"
@@ -46,10 +60,10 @@ class SamplingControls:
     sampler: gr.Radio
 
     @classmethod
-    def build(cls, with_w: bool = True, seed_label: str = "seed") -> "SamplingControls":
+    def build(cls, with_w: bool = True, seed_label: str = "seed", samplers=SAMPLERS) -> "SamplingControls":
         """w, seed, steps and sampler, in that order, in the current row or column."""
         w = w_slider() if with_w else None
-        return cls(w, seed_number(seed_label), steps_slider(), sampler_radio())
+        return cls(w, seed_number(seed_label), steps_slider(), sampler_radio(samplers))
 
     def fill(self, s: Sampling) -> dict:
         """What a tour run puts into these controls."""

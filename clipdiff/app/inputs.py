@@ -17,9 +17,10 @@ from PIL import Image, ImageOps
 from ..images import read_params
 from ..pipeline import ClipDiffusionPipeline, Job, PreparedRun
 from ..prompts import PromptSyntaxError, parse
-from ..sampling import Frames, Sampling, seeds_from
+from ..sampling import Frames, Sampling, default_steps, max_steps, seeds_from
+from ..schedulers import REGISTRY
 from .limits import (DEFAULT_STEPS, DEFAULT_W, MAX_IMAGE_PIXELS, MAX_IMAGE_STEPS, MAX_PROMPT_EDIT_FRACTIONS,
-                     MAX_SWEEP_WS, MAX_TEXT_CHARS, MAX_UPLOADS, SAMPLERS, SEED_RANGE, STEPS_RANGE, W_RANGE)
+                     MAX_SWEEP_WS, MAX_TEXT_CHARS, MAX_UPLOADS, SEED_RANGE, STEPS_RANGE, W_RANGE)
 from .runs import RunStatus
 from .session import generated_images
 
@@ -112,9 +113,14 @@ class Checked:
         return self.number(value, "steps", *STEPS_RANGE, integer=True, default=DEFAULT_STEPS)
 
     def sampling(self, w, seed, steps, sampler) -> Sampling:
-        """The sampling controls' values, checked in the order the tabs show them (w None: the tab has no w)."""
-        return Sampling(w=self.w(w), seed=self.seed(seed), steps=self.steps(steps),
-                        sampler=self.choice(sampler, SAMPLERS, "sampler"))
+        """The sampling controls' values, checked in the order the tabs show them (w None: the tab has no w). Any
+        registry sampler passes here; whether this server runs it (the fast mode is opt-in) is prepare's check."""
+        w, seed, steps = self.w(w), self.seed(seed), self.steps(steps)
+        sampler = self.choice(sampler, tuple(REGISTRY), "sampler")
+        if steps > max_steps(sampler):
+            self.warn(f"The {sampler} sampler takes 1 to {max_steps(sampler)} steps: using {default_steps(sampler)}.")
+            steps = default_steps(sampler)
+        return Sampling(w=w, seed=seed, steps=steps, sampler=sampler)
 
     def number_list(self, value, name: str, low: float, high: float, limit: int, example: str,
                     ascending: bool = False) -> list[float]:
@@ -178,6 +184,9 @@ class Checked:
             run = pipe.prepare(jobs, s.steps, s.sampler)
         except PromptSyntaxError as e:
             raise gr.Error(f"prompt {shorten(e.prompt, 40)!r}: {e}.") from None
+        refused = pipe.fast_problems(run)      # the fast mode: not loaded, or a feature only the teacher has
+        if refused:
+            raise gr.Error(" ".join(refused))
         for text, edit in dict(zip((j.prompt for j in jobs), run.edits)).items():
             if edit is not None and edit.at_step is not None and edit.at_step >= s.steps:
                 self.warn(f"{shorten(text, 40)!r} switches at step {edit.at_step}, but the run has {s.steps}: it "

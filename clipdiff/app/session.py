@@ -47,6 +47,14 @@ def has_playback(run) -> bool:
     return isinstance(run, LastRun) and bool(run.playback.records)
 
 
+def made_by_student(run) -> bool:
+    """Whether the last run was the fast mode's (its student records no steps to play back)."""
+    from ..schedulers import REGISTRY
+
+    return isinstance(run, LastRun) and any(
+        getattr(REGISTRY.get(p.get("sampler")), "student", False) for p in run.params)
+
+
 def generated_images(run) -> tuple[list[str], list]:
     """The last run's images and their names, for the tabs that can include them: "generated 3: <prompt> (seed 7)",
     so a column or a point says which image it is."""

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_UNET_DIR
+from ..checkpoints import DEFAULT_ATLAS_DIR, DEFAULT_FAST_DIR, DEFAULT_UNET_DIR, CheckpointError
 from ..pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, images_per_prompt, sweep
 from ..runtimes import DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, RuntimeUnavailable, runtime_of
-from ..sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, STEPS_RANGE, stream, to_uint8
-from ..schedulers import SAMPLERS
+from ..sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_W, STEPS_RANGE, default_steps, stream, to_uint8
+from ..schedulers import SAMPLERS, STUDENT_SAMPLERS
 from .bench_runtimes import bench_runtimes, runtime_table
 from .measured import machine
 from .room import Session
@@ -56,6 +56,7 @@ REQUEST_TIMEOUT_S = 600
 KEYS = ("unet_forward_ms_b8", "generate_4_s", "first_preview_s", "sampler_overhead_ratio", "reference_s",
         "speedup_vs_reference", "playback_frame_ms", "map_place_ms", "atlas_load_s", "app_ready_s",
         "peak_rss_mb", "rss_growth_mb", "concurrent_p95_s", "concurrent_errors", "front_ratio")
+FAST_KEYS = ("generate_4_s_fast", "first_preview_s_fast")     # with --fast only (the fast mode is opt-in)
 # The issues' targets on 2 CPU cores: (comparison, value); generate_4_s with the default runtime (issue 23).
 TARGETS = {"generate_4_s": ("<=", 0.5), "first_preview_s": ("<=", 0.25), "sampler_overhead_ratio": ("<=", 1.10),
            "speedup_vs_reference": (">=", 20.0), "playback_frame_ms": ("<=", 50.0), "map_place_ms": ("<=", 100.0),
@@ -158,19 +159,27 @@ def generate_once(pipe: ClipDiffusionPipeline, jobs, steps: int, sampler: str) -
             "images": frames.images, "network": network.seconds}
 
 
-def bench_core(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler: str) -> tuple[dict, list]:
+def bench_core(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler: str,
+               fast_steps: int | None = None) -> tuple[dict, list]:
     """The bare U-Net forward and the generation, their trials interleaved: on a shared (virtual) machine the
-    speed drifts by 10-20 % within a minute, and sampler_overhead_ratio divides one by the other."""
+    speed drifts by 10-20 % within a minute, and sampler_overhead_ratio divides one by the other. With the fast
+    mode's student loaded (fast_steps), its click goes into every trial too: generate_4_s_fast, the same 4 images
+    at fast_steps student steps, beside the teacher's on the same machine at the same moment."""
     forward = unet_forward(pipe)
     jobs = images_per_prompt(list(GENERATE_PROMPTS), DEFAULT_W, SEED, 1)
+    fast = fast_steps is not None and pipe.student is not None
     for _ in range(plan.warmup):
         forward()
         generate_once(pipe, jobs, steps, sampler)
+        if fast:
+            generate_once(pipe, jobs, fast_steps, STUDENT_SAMPLERS[0])
     forwards_per_trial = max(3, -(-plan.unet_trials // plan.generate_trials))
-    forward_s, runs = [], []
+    forward_s, runs, fast_runs = [], [], []
     for _ in range(plan.generate_trials):
         forward_s += repeat(forward, forwards_per_trial, 0)
         runs.append(generate_once(pipe, jobs, steps, sampler))
+        if fast:
+            fast_runs.append(generate_once(pipe, jobs, fast_steps, STUDENT_SAMPLERS[0]))
 
     def encode():
         pipe.encoder.clear_text_cache()
@@ -185,7 +194,10 @@ def bench_core(pipe: ClipDiffusionPipeline, plan: Plan, steps: int, sampler: str
             "first_preview_s": median(r["first"] for r in runs), "unet_calls": calls, "encode_4_ms": encode_s * 1000,
             "sampler_overhead_ratio": generate_s / (calls * forward_ms / 1000),
             "unet_in_loop_ms": median(r["network"] for r in runs) / calls * 1000,
-            "loop_overhead_ratio": median(r["total"] / r["network"] for r in runs)}, runs[-1]["records"]
+            "loop_overhead_ratio": median(r["total"] / r["network"] for r in runs),
+            **({"generate_4_s_fast": median(r["total"] for r in fast_runs), "fast_steps": fast_steps,
+                "fast_model": pipe.student_id, "first_preview_s_fast": median(r["first"] for r in fast_runs)}
+               if fast else {})}, runs[-1]["records"]
 
 
 def grid_image(frames: np.ndarray, prompts, ws) -> Image.Image:
@@ -403,7 +415,7 @@ def fmt(value) -> str:
 
 def table(result: dict) -> str:
     rows = [("key", "value", "target", "met")]
-    for key in KEYS:
+    for key in (*KEYS, *(k for k in FAST_KEYS if k in result)):
         target = " ".join(map(str, TARGETS[key])) if key in TARGETS else ""
         rows.append((key, fmt(result.get(key)), target, meets(key, result.get(key))))
     for key in ("runtime", "cpu_model", "torch_threads", "torch_version"):
@@ -425,6 +437,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"sampler steps of the timed generations (default: the app's, {DEFAULT_STEPS})")
     parser.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
                         help=f"sampler of the timed generations (default: the app's, {DEFAULT_SAMPLER})")
+    parser.add_argument("--fast", nargs="?", const=str(DEFAULT_FAST_DIR), default=None, metavar="DIR",
+                        help="also time the fast mode's student (DIR default checkpoints/fast): generate_4_s_fast, "
+                             "interleaved with the teacher's generate_4_s")
+    parser.add_argument("--fast-steps", type=int, default=default_steps(STUDENT_SAMPLERS[0]),
+                        help="student steps of generate_4_s_fast (default %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here as JSON")
     parser.add_argument("--out", type=Path, default=None,
                         help="save the reference and default grids here (reference_grid.png, default_grid.png, "
@@ -481,8 +498,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         pipe = ClipDiffusionPipeline.load(args.unet, args.clip, device=args.device, runtime=args.runtime,
-                                          precision=args.precision)
-    except RuntimeUnavailable as e:
+                                          precision=args.precision, fast=args.fast)
+    except (RuntimeUnavailable, CheckpointError) as e:
         sys.exit(f"error: {e}")
     result.update({"model": pipe.model_id, "runtime": runtime_of(pipe.model).label, "clip": pipe.encoder.identity,
                    "sampler": args.sampler,
@@ -490,7 +507,7 @@ def run(args: argparse.Namespace) -> int:
                    "w": DEFAULT_W, "load_s": time.perf_counter() - t0,
                    "plan": asdict(plan), "quick": args.quick})
     stage("U-Net forward and generate (core), interleaved")
-    core, records = bench_core(pipe, plan, args.steps, args.sampler)
+    core, records = bench_core(pipe, plan, args.steps, args.sampler, args.fast_steps if args.fast else None)
     result.update(core)
     if args.skip_runtimes:
         skipped.append("runtimes")

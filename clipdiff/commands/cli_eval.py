@@ -3,6 +3,7 @@
     python -m clipdiff eval-clip --json outputs/eval-clip.json
     python -m clipdiff eval-gen --prompts prompts.txt --w 0 --w 1 --w 2 --n 16 --json outputs/eval-gen.json
     python -m clipdiff eval-gen --unet runs/unet-a --unet runs/unet-b --json outputs/compare.json
+    python -m clipdiff eval-gen --species 8 --fast      # + the fast mode's rows (4 and 2 steps) beside the teacher's
 
 eval-gen's Frechet distance (FD_CLIP), CMMD and KID use the project's CLIP image embeddings, not FID's Inception-v3
 features (those weights cannot be downloaded here): FD_CLIP is not comparable with published FID numbers.
@@ -19,14 +20,14 @@ import numpy as np
 import torch
 
 from .. import data as data_mod
-from ..checkpoints import DEFAULT_UNET_DIR
+from ..checkpoints import DEFAULT_FAST_DIR, DEFAULT_UNET_DIR, CheckpointError
 from ..diffusion import load_diffusion
 from ..encoders import ClipEncoder
 from ..sampling import DEFAULT_W, from_uint8
 from ..evaluate import FID_NOTE, MAX_REAL, RealReference, best_w, clip_report, guidance_curve
 from ..pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline,
                        model_id_of)
-from ..schedulers import SAMPLERS
+from ..schedulers import SAMPLERS, STUDENT_SAMPLERS
 
 
 def _write_json(report: dict, path: Path) -> None:
@@ -189,7 +190,21 @@ def print_species_table(runs: list[dict], reference: dict, judge) -> None:
               f"{_fmt(r['kid'], '9.2f')}  {_fmt(r['accuracy'], '11.3f')}  {_fmt(r['top5'], '6.3f')}")
 
 
-def main_gen(argv=None):
+def fast_vs_teacher(runs: list[dict]) -> list[dict]:
+    """Each fast-mode species row against the first run's (the teacher's) at the same w: FD ratio and accuracy."""
+    teacher = {s["w"]: s for s in runs[0].get("species", [])}
+    found = []
+    for run in runs:
+        for s in (run.get("species", []) if run["sampler"] in STUDENT_SAMPLERS else []):
+            t = teacher.get(s["w"])
+            if t is not None and t["fd"]:
+                found.append({"model": run["model"], "steps": run["steps"], "w": s["w"], "fd": s["fd"],
+                              "teacher_fd": t["fd"], "fd_ratio": s["fd"] / t["fd"], "accuracy": s["accuracy"],
+                              "teacher_accuracy": t["accuracy"]})
+    return found
+
+
+def gen_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clipdiff eval-gen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", default=None, help="text file, one prompt per line (default: the reference three)")
@@ -218,8 +233,21 @@ def main_gen(argv=None):
                                                           "trained there first if missing)")
     parser.add_argument("--data", default=None, help="the data the yardstick's real images come from "
                                                      "(default ../shared/data)")
+    parser.add_argument("--fast", nargs="?", const=str(DEFAULT_FAST_DIR), default=None, metavar="DIR",
+                        help="also measure the fast mode's student of the first --unet (DIR default "
+                             "checkpoints/fast): its rows at each --fast-steps, same prompts, seeds and yardstick")
+    parser.add_argument("--fast-steps", action="append", type=int,
+                        help="student steps of the fast rows; repeat for several (default: 4 and 2)")
     parser.add_argument("--device", default="auto")
+    return parser
+
+
+def main_gen(argv=None):
+    parser = gen_parser()
     args = parser.parse_args(argv)
+    fast_steps = args.fast_steps or [4, 2]
+    if args.fast and not all(1 <= k <= 8 for k in fast_steps):
+        parser.error("--fast-steps must be between 1 and 8")
     prompts = read_prompts(args.prompts) if args.prompts else list(REFERENCE_PROMPTS)
     ws = args.w or list(REFERENCE_WS)
     if not prompts:
@@ -236,6 +264,11 @@ def main_gen(argv=None):
     for folder in args.unet or [str(DEFAULT_UNET_DIR)]:
         model, config = load_diffusion(folder, encoder.device)
         pipelines.append((folder, ClipDiffusionPipeline(encoder, model, config, model_id_of(Path(folder)))))
+    if args.fast:
+        try:
+            pipelines[0][1].with_student(args.fast, runtime="torch")
+        except CheckpointError as e:
+            parser.error(str(e))
 
     real_emb, real_source = real_embeddings(args.real, encoder, pipelines[0][1].image_size, args.max_real, args.seed)
     real = None
@@ -248,18 +281,27 @@ def main_gen(argv=None):
     judge = species_judge(args, pipelines[0][1].image_size) if args.species else None
     species_ws = args.species_w or [DEFAULT_W]
     runs = []
-    for folder, pipe in pipelines:
-        def progress(w, r, _images, model=pipe.model_id):
+    # What is measured: each --unet with --sampler at --steps, then (--fast) the first one's student at each
+    # --fast-steps, with the same prompts, seeds, real images and yardstick.
+    measured = [(folder, pipe, pipe.model_id, args.sampler, args.steps) for folder, pipe in pipelines]
+    if args.fast:
+        pipe = pipelines[0][1]
+        measured += [(args.fast, pipe, f"{pipe.student_id} (fast, {k} steps)", STUDENT_SAMPLERS[0], k)
+                     for k in fast_steps]
+    for folder, pipe, name, sampler, steps in measured:
+        def progress(w, r, _images, model=name):
             print(f"  {model}  w = {w:g}: {r['n_images']} images in {r['seconds']:.1f} s", flush=True)
 
-        results = guidance_curve(pipe, prompts, ws, args.n, args.seed, args.steps, args.sampler, real=real,
-                                 on_w=progress)
-        runs.append({"unet": str(folder), "model": pipe.model_id, "clip": encoder.identity,
+        low, high = pipe.student_config.w_range if sampler in STUDENT_SAMPLERS else (-math.inf, math.inf)
+        answered = [w for w in ws if low <= w <= high]      # the student answers only the w it learned
+        results = guidance_curve(pipe, prompts, answered, args.n, args.seed, steps, sampler, real=real,
+                                 on_w=progress) if answered else []
+        runs.append({"unet": str(folder), "model": name, "sampler": sampler, "steps": steps, "clip": encoder.identity,
                      "trained_with_clip": pipe.config.clip_identity, "results": results,
                      "lowest_cmmd_w": best_w(results, "cmmd"), "lowest_fd_w": best_w(results, "frechet_distance")})
         if judge is not None:
-            runs[-1]["species"] = [judge.judge(pipe, args.species, w, args.steps, args.sampler, args.seed)
-                                   for w in species_ws]
+            runs[-1]["species"] = [judge.judge(pipe, args.species, w, steps, sampler, args.seed)
+                                   for w in species_ws if low <= w <= high]
     for run in runs:
         print_table(run["model"], run["results"])
     if judge is None:
@@ -269,6 +311,10 @@ def main_gen(argv=None):
     if judge is not None:
         species_reference = judge.references(args.species)
         print_species_table(runs, species_reference, judge)
+        fast_ratios = fast_vs_teacher(runs)
+        for r in fast_ratios:
+            print(f"  {r['model']} at w = {r['w']:g}: FD {r['fd_ratio']:.2f}x the teacher's, species accuracy "
+                  f"{r['accuracy']:.3f} against {r['teacher_accuracy']:.3f}")
 
     out = Path(args.json)
     report = {"command": "eval-gen", "prompts": prompts, "ws": ws, "n": args.n, "seed": args.seed,
@@ -284,6 +330,8 @@ def main_gen(argv=None):
                                  "unit-norm CLIP image embeddings",
                           "diversity": "mean pairwise cosine distance of one prompt's images, averaged"},
               "note": FID_NOTE, "runs": runs, "plot": out.with_suffix(".png").name}
+    if judge is not None and args.fast:
+        report["fast_vs_teacher"] = fast_ratios
     if judge is not None:
         report["species"] = {"n_per_species": args.species, "species": len(judge.species),
                              "classifier": {k: judge.yardstick.info.get(k) for k in

@@ -4,6 +4,7 @@
         --seed 0 --out outputs/roses
     python -m clipdiff sample --prompt "A rose" --negative "red" --w 2      # guidance pushes away from "red"
     python -m clipdiff sample --prompt "[a white daisy:a sunflower:0.5]"   # a daisy for half the steps, then...
+    python -m clipdiff sample --sampler fast --steps 4 --w 2   # the fast mode's student (checkpoints/fast, opt-in)
 """
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import argparse
 import json
 from pathlib import Path
 
-from ..checkpoints import DEFAULT_UNET_DIR
+from ..checkpoints import DEFAULT_FAST_DIR, DEFAULT_UNET_DIR, CheckpointError
 from ..images import labelled_grid, save_png, to_pil
 from ..pipeline import REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline, sweep
 from ..prompts import PromptSyntaxError
 from ..runtimes import DEFAULT_RUNTIME, PRECISIONS, RUNTIMES, RuntimeUnavailable
-from ..sampling import SEED_RANGE, STEPS_RANGE, W_RANGE, Sampling, run_to_end, to_uint8
-from ..schedulers import SAMPLERS
+from ..sampling import SEED_RANGE, STEPS_RANGE, W_RANGE, Sampling, default_steps, run_to_end, to_uint8
+from ..schedulers import REGISTRY, sampler_spec
 
 
 def main(argv=None):
@@ -30,9 +31,14 @@ def main(argv=None):
                                                        "from the learned null (default: none)")
     parser.add_argument("--w", action="append", type=float, help=f"guidance weight, {W_RANGE[0]:g} to {W_RANGE[1]:g}; "
                                                                  "repeat for several (default: the reference list)")
-    parser.add_argument("--steps", type=int, default=default.steps,
-                        help=f"sampler steps, {STEPS_RANGE[0]} to {STEPS_RANGE[1]} (default {default.steps})")
-    parser.add_argument("--sampler", choices=SAMPLERS, default=default.sampler, help=f"(default {default.sampler})")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"sampler steps, {STEPS_RANGE[0]} to {STEPS_RANGE[1]} (default {default.steps}; "
+                             f"the fast sampler: {default_steps('fast')}, at most {sampler_spec('fast').max_steps})")
+    parser.add_argument("--sampler", choices=list(REGISTRY), default=default.sampler,
+                        help=f"(default {default.sampler}; fast: the distilled student of --fast, 1-8 steps, without "
+                             "negative prompts or prompt switches)")
+    parser.add_argument("--fast", default=str(DEFAULT_FAST_DIR), help="the fast mode's student folder (read only "
+                                                                      "with --sampler fast)")
     parser.add_argument("--seed", type=int, default=default.seed,
                         help=f"{SEED_RANGE[0]} to {SEED_RANGE[1]} (default {default.seed})")
     parser.add_argument("--out", default="outputs/sample")
@@ -45,6 +51,9 @@ def main(argv=None):
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="bf16: faster on CPUs with AVX-512 BF16 or AMX, other pictures (recorded in each PNG)")
     args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = default_steps(args.sampler)
+    fast = sampler_spec(args.sampler).student
     prompts = args.prompt or list(REFERENCE_PROMPTS)
     ws = args.w or list(REFERENCE_WS)
     if any(not p.strip() for p in prompts):
@@ -56,13 +65,18 @@ def main(argv=None):
 
     try:
         pipe = ClipDiffusionPipeline.load(args.unet, args.clip, args.clip_pretrained, args.device, args.runtime,
-                                          args.precision)
-    except RuntimeUnavailable as e:
+                                          args.precision, fast=args.fast if fast else None)
+    except (RuntimeUnavailable, CheckpointError) as e:
         parser.error(str(e))
+    if fast and not args.w:      # the reference list's w that the student learned (it refuses the others)
+        low, high = pipe.student_config.w_range
+        ws = [w for w in ws if low <= w <= high]
     try:
         run = pipe.prepare(sweep(prompts, ws, args.seed, args.negative), args.steps, args.sampler)
     except PromptSyntaxError as e:
         parser.error(f"{e.prompt!r}: {e}")
+    if pipe.fast_problems(run):
+        parser.error(" ".join(pipe.fast_problems(run)))
     frames = to_uint8(run_to_end(pipe.sample(run)).images)
     columns = [k % len(prompts) for k in range(len(run.jobs))]     # sweep's order: rows are w, columns prompts
     out = Path(args.out)
@@ -76,7 +90,8 @@ def main(argv=None):
     grid = labelled_grid(frames, rows=len(ws), cols=len(prompts), row_labels=[f"w = {w:g}" for w in ws],
                          col_labels=prompts)
     grid.save(out / "grid.png")
-    (out / "manifest.json").write_text(json.dumps({"model": pipe.model_id, "images": manifest}, indent=2) + "\n")
+    model = pipe.student_id if fast else pipe.model_id
+    (out / "manifest.json").write_text(json.dumps({"model": model, "images": manifest}, indent=2) + "\n")
     print(f"{len(run.jobs)} images, grid.png and manifest.json in {out}")
 
 

@@ -52,10 +52,8 @@ class LocalBackend:
         self._lock = threading.Lock()
 
     def run(self, pipe: ClipDiffusionPipeline, run: PreparedRun, record_every: int = 0) -> Iterator[Progress]:
-        from ..sampling import GuidedRun    # here, not at import: app.py reads its flags before loading torch
-
-        guided = GuidedRun.of(pipe.model, run.inputs, pipe.config.schedule, record_every)
-        return self.batcher(pipe.model).drive(guided)
+        stepper, model = pipe.stepper(run.inputs, record_every)     # the teacher's guided run, or the student's
+        return self.batcher(model).drive(stepper)
 
     def batcher(self, model) -> StepBatcher:
         """The model's batcher: every run on the same U-Net shares it."""

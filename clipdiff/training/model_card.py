@@ -11,6 +11,7 @@ from pathlib import Path
 from ..checkpoints import CHECKPOINTS_DIR, PROJECT_ROOT
 from ..claims import weights_id
 from .recipe import LR_FLOOR, RECORDS_NAME, duration, load_records, machine_text
+from .train_fast import model_card_section
 
 ASSETS_DIR = PROJECT_ROOT / "assets"
 PREVIOUS_DIR = PROJECT_ROOT / "benchmarks" / "previous"      # the replaced models' figures, kept for comparison
@@ -161,7 +162,7 @@ Generated images measured by an independent yardstick (a species classifier of o
 ## Atlas (`atlas/`)
 Image embeddings of every dataset image (float16), species names, one species prompt per species and a
 sample of captions, with 2-D UMAP (raw and centred) and PCA coordinates.
-"""
+{model_card_section(checkpoints / "fast")}"""
 
 
 def write_model_card(checkpoints: Path = CHECKPOINTS_DIR, assets: Path = ASSETS_DIR) -> Path:

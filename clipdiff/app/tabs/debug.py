@@ -176,7 +176,7 @@ def build(ctx: Context) -> DebugTab:
             b = gr.Textbox(REFERENCE_PROMPTS[1], label="prompt B (after the switch)", elem_id="pe-b")
         with gr.Row():
             fractions = gr.Textbox(FRACTIONS_TEXT, label="switch fractions f (0 to 1)", elem_id="pe-fractions")
-            edit_sampling = SamplingControls.build()
+            edit_sampling = SamplingControls.build(samplers=ctx.models.samplers)
         with gr.Row():
             edit_go = gr.Button("Switch strip", variant="primary", elem_id="pe-go")
             edit_stop = gr.Button("Stop", variant="stop", elem_id="pe-stop")
@@ -190,7 +190,7 @@ def build(ctx: Context) -> DebugTab:
                     "how far that moves CLIP's embedding of the prompt; the strip is the same seed without the word.")
         prompt = gr.Textbox(WORDS_PROMPT, label="prompt", elem_id="wi-prompt")
         with gr.Row():
-            words_sampling = SamplingControls.build()
+            words_sampling = SamplingControls.build(samplers=ctx.models.samplers)
         with gr.Row():
             words_go = gr.Button("Which words matter?", variant="primary", elem_id="wi-go")
             words_stop = gr.Button("Stop", variant="stop", elem_id="wi-stop")

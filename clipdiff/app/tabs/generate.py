@@ -16,10 +16,12 @@ from ...pipeline import REFERENCE_PROMPTS, images_per_prompt
 from ...playback import PlaybackRun, playback_of_run
 from ...prompts import edit_text
 from ...sampling import Sampling
+from ...schedulers import STUDENT_SAMPLERS, sampler_spec
 from ...vocabulary import RARE_BELOW
 from ...vocabulary import chips as vocabulary_chips
 from ..context import Context
-from ..controls import SamplingControls, negative_box, sampler_radio, seed_number, steps_slider, w_slider
+from ..controls import (SamplingControls, negative_box, sampler_radio, seed_number, steps_for_sampler, steps_slider,
+                        w_slider)
 from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, clean_line, png_parameters, shorten
 from ..links import ABSOLUTE_LINK, COPY_LINK, fill_from_link, link_query
@@ -127,7 +129,15 @@ def generate(ctx: Context, prompts_text, w, steps, sampler, seed, n_images, nega
         yield gallery, checked.status(f"Done: {len(jobs)} image(s), seed {s.seed}, {steps_of(s.steps, s.sampler)} "
                                       f"in {time.perf_counter() - started:.1f} s. "
                                       f"Best CLIP score: {scores[best]:.1f} ({shorten(labels[best])}). "
-                                      f"{score_note(run)}", frames), s.seed, last
+                                      f"{score_note(run)}{fast_note(s.sampler)}", frames), s.seed, last
+
+
+def fast_note(sampler: str) -> str:
+    """What a fast-mode run's status adds: what made it, and what it leaves out."""
+    if not sampler_spec(sampler).student:
+        return ""
+    return (" Fast mode: a student distilled from the U-Net made these, one forward a step; its steps are not "
+            "recorded, so the Denoising playback needs the teacher's samplers.")
 
 
 def images_each(checked: Checked, prompts: list[str], n_images) -> int:
@@ -288,7 +298,7 @@ def build(ctx: Context) -> GenerateTab:
                     dice = gr.Button("Random", scale=1)
                 n_images = gr.Slider(1, MAX_IMAGES_PER_PROMPT, value=IMAGES_PER_PROMPT, step=1,
                                      label="images per prompt")
-                sampler = sampler_radio()
+                sampler = sampler_radio(ctx.models.samplers)
                 gr.Examples([[p] for p in REFERENCE_PROMPTS] + [["\n".join(REFERENCE_PROMPTS)]],
                             inputs=[prompts], label="Reference prompts")
             with gr.Column(scale=6, min_width=400, elem_id="results"):
@@ -321,6 +331,9 @@ def wire(ctx: Context, tab: GenerateTab, shared: Shared) -> None:
     tokens.on(tab.prompts.change, api_name="tokens", show_progress="hidden")
     tokens.on(shared.demo.load, **PRIVATE)
     tab.dice.click(random_seed, None, tab.sampling.seed, queue=False, **PRIVATE)
+    if any(name in ctx.models.samplers for name in STUDENT_SAMPLERS):    # the fast mode's 1-8 steps vs the teacher's
+        tab.sampling.sampler.change(steps_for_sampler, [tab.sampling.sampler, tab.sampling.steps],
+                                    tab.sampling.steps, queue=False, **PRIVATE)
     event = run_call(ctx, tab, shared).on(tab.go.click, api_name="generate")
     Call(steps_used, [tab.prompts, tab.sampling.steps, tab.n_images], tab.sampling.steps).on(
         tab.go.click, show_progress="hidden", **PRIVATE)

@@ -164,7 +164,7 @@ def build(ctx: Context) -> InterpolateTab:
             b = gr.Textbox(REFERENCE_PROMPTS[2], label="to", elem_id="ip-b")
         with gr.Row():
             points = gr.Slider(*INTERPOLATION_POINTS, value=INTERPOLATION_POINTS_DEFAULT, step=1, label="images")
-            sampling = SamplingControls.build()
+            sampling = SamplingControls.build(samplers=ctx.models.samplers)
         negative = negative_box(elem_id="ip-negative")
         with gr.Row():
             go = gr.Button("Interpolate", variant="primary", elem_id="ip-go")
@@ -189,7 +189,7 @@ def build(ctx: Context) -> InterpolateTab:
                             alt_text="The uploaded image as CLIP's image tower sees it, at its input size")
             with gr.Column():
                 count = gr.Slider(1, MAX_IMAGES_PER_PROMPT, value=VARIATIONS_DEFAULT, step=1, label="variations")
-                vary_sampling = SamplingControls.build()
+                vary_sampling = SamplingControls.build(samplers=ctx.models.samplers)
                 vary_negative = negative_box(elem_id="va-negative")
         with gr.Row():
             vary_button = gr.Button("Vary", variant="primary", elem_id="va-go")

@@ -201,7 +201,7 @@ def build(ctx: Context) -> PhotoTab:
             at = gr.Slider(0, 1, value=EDIT_AT_DEFAULT, step=0.05, label="start: fraction of T",
                            info="0: the photo as it is; 1: pure noise (a plain generation)", elem_id="ed-at")
         with gr.Row():
-            sampling = SamplingControls.build()
+            sampling = SamplingControls.build(samplers=ctx.models.samplers)
         negative = negative_box(elem_id="ed-negative")
         with gr.Row():
             edit = gr.Button("Edit", variant="primary", elem_id="ed-go")

@@ -10,6 +10,7 @@ import gradio as gr
 import numpy as np
 
 from ... import tour
+from ...fast import needs_teacher
 from ...playback import PlaybackRun, export_gif
 from ..context import Context
 from ..errors import answers_clearly
@@ -17,7 +18,7 @@ from ..figures import playback_figure
 from ..inputs import Checked
 from ..limits import PLAY_FPS, PLAY_FPS_RANGE
 from ..runs import file_name
-from ..session import has_playback
+from ..session import has_playback, made_by_student
 from ..wiring import PRIVATE, Call, Shared, bind
 
 TAKES = (tour.Playback,)
@@ -25,12 +26,16 @@ TAKES = (tour.Playback,)
 
 HINT = ("Generate first; every step of the last run is recorded. Scrubbing shows recorded frames, nothing is "
         "recomputed.")
+NEEDS_TEACHER = needs_teacher("Playback") + " The last run used the fast mode, whose steps are not recorded."
 
 
 @answers_clearly
 def show_playback(ctx: Context, run):
     """Runs after every new run: the playback tab at the run's opening step (a third of the way in), its CLIP cosines
     computed now, the previous run's GIF gone and the hint to generate first hidden."""
+    if made_by_student(run):    # the previous run's frames go: they are not this run's
+        return (gr.update(choices=[], value=None), gr.update(visible=False), None, "", None, None,
+                gr.update(value=f"**{NEEDS_TEACHER}**", visible=True))
     if not has_playback(run):
         return (gr.skip(),) * 7
     pb = run.playback_with_cosines(ctx.models.need_encoder())
@@ -72,6 +77,8 @@ def cosine_note(pb: PlaybackRun, step: int, sample: int) -> str:
 def playback_position(run, sample, step) -> tuple[PlaybackRun, int, int]:
     """The run's playback and a checked (image, recorded step) in it: step as the slider numbers it (1..steps),
     returned 0-based."""
+    if made_by_student(run):
+        raise gr.Error(NEEDS_TEACHER)
     if not has_playback(run):
         raise gr.Error("No run to play back yet: generate an image first (Generate tab).")
     pb = run.playback
@@ -85,7 +92,7 @@ def playback_position(run, sample, step) -> tuple[PlaybackRun, int, int]:
 def scrub(run, sample, step):
     """Reads a recorded frame; never runs the model. The plot's marker follows the step."""
     if not has_playback(run):
-        return gr.skip(), "No run yet: generate an image first.", gr.skip()
+        return gr.skip(), NEEDS_TEACHER if made_by_student(run) else "No run yet: generate an image first.", gr.skip()
     pb, sample, step = playback_position(run, sample, step)
     return pb.frame(step, sample), step_caption(pb, step, sample), playback_figure(pb, sample, step)
 

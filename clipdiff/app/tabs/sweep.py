@@ -72,7 +72,8 @@ def build(ctx: Context) -> SweepTab:
                     stop = gr.Button("Stop", variant="stop", elem_id="sweep-stop")
                 ws = gr.Textbox(label="w values (rows)", value=", ".join(f"{x:g}" for x in REFERENCE_WS),
                                 elem_id="sweep-ws")
-                sampling = SamplingControls.build(with_w=False, seed_label="seed (one for every cell)")
+                sampling = SamplingControls.build(with_w=False, seed_label="seed (one for every cell)",
+                                                  samplers=ctx.models.samplers)
                 negative = negative_box(elem_id="sweep-negative")
             with gr.Column(scale=6, min_width=400):
                 status = gr.Markdown(elem_id="sweep-status")

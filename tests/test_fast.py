@@ -448,3 +448,19 @@ def test_the_fast_table_puts_the_student_beside_its_teacher():
     assert rows[2:] == ["| dpmsolver-karras (teacher) | 12 | 24 | 15.0 | 1.00x | 0.750 | 0.63 s |",
                         "| fast (student) | 4 | 4 | 19.5 | 1.30x | 0.700 | 0.10 s |",
                         "| fast (student) | 2 | 2 | 24.0 | 1.60x | 0.600 | - |"]
+
+
+def test_the_student_runs_on_the_default_runtime_as_eager(teacher, tmp_path):
+    """The student's condition rows are one wider (w): ONNX Runtime takes them, checked against eager at load, and
+    answers as the eager student does."""
+    pytest.importorskip("onnxruntime")
+    from clipdiff.runtimes import Runtime, runtime_of, with_runtime
+
+    student, _ = student_of(teacher)
+    served = with_runtime(student, "onnx", "fp32", cache_dir=tmp_path)
+    assert runtime_of(served) == Runtime("onnx", "fp32")
+    g, size = torch.Generator().manual_seed(1), student.config.image_size
+    x, t = torch.randn(4, 3, size, size, generator=g), torch.tensor([5, 50, 150, 300])
+    cond = torch.randn(4, student.cond_dim, generator=g)
+    with torch.inference_mode():
+        assert (served(x, t, cond) - student(x, t, cond)).abs().max() < 1e-5

@@ -61,11 +61,13 @@ def test_the_room_table_is_its_measurements():
     """Every row of "Sizing the room" says what its JSON in benchmarks/room/ measured (rounded to 2 places)."""
     import json
 
-    rows = re.findall(r"^\| (local|ray, 2 replicas x 1 core) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+) \| "
-                      r"`(benchmarks/room/[\w.-]+\.json)` \|$", README.split("**Sizing the room.**")[1], re.M)
+    rows = re.findall(r"^\| (local|ray, 2 replicas x 1 core|local, fast mode \(4 steps\)) \| (\d+) \| ([\d.]+) \| "
+                      r"([\d.]+) \| ([\d.]+) \| (\d+) \| `(benchmarks/room/[\w.-]+\.json)` \|$",
+                      README.split("**Sizing the room.**")[1], re.M)
     assert len(rows) >= 4, "the room table's rows"
     for backend, users, made, p50, p95, errors, path in rows:
         report = json.loads((ROOT / path).read_text())
         assert (report["backend"], report["users"]) == (backend.split(",")[0], int(users)), path
+        assert (report["sampler"] == "fast") == ("fast mode" in backend), path
         measured = [round(report[k], 2) for k in ("images_per_s", "p50_s", "p95_s")] + [report["errors"]]
         assert [float(made), float(p50), float(p95), int(errors)] == measured, path

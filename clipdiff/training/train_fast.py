@@ -230,7 +230,7 @@ def train(args) -> Path:
                        "teacher": describe_path(args.teacher), "loss": args.loss, "huber_c": args.huber_c,
                        "lr": args.lr, "ema_decay": args.ema_decay, "ddim_steps": args.ddim_steps,
                        "w_range": [args.w_min, args.w_max], "export_dtype": args.export_dtype, "seed": args.seed,
-                       "hardware": f"{device} ({torch.get_num_threads()} threads)"}
+                       "hardware": f"{device}, {torch.get_num_threads()} torch thread(s)"}
     save_fast(target.eval(), config, Path(args.export), EXPORT_DTYPES[args.export_dtype])
     print(f"exported the student (the target network) to {args.export}")
     return Path(args.export)

@@ -464,3 +464,15 @@ def test_the_student_runs_on_the_default_runtime_as_eager(teacher, tmp_path):
     cond = torch.randn(4, student.cond_dim, generator=g)
     with torch.inference_mode():
         assert (served(x, t, cond) - student(x, t, cond)).abs().max() < 1e-5
+
+
+def test_the_shipped_students_figures_were_measured_on_it(monkeypatch):
+    """The README's and the card's fast table come from reports of the shipped student and teacher (tests/test_claims
+    checks the lines); a report of other weights is named as stale."""
+    from clipdiff import claims
+
+    assert claims.stale_fast(claims.shipped_model_ids()["unet"]) == []
+    report, bench = claims.fast_claims()
+    monkeypatch.setattr(claims, "fast_claims", lambda: (report, {**bench, "fast_model": "fast-0000000000"}))
+    stale = claims.stale_fast(claims.shipped_model_ids()["unet"])
+    assert len(stale) == 1 and stale[0].startswith("bench_fast.json: measured on") and "fast-0000000000" in stale[0]

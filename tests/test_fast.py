@@ -476,3 +476,17 @@ def test_the_shipped_students_figures_were_measured_on_it(monkeypatch):
     monkeypatch.setattr(claims, "fast_claims", lambda: (report, {**bench, "fast_model": "fast-0000000000"}))
     stale = claims.stale_fast(claims.shipped_model_ids()["unet"])
     assert len(stale) == 1 and stale[0].startswith("bench_fast.json: measured on") and "fast-0000000000" in stale[0]
+
+
+def test_a_fast_png_loads_into_the_teachers_controls_and_says_so(fast_models):
+    """A Radio refuses, at the next click, a value it does not offer: a fast PNG comes back as the teacher's."""
+    from clipdiff.app.inputs import Checked
+    from clipdiff.app.tabs import generate
+
+    ctx = app_context(fast_models)
+    gallery = list(generate.generate(ctx, "a red rose", 3.0, 2, "fast", 5, 1))[-1][0]
+    assert generate.load_params(gallery[0][0]) == ("a red rose", 3.0, 12, "dpmsolver-karras", 5, 1)
+    checked = Checked(quiet=True)
+    generate.parameters_to_controls(read_params(Image.open(gallery[0][0])), checked)
+    assert checked.notes == ["Made in the fast mode: loaded with the teacher's dpmsolver-karras sampler and 12 steps "
+                             "(pick fast again where the app offers it)."]

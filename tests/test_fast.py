@@ -464,3 +464,29 @@ def test_the_student_runs_on_the_default_runtime_as_eager(teacher, tmp_path):
     cond = torch.randn(4, student.cond_dim, generator=g)
     with torch.inference_mode():
         assert (served(x, t, cond) - student(x, t, cond)).abs().max() < 1e-5
+
+
+def test_the_shipped_students_figures_were_measured_on_it(monkeypatch):
+    """The README's and the card's fast table come from reports of the shipped student and teacher (tests/test_claims
+    checks the lines); a report of other weights is named as stale."""
+    from clipdiff import claims
+
+    assert claims.stale_fast(claims.shipped_model_ids()["unet"]) == []
+    report, bench = claims.fast_claims()
+    monkeypatch.setattr(claims, "fast_claims", lambda: (report, {**bench, "fast_model": "fast-0000000000"}))
+    stale = claims.stale_fast(claims.shipped_model_ids()["unet"])
+    assert len(stale) == 1 and stale[0].startswith("bench_fast.json: measured on") and "fast-0000000000" in stale[0]
+
+
+def test_a_fast_png_loads_into_the_teachers_controls_and_says_so(fast_models):
+    """A Radio refuses, at the next click, a value it does not offer: a fast PNG comes back as the teacher's."""
+    from clipdiff.app.inputs import Checked
+    from clipdiff.app.tabs import generate
+
+    ctx = app_context(fast_models)
+    gallery = list(generate.generate(ctx, "a red rose", 3.0, 2, "fast", 5, 1))[-1][0]
+    assert generate.load_params(gallery[0][0]) == ("a red rose", 3.0, 12, "dpmsolver-karras", 5, 1)
+    checked = Checked(quiet=True)
+    generate.parameters_to_controls(read_params(Image.open(gallery[0][0])), checked)
+    assert checked.notes == ["Made in the fast mode: loaded with the teacher's dpmsolver-karras sampler and 12 steps "
+                             "(pick fast again where the app offers it)."]

@@ -230,7 +230,7 @@ def train(args) -> Path:
                        "teacher": describe_path(args.teacher), "loss": args.loss, "huber_c": args.huber_c,
                        "lr": args.lr, "ema_decay": args.ema_decay, "ddim_steps": args.ddim_steps,
                        "w_range": [args.w_min, args.w_max], "export_dtype": args.export_dtype, "seed": args.seed,
-                       "hardware": f"{device} ({torch.get_num_threads()} threads)"}
+                       "hardware": f"{device}, {torch.get_num_threads()} torch thread(s)"}
     save_fast(target.eval(), config, Path(args.export), EXPORT_DTYPES[args.export_dtype])
     print(f"exported the student (the target network) to {args.export}")
     return Path(args.export)
@@ -271,15 +271,17 @@ default), one forward a step.
   {c["original_inference_steps"]}-step skipped grid, an EMA target ({tr["ema_decay"]}) of the student maps that point to its end, and
   the student is pulled there ({tr["loss"]} loss, c {tr["huber_c"]}); w uniform in {w_lo:g}..{w_hi:g} (the fast mode
   refuses other w)
-- {tr["steps"]} steps of batch {tr["batch_size"]} ({tr["images_seen"]:,} images seen), lr {tr["lr"]}, {tr["train_seconds"] / 60:.0f} min on {tr["hardware"]}; the target network ships
+- {tr["steps"]:,} steps of batch {tr["batch_size"]} ({tr["images_seen"]:,} images seen), lr {tr["lr"]}, {tr["train_seconds"] / 60:.0f} min on {tr["hardware"]}; the target network ships
 
 Beside its teacher at the app's default sampler, measured in one run each (`eval-gen --species 8 --species-w 2
 --w 2 --fast`, 102 species prompts x 8 images at w = 2; `bench --fast`, the same machine):
 
 {table}
 
-It never makes the conditional and unconditional predictions apart, so negative prompts, prompt editing, photo
-edits and the denoising playback need the teacher (the app and the CLI refuse them in words).
+How much w changes its pictures, against the teacher, and how its w range and fp16 weights were chosen:
+`benchmarks/README.md`, Fast mode. It never makes the conditional and unconditional predictions apart, so negative
+prompts, prompt editing, photo edits and the denoising playback need the teacher (the app and the CLI refuse them
+in words).
 """
 
 

@@ -25,8 +25,8 @@ from ..controls import (SamplingControls, negative_box, sampler_radio, seed_numb
 from ..errors import answers_clearly, one_per_session
 from ..inputs import Checked, clean_line, png_parameters, shorten
 from ..links import ABSOLUTE_LINK, COPY_LINK, fill_from_link, link_query
-from ..limits import (DEFAULT_SAMPLER, IMAGES_PER_PROMPT, MAX_BATCH, MAX_IMAGES_PER_PROMPT, MAX_PROMPTS,
-                      MAX_TEXT_CHARS, SAMPLERS, SEED_RANGE)
+from ..limits import (DEFAULT_SAMPLER, DEFAULT_STEPS, IMAGES_PER_PROMPT, MAX_BATCH, MAX_IMAGES_PER_PROMPT,
+                      MAX_PROMPTS, MAX_TEXT_CHARS, SAMPLERS, SEED_RANGE)
 from ..runs import preview_gallery, sample, save_results, score_note
 from ..session import LastRun
 from ..page import SHOW_RESULTS
@@ -177,6 +177,12 @@ def parameters_to_controls(params: dict, checked: Checked):
     w = checked.w(params.get("w"))
     steps = checked.steps(params.get("steps"))
     sampler = params.get("sampler") if params.get("sampler") in SAMPLERS else DEFAULT_SAMPLER
+    if params.get("sampler") in STUDENT_SAMPLERS:
+        # The controls of an app without the fast mode cannot hold its sampler (a Radio refuses a value it does not
+        # offer at the next click): the teacher's default comes back, with its own steps, and says so.
+        steps = DEFAULT_STEPS
+        checked.warn(f"Made in the fast mode: loaded with the teacher's {DEFAULT_SAMPLER} sampler and {steps} steps "
+                     "(pick fast again where the app offers it).")
     seed = checked.number(params.get("seed"), "seed", *SEED_RANGE, integer=True, default=0)
     gr.Info(f"Loaded the parameters of {prompt[:40]!r}, seed {seed}.")
     return prompt, w, steps, sampler, seed, 1

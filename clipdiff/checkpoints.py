@@ -94,6 +94,19 @@ def read_json(path: Path) -> dict:
     return obj
 
 
+def read_config(folder: Path, fmt: str, what: str, from_dict):
+    """folder's config.json as from_dict builds it, once its "format" says it is `fmt` (a clipdiff `what` config);
+    a CheckpointError in words otherwise."""
+    path = Path(folder) / CONFIG_NAME
+    raw = read_json(path)
+    if raw.get("format") != fmt:
+        raise CheckpointError(f"{path} is not a clipdiff {what} config (format {raw.get('format')!r})")
+    try:
+        return from_dict(raw)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():

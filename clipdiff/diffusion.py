@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import (CONFIG_NAME, WEIGHTS_NAME, CheckpointError, atomic_save_json, atomic_save_safetensors,
-                          load_state_dict_checked, read_json, read_safetensors)
+                          load_state_dict_checked, read_config, read_safetensors)
 from .schedulers import NoiseSchedule
 from .unet import ConditionalUNet, UNetConfig
 
@@ -73,13 +73,7 @@ def save_diffusion(model: ConditionalUNet, config: DiffusionConfig, folder: Path
 
 def load_diffusion(folder: Path, device: torch.device | str = "cpu") -> tuple[ConditionalUNet, DiffusionConfig]:
     folder = Path(folder)
-    raw = read_json(folder / CONFIG_NAME)
-    if raw.get("format") != FORMAT:
-        raise CheckpointError(f"{folder / CONFIG_NAME} is not a clipdiff diffusion config (format {raw.get('format')!r})")
-    try:
-        config = DiffusionConfig.from_dict(raw)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{folder / CONFIG_NAME}: {e}") from None
+    config = read_config(folder, FORMAT, "diffusion", DiffusionConfig.from_dict)
     model = ConditionalUNet(config.unet)
     load_state_dict_checked(model, read_safetensors(folder / WEIGHTS_NAME), folder / WEIGHTS_NAME)
     return model.eval().to(device), config

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import (CONFIG_NAME, WEIGHTS_NAME, CheckpointError, atomic_save_json, atomic_save_safetensors,
-                          load_state_dict_checked, read_json, read_safetensors)
+                          load_state_dict_checked, read_config, read_safetensors)
 from .diffusion import DiffusionConfig
 from .sampling import Progress, initial_noise, step_noise_generator
 from .schedulers import LCM_ORIGINAL_STEPS, LCM_TIMESTEP_SCALING, STUDENT_SAMPLERS, make_scheduler
@@ -135,13 +135,7 @@ def load_fast(folder: Path, device: torch.device | str = "cpu") -> tuple[FastStu
     folder = Path(folder)
     if not (folder / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"no fast-mode student in {folder} (missing {WEIGHTS_NAME}); {TRAIN_HINT}")
-    raw = read_json(folder / CONFIG_NAME)
-    if raw.get("format") != FORMAT:
-        raise CheckpointError(f"{folder / CONFIG_NAME} is not a clipdiff fast-mode config (format {raw.get('format')!r})")
-    try:
-        config = FastConfig.from_dict(raw)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{folder / CONFIG_NAME}: {e}") from None
+    config = read_config(folder, FORMAT, "fast-mode", FastConfig.from_dict)
     model = FastStudent(config)
     load_state_dict_checked(model, read_safetensors(folder / WEIGHTS_NAME), folder / WEIGHTS_NAME)
     return model.float().eval().to(device), config

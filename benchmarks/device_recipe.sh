@@ -8,8 +8,10 @@
 #
 # Needs, git-ignored beside the checkout and named in the call's carry (as benchmarks/device_campaign.sh): .whl/
 # (open_clip_torch, diffusers, ftfy, wcwidth, importlib_metadata wheels, which that machine lacks) and
-# .devdata/data.tgz (the shared data, tarred as data/...). A call carries at most 64 MiB with the tracked tree, whose
-# shipped weights alone are ~57 MB: the 61 MB of data do not fit beside them today.
+# .devdata/data.tgz (the shared data, tarred as data/...). A call carries at most 64 MiB (67.1 MB) with the tracked
+# tree, which is ~72.7 MB itself since the fast mode's student (checkpoints: CLIP 32.7, U-Net 16.9, fast 8.5, atlas
+# 8.2 MB): before a call, `rm -r checkpoints/fast checkpoints/atlas` (no stage reads them; `git checkout` them after),
+# and carry the data exported small (the 61 MB of shared data do not fit beside the weights).
 #
 # Back here, unpack the parts (cat recipe.tgz.part-* | tar xzf - -C runs/recipe) and run
 #   python -m clipdiff train-default --runs runs/recipe --checkpoints runs/recipe/checkpoints

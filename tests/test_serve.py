@@ -519,7 +519,8 @@ def test_room_measures_a_live_app_and_writes_its_report(tiny_clip_dir, tiny_unet
     assert (report["backend"], report["replicas"], report["users"]) == ("local", 1, 2)
     assert report["errors"] == 0 and report["requests"] == 4 and report["images"] == 16, report["error_examples"]
     assert 0 < report["p50_s"] <= report["p95_s"] and report["images_per_s"] > 0
-    assert report["machine"]["cpu_count"] == report["cpu_count"] == os.cpu_count() and report["clients_cpu_s"] >= 0 and report["machine_cpu_s"] >= 0
+    assert report["machine"]["cpu_count"] == os.cpu_count()
+    assert report["clients_cpu_s"] >= 0 and report["machine_cpu_s"] >= 0
 
 
 def test_the_rooms_machine_cpu_counts_work_done_on_any_core():

@@ -75,8 +75,9 @@ def main(argv=None):
         run = pipe.prepare(sweep(prompts, ws, args.seed, args.negative), args.steps, args.sampler)
     except PromptSyntaxError as e:
         parser.error(f"{e.prompt!r}: {e}")
-    if pipe.fast_problems(run):
-        parser.error(" ".join(pipe.fast_problems(run)))
+    refused = pipe.fast_problems(run)
+    if refused:
+        parser.error(" ".join(refused))
     frames = to_uint8(run_to_end(pipe.sample(run)).images)
     columns = [k % len(prompts) for k in range(len(run.jobs))]     # sweep's order: rows are w, columns prompts
     out = Path(args.out)

@@ -126,10 +126,9 @@ class RoomReport:
     sampler: str | None
     error_examples: list[str]
     url: str
+    machine: dict | None = None                 # CPU, git commit, date (measured.machine())
     # Where the machine's CPU went while the room was open: the simulated attendees (this process) and every process
     # (the app, its replicas, the attendees); on one machine the attendees' share is CPU a real room's laptops pay.
-    machine: dict | None = None                 # CPU, git commit, date (measured.machine())
-    cpu_count: int | None = None
     clients_cpu_s: float | None = None
     machine_cpu_s: float | None = None
 
@@ -216,7 +215,7 @@ def run_room(url: str, users: int, think_s: float, duration_s: float, backend: s
                       p50_s=_round(percentile(latencies, 50)), p95_s=_round(percentile(latencies, 95)),
                       errors=len(errors), requests=len(latencies) + len(errors), images=images, wall_s=round(wall, 2),
                       steps=steps, sampler=sampler, error_examples=sorted(set(errors))[:5], url=url,
-                      machine=machine(), cpu_count=os.cpu_count(), clients_cpu_s=round(clients_cpu, 1),
+                      machine=machine(), clients_cpu_s=round(clients_cpu, 1),
                       machine_cpu_s=None if machine_cpu is None else round(machine_cpu, 1))
 
 

@@ -20,6 +20,7 @@ CLI's alike. `stream` turns a run's progress into pictures as the app shows them
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -432,3 +433,48 @@ def stream(progress: Iterator[Progress], preview_every_s: float = PREVIEW_EVERY_
         elif last_sent is None or time.perf_counter() - last_sent >= preview_every_s:
             yield Frames(p.step, p.total, to_uint8(p.x0))
             last_sent = time.perf_counter()   # after the consumer sent it: its own time does not count
+
+
+# How many finished steps a run may hold for its stream's reader (run_ahead): a preview's trip through the app
+# (~7 ms) is shorter than one step (~45 ms), and Stop should find the run at most a few steps further on.
+RUN_AHEAD_STEPS = 2
+
+
+def run_ahead(progress: Iterator[Progress], steps: int = RUN_AHEAD_STEPS) -> Iterator[Progress]:
+    """The same Progress, sampled in a thread of its own up to `steps` ahead of whoever reads it. The app reads a
+    run through stream() in a Gradio worker that, after each preview, waits while Gradio writes and sends it
+    (~7 ms here): without this the U-Net idled for that long three times in a lone 4-image click. An error is
+    raised where the Progress is read; leaving this generator stops the run after the step in progress."""
+    ready: queue.Queue = queue.Queue(maxsize=max(1, steps))
+    left = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        """Hand item to the reader; False once the reader has left."""
+        while not left.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for p in progress:
+                if not put(p):
+                    return
+            put(done)
+        except BaseException as error:   # noqa: BLE001 - raised again in the reader's thread
+            put(error)
+        finally:
+            getattr(progress, "close", lambda: None)()     # in this thread: the one that ran it
+
+    threading.Thread(target=produce, name="clipdiff-run", daemon=True).start()
+    try:
+        while (item := ready.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        left.set()

@@ -36,6 +36,13 @@ def test_generate_streams_previews_then_pngs_and_the_session_keeps_the_run(clien
     assert (prompt, w, steps, sampler, seed) == (PROMPTS[1], 2.0, 5, "ddim", 8)
 
 
+def test_the_served_queue_polls_at_the_apps_rate_not_every_millisecond(live_app):
+    from clipdiff.app.limits import QUEUE_POLL_S
+
+    # a Gradio that renames the attribute fails here, not silently back at 1,000 wake-ups a second
+    assert live_app.demo._queue.sleep_when_free == QUEUE_POLL_S > 0.001
+
+
 def test_another_session_has_no_run_to_play_back(live_app):
     fresh = Client(live_app.url, verbose=False)
     try:

@@ -343,6 +343,53 @@ def test_stream_throttles_previews_and_always_ends_with_the_final_images(tiny_pi
     assert np.array_equal(few[-1].images, every[-1].images)
 
 
+def test_a_run_ahead_yields_the_same_progress_and_samples_while_its_reader_is_busy():
+    import threading
+
+    produced, two_ahead, closed = [], threading.Event(), []
+    def steps():
+        try:
+            for k in range(10):
+                produced.append(k)
+                if len(produced) == 2:
+                    two_ahead.set()
+                yield k
+        finally:
+            closed.append(threading.current_thread().name)
+
+    ahead = sampling.run_ahead(steps(), steps=2)
+    assert next(ahead) == 0
+    assert two_ahead.wait(10), "the run went on while its reader held step 0"
+    assert list(ahead) == list(range(1, 10)) and closed == ["clipdiff-run"]
+
+
+def test_leaving_a_run_ahead_stops_it_within_its_depth_and_errors_reach_the_reader():
+    import threading
+
+    produced, closed = [], threading.Event()
+    def endless():
+        try:
+            k = 0
+            while True:
+                produced.append(k)
+                yield k
+                k += 1
+        finally:
+            closed.set()
+
+    ahead = sampling.run_ahead(endless(), steps=2)
+    assert next(ahead) == 0
+    ahead.close()
+    assert closed.wait(10), "the run was closed in its own thread once its reader left"
+    assert len(produced) <= 1 + 2 + 1, "read, held, and the one in progress: no more"
+
+    def failing():
+        yield 1
+        raise RuntimeError("the forward failed")
+    with pytest.raises(RuntimeError, match="the forward failed"):
+        list(sampling.run_ahead(failing()))
+
+
 def test_once_stop_is_set_the_sampler_stops_after_the_step_in_progress_and_says_where(tiny_pipeline):
     import threading
 

@@ -14,7 +14,7 @@ from ..caveats import caveat, noise_note, noise_scores
 from ..images import labelled_grid, save_png, to_pil
 from ..pipeline import ClipDiffusionPipeline, Job, PreparedRun
 from ..runtimes import runtime_of
-from ..sampling import Frames, from_uint8, stream
+from ..sampling import Frames, from_uint8, run_ahead, stream
 from ..similarity import clip_score
 from .context import Context
 from .limits import PREVIEW_SCALE, STREAM_SCALE
@@ -23,9 +23,9 @@ from .limits import PREVIEW_SCALE, STREAM_SCALE
 def sample(ctx: Context, pipe: ClipDiffusionPipeline, run: PreparedRun, record: bool = False) -> Iterator[Frames]:
     """The prepared run as the app streams it: previews at most every ctx.preview_interval(), then the final images
     (with every step recorded for playback when record); or, once Stop sets ctx.stop, the step's x0 marked
-    `stopped`."""
+    `stopped`. The run samples on while a preview is on its way (sampling.run_ahead)."""
     progress = ctx.models.backend.run(pipe, run, record_every=1 if record else 0)
-    return stream(progress, ctx.preview_interval(), ctx.stop)
+    return stream(run_ahead(progress), ctx.preview_interval(), ctx.stop)
 
 
 # How long Stop waits for the run to close before Gradio cancels it: a run stops within one sampler step (well

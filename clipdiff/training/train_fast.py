@@ -31,7 +31,7 @@ from ..devices import resolve_device
 from ..diffusion import load_diffusion
 from ..embed import EmbeddingTable
 from ..encoders import ClipEncoder
-from ..fast import FAST_SAMPLER, FastConfig, FastStudent, rows, save_fast
+from ..fast import FAST_SAMPLER, FastConfig, FastStudent, load_fast, rows, save_fast
 from ..images import labelled_grid, resized_unit
 from ..pipeline import REFERENCE_PROMPTS, ClipDiffusionPipeline, model_id_of, sweep
 from ..caveats import MAX_TRUSTED_W
@@ -52,6 +52,9 @@ def fast_defaults() -> dict:
         data=None,                       # the images the embeddings were computed from (same order)
         embeddings="runs/embeddings",    # the teacher's CLIP's embeddings (python -m clipdiff embed)
         teacher=str(DEFAULT_UNET_DIR),
+        # an exported student to start from instead of the teacher (e.g. checkpoints/fast): continues a shipped
+        # student's distillation where its run folder is gone (its optimizer state is not exported: Adam restarts)
+        init=None,
         out="runs/fast",
         export=str(DEFAULT_FAST_DIR),
         clip="default", clip_pretrained=None,     # for the sample grids only
@@ -168,7 +171,8 @@ def train(args) -> Path:
 
     config = build_config(args, teacher_config, model_id_of(Path(args.teacher)))
     torch.manual_seed(args.seed)
-    student = FastStudent.from_teacher(teacher, config).to(device)
+    student, earlier = start_student(teacher, config, args.init)
+    student = student.to(device)
     target = copy.deepcopy(student).requires_grad_(False)
     optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=0.0)
     state = load_run(out, student, optimizer, target)
@@ -224,16 +228,36 @@ def train(args) -> Path:
     stop.restore()
 
     done = read_json(out / "state.json")["step"]
-    config.training = {"steps": done, "batch_size": args.batch_size, "images_seen": done * args.batch_size,
-                       "train_seconds": round(timer.seconds), "train_images": len(train_set),
+    hardware = f"{device}, {torch.get_num_threads()} torch thread(s)"
+    if earlier:
+        hardware = f"{earlier['hardware']}; then {done:,} steps continued on {hardware}"
+    config.training = {"steps": earlier.get("steps", 0) + done, "batch_size": args.batch_size,
+                       "images_seen": earlier.get("images_seen", 0) + done * args.batch_size,
+                       "train_seconds": round(earlier.get("train_seconds", 0) + timer.seconds),
+                       "train_images": len(train_set),
                        "heldout_images": len(held_rows), "embeddings": describe_path(args.embeddings),
                        "teacher": describe_path(args.teacher), "loss": args.loss, "huber_c": args.huber_c,
                        "lr": args.lr, "ema_decay": args.ema_decay, "ddim_steps": args.ddim_steps,
                        "w_range": [args.w_min, args.w_max], "export_dtype": args.export_dtype, "seed": args.seed,
-                       "hardware": f"{device}, {torch.get_num_threads()} torch thread(s)"}
+                       "hardware": hardware}
     save_fast(target.eval(), config, Path(args.export), EXPORT_DTYPES[args.export_dtype])
     print(f"exported the student (the target network) to {args.export}")
     return Path(args.export)
+
+
+def start_student(teacher, config: FastConfig, init: str | None) -> tuple[FastStudent, dict]:
+    """The student a run starts from, and the training record of what it continues ({} for a fresh start): the
+    teacher's weights (FastStudent.from_teacher), or an exported student's, which must be of this teacher and
+    guidance embedding."""
+    if not init:
+        return FastStudent.from_teacher(teacher, config), {}
+    student, earlier = load_fast(Path(init))
+    mismatched = [key for key in ("teacher", "guidance_embed_dim", "w_scale", "w_range", "original_inference_steps",
+                                  "timestep_scaling") if getattr(earlier, key) != getattr(config, key)]
+    if mismatched:
+        raise CheckpointError(f"the student in {init} differs from this run in {', '.join(mismatched)}: "
+                              "start from the teacher (no --init) or pass its settings")
+    return student.train(), dict(earlier.training)
 
 
 def sample_grid(encoder: ClipEncoder, teacher, teacher_config, student: FastStudent, config: FastConfig, steps: int,

@@ -35,7 +35,7 @@ import torch
 from . import data as data_mod
 from .checkpoints import describe_path
 from .data import species_captions
-from .sampling import from_uint8
+from .sampling import from_uint8, to_uint8
 from .pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, Job, images_per_prompt
 from .similarity import clip_score, cosine_matrix, unit
 
@@ -239,6 +239,16 @@ def guidance_curve(pipeline, prompts: list[str], ws: list[float], n: int, seed: 
         if on_w is not None:
             on_w(w, result, images)
     return results
+
+
+def w_response(pipeline, prompts: list[str], n: int, seed: int = 0, steps: int = DEFAULT_STEPS,
+               sampler: str = DEFAULT_SAMPLER, w_from: float = 0.0, w_to: float = 4.0) -> float:
+    """How much w changes the pictures: the mean |difference| in uint8 levels between each image at w_from and the
+    same prompt and seed at w_to (n seeds per prompt, image k from seed + k). A fast-mode student that has not
+    learnt w draws nearly the same picture at every w."""
+    pictures = [to_uint8(pipeline.generate(images_per_prompt(list(prompts), float(w), seed, n), steps=steps,
+                                           sampler=sampler).images).astype(np.int16) for w in (w_from, w_to)]
+    return float(np.abs(pictures[1] - pictures[0]).mean())
 
 
 def negative_effect(pipeline, prompt: str, negative: str, seeds: list[int], w: float = 2.0,

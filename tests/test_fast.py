@@ -407,6 +407,16 @@ def test_eval_gen_adds_the_fast_modes_rows_beside_the_teachers(tmp_path, tiny_cl
     assert [(r["sampler"], r["steps"]) for r in runs] == [("ddim", 3), ("fast", 4), ("fast", 2)]
     assert runs[1]["model"] == f"{model_id_of(fast_dir)} (fast, 4 steps)"
     assert runs[1]["results"][0]["clip_score"] != runs[0]["results"][0]["clip_score"]
+    lo, hi = json.loads((fast_dir / "config.json").read_text())["w_range"]
+    assert all((r["w_response"]["w_from"], r["w_response"]["w_to"]) == (lo, hi) for r in runs)
+    assert runs[0]["w_response"]["uint8_levels"] > 0, "the teacher's pictures change with w"
+
+
+def test_w_response_is_zero_when_w_does_not_change(tiny_pipeline):
+    from clipdiff.evaluate import w_response
+
+    assert w_response(tiny_pipeline, ["a red rose"], 2, steps=2, sampler="ddim", w_from=2, w_to=2) == 0
+    assert w_response(tiny_pipeline, ["a red rose"], 2, steps=2, sampler="ddim", w_from=0, w_to=4) > 0
 
 
 def test_fast_vs_teacher_divides_each_fast_rows_fd_by_the_teachers_at_its_w():

@@ -24,7 +24,7 @@ from ..checkpoints import DEFAULT_FAST_DIR, DEFAULT_UNET_DIR, CheckpointError
 from ..diffusion import load_diffusion
 from ..encoders import ClipEncoder
 from ..sampling import DEFAULT_W, from_uint8
-from ..evaluate import FID_NOTE, MAX_REAL, RealReference, best_w, clip_report, guidance_curve
+from ..evaluate import FID_NOTE, MAX_REAL, RealReference, best_w, clip_report, guidance_curve, w_response
 from ..pipeline import (DEFAULT_SAMPLER, DEFAULT_STEPS, REFERENCE_PROMPTS, REFERENCE_WS, ClipDiffusionPipeline,
                        model_id_of)
 from ..schedulers import SAMPLERS, STUDENT_SAMPLERS
@@ -302,6 +302,12 @@ def main_gen(argv=None):
         if judge is not None:
             runs[-1]["species"] = [judge.judge(pipe, args.species, w, steps, sampler, args.seed)
                                    for w in species_ws if low <= w <= high]
+        if args.fast:    # does the student follow w as its teacher does: every run over the student's w range
+            lo, hi = pipelines[0][1].student_config.w_range
+            runs[-1]["w_response"] = {"w_from": lo, "w_to": hi, "uint8_levels": w_response(
+                pipe, prompts, args.n, args.seed, steps, sampler, lo, hi)}
+            print(f"  {name}: w {lo:g} -> {hi:g} changes its pictures by "
+                  f"{runs[-1]['w_response']['uint8_levels']:.1f} uint8 levels on average", flush=True)
     for run in runs:
         print_table(run["model"], run["results"])
     if judge is None:

@@ -173,9 +173,9 @@ class Job:
             with self._lock:
                 if self._cancelled:
                     raise CancelledError()
-            self.event_id = self.session.join(self.endpoint, self.data)
-            with self._lock:
-                cancel = self._cancelled
+            event_id = self.session.join(self.endpoint, self.data)
+            with self._lock:        # a cancel() from now on posts itself; one made before is posted here
+                self.event_id, cancel = event_id, self._cancelled
             if cancel:
                 self.session.post_cancel(self.endpoint, self.event_id)
             self._read()

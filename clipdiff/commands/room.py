@@ -285,8 +285,9 @@ class Session:
                                                    "event_id": event_id}).raise_for_status()
 
     def _hold_heartbeat(self) -> None:
-        """The tab's heartbeat: while it is open the app keeps the session (its gr.State); closing it ends the
-        session there. Blocks on the stream (a line every 15 s) until close() shuts its socket."""
+        """The tab's heartbeat, as a browser holds it: when it closes, the app takes the tab as gone (cancels its
+        pending requests, lets its gr.State go). Blocks on the stream (a line every 15 s) until close() shuts its
+        socket."""
         try:
             with self.http.stream("GET", self.root + f"heartbeat/{self.session_hash}") as response:
                 self._heartbeat_response = response
@@ -319,7 +320,7 @@ class Session:
         response = self._heartbeat_response
         if response is not None:
             # Shut the heartbeat's socket: its thread, blocked in a read, wakes up and ends, and the app sees the
-            # tab go. (Closing the response from this thread would not wake that read.)
+            # tab go. (Closing the response from this thread does not wake that read: tried.)
             stream = response.extensions.get("network_stream")
             sock = stream.get_extra_info("socket") if stream is not None else None
             if sock is not None:

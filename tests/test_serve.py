@@ -523,6 +523,103 @@ def test_room_measures_a_live_app_and_writes_its_report(tiny_clip_dir, tiny_unet
     assert report["clients_cpu_s"] >= 0 and report["machine_cpu_s"] >= 0
 
 
+def test_a_session_sends_what_gradio_client_sends_and_shows_what_it_shows():
+    """Session.submit's request, from the app's config and API info: the parameters not given take their defaults,
+    a gr.State input is sent as None; the answer leaves out gr.State outputs, and one output alone is itself."""
+    from clipdiff.commands.room import Endpoint
+
+    config = {"components": [{"id": 1, "type": "textbox"}, {"id": 2, "type": "state"}, {"id": 3, "type": "slider"},
+                             {"id": 4, "type": "gallery"}, {"id": 5, "type": "button"}],
+              "dependencies": [{"api_name": "other", "targets": [], "inputs": [], "outputs": []},
+                               {"id": 7, "api_name": "go", "targets": [[5, "click"]], "inputs": [1, 2, 3],
+                                "outputs": [4, 2]}]}
+    info = {"named_endpoints": {"/go": {"parameters": [{"parameter_has_default": False},
+                                                      {"parameter_has_default": True, "parameter_default": 2.0}]}}}
+    endpoint = Endpoint.from_app(config, info, "/go")
+    assert (endpoint.fn_index, endpoint.trigger_id) == (7, 5)
+    assert endpoint.inputs(("a rose",)) == ["a rose", None, 2.0]
+    assert endpoint.inputs(("a rose", 3.0)) == ["a rose", None, 3.0]
+    with pytest.raises(TypeError):
+        endpoint.inputs(())
+    with pytest.raises(TypeError):
+        endpoint.inputs(("a", 1.0, "one too many"))
+    assert endpoint.answer([["image"], "state"]) == ["image"]
+    with pytest.raises(ValueError, match="/missing"):
+        Endpoint.from_app(config, info, "/missing")
+
+
+def test_a_session_streams_a_generation_fetches_its_files_and_hears_refusals(gated_models):
+    """The room's and the bench's client against the live app (a preview after every step): a run's previews arrive
+    while it is still running (here held in flight after its first step); its answer is the gallery, the status and
+    the seed, and every PNG it names is fetched; a refusal raises with the app's message; a cancelled run ends as
+    cancelled and the session's next run goes through; closing the session ends its heartbeat."""
+    from concurrent.futures import CancelledError
+
+    from clipdiff.commands.room import AppError, Session
+
+    backend = gated_models.backend
+    with app_in_this_process(gated_models, concurrency=1, preview_every_s=0) as app:
+        session = Session(app.url)
+        try:
+            job = session.submit(PROMPT, 2.0, 3, "ddim", 7, 2, api_name="/generate")
+            assert backend.holding.wait(120), "the run never started"
+            waited = time.monotonic()
+            while not job.outputs():
+                assert time.monotonic() - waited < 120, "no preview from the held run"
+                time.sleep(0.01)
+            assert not job.done(), "a preview arrives while the run is held"
+            backend.release.set()
+            gallery, status, seed = session.fetch_files(job.result(timeout=120))
+            assert len(gallery) == 2 and "Done" in status and seed == 7
+            assert len(job.outputs()) >= 2 and job.first_output_at is not None
+            assert session.fetched_bytes == sum(os.path.getsize(g["image"]["path"]) for g in gallery)
+
+            with pytest.raises(AppError, match="prompt"):
+                session.predict("", 2.0, 2, "ddim", 1, 1, api_name="/generate")
+
+            long = session.submit(PROMPT, 2.0, 400, "ddim", 1, 4, api_name="/generate")
+            waited = time.monotonic()
+            while len(long.outputs()) < 2:
+                assert not long.done() and time.monotonic() - waited < 120, "no previews from the long run"
+                time.sleep(0.01)
+            assert long.cancel()
+            with pytest.raises(CancelledError):
+                long.result(timeout=120)
+            assert not long.cancel(), "a run that has ended cannot be cancelled"
+            _, status, _ = session.predict(PROMPT, 2.0, 2, "ddim", 3, 1, api_name="/generate")
+            assert "Done" in status, "the session's next run, after a cancelled one"
+        finally:
+            session.close()
+        assert not session._heartbeat.is_alive()
+
+
+def test_a_full_queue_is_an_error_the_room_counts(gated_models):
+    """With the app's queue full (one run held in flight, one waiting, max_queue=1), a room attendee's request is
+    refused at once (the join's 503), and the room counts it as an error with the queue's message."""
+    from clipdiff.commands import room
+
+    backend = gated_models.backend
+    with app_in_this_process(gated_models, concurrency=1, max_queue=1) as app:
+        held, waiting = room.Session(app.url), room.Session(app.url)
+        try:
+            first = held.submit(PROMPT, 2.0, 3, "ddim", 1, 1, api_name="/generate")
+            assert backend.holding.wait(120), "the first run never started"
+            second = waiting.submit(PROMPT, 2.0, 2, "ddim", 2, 1, api_name="/generate")
+            while second.event_id is None:          # in the queue once the join is answered
+                assert not second.done(), second.result()
+                time.sleep(0.01)
+            report = room.run_room(app.url, users=1, think_s=0, duration_s=600, steps=2, sampler="ddim",
+                                   requests_per_user=1)
+            backend.release.set()
+            assert "Done" in first.result(timeout=120)[1] and "Done" in second.result(timeout=120)[1]
+        finally:
+            backend.release.set()
+            held.close()
+            waiting.close()
+    assert (report.requests, report.errors, report.images) == (1, 1, 0)
+    assert "Queue is full" in report.error_examples[0], report.error_examples
+
+
 def test_the_rooms_machine_cpu_counts_work_done_on_any_core():
     """machine_busy_s reads /proc/stat: CPU work done in between (here 0.5 s of this process's own) shows in it."""
     from clipdiff.commands import room

@@ -71,3 +71,13 @@ def test_the_room_table_is_its_measurements():
         assert (report["sampler"] == "fast") == ("fast mode" in backend), path
         measured = [round(report[k], 2) for k in ("images_per_s", "p50_s", "p95_s")] + [report["errors"]]
         assert [float(made), float(p50), float(p95), int(errors)] == measured, path
+
+
+def test_the_lone_click_sentence_is_benchs_measurement():
+    """What the README says a lone click costs through the app and at the core is benchmarks/bench.json's."""
+    import json
+
+    bench = json.loads((ROOT / "benchmarks" / "bench.json").read_text())
+    sentence = (f"A lone 4-image click takes {bench['app_generate_4_s']:.2f} s through the app against "
+                f"{bench['generate_4_s']:.2f} s at the core (`front_ratio` {bench['front_ratio']:.2f}, `bench.json`")
+    assert sentence in " ".join(README.split())

@@ -42,7 +42,8 @@ QUEUE_SIZE = 16                  # waiting requests before "queue is full" (app.
 # How often Gradio's queue looks for an event to start while it has none, or none it may start (gradio/queueing.py
 # Queue.sleep_when_free; Gradio's own is 1 ms, with no public setting). A thousand wake-ups a second take the GIL and
 # a core from the U-Net's threads: on 2 cores a lone 4-image click took 0.69 s with it and 0.64 s at 10 ms
-# (benchmarks/README.md, "The front"). An event now starts up to 10 ms later, against 500+ ms of sampling.
+# (benchmarks/README.md, "Changes and their figures"). An event now starts up to 10 ms later, against 500+ ms of
+# sampling.
 QUEUE_POLL_S = 0.01
 LIGHT_CONCURRENCY = 4            # cheap handlers at once, beside the model runs
 # A session's last run (its frames for playback) is dropped 30 minutes after it was made, or an hour after the

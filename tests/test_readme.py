@@ -81,3 +81,21 @@ def test_the_lone_click_sentence_is_benchs_measurement():
     sentence = (f"A lone 4-image click takes {bench['app_generate_4_s']:.2f} s through the app against "
                 f"{bench['generate_4_s']:.2f} s at the core (`front_ratio` {bench['front_ratio']:.2f}, `bench.json`")
     assert sentence in " ".join(README.split())
+
+
+def test_the_rooms_busy_figures_are_their_measurements():
+    """How busy the machine was in the rooms the README names is what their JSON files recorded."""
+    import json
+
+    def busy(name: str) -> tuple[float, float]:
+        r = json.loads((ROOT / "benchmarks" / "room" / f"{name}.json").read_text())
+        cpu = r["machine"]["cpu_count"] * r["wall_s"]
+        return r["machine_cpu_s"] / cpu, r["clients_cpu_s"] / cpu
+
+    exact, clients = busy("local-30")
+    (fast_30, _), (fast_60, _) = busy("fast-local-30"), busy("fast-local-60")
+    text = " ".join(README.split())
+    assert f"at 30 attendees the machine was {exact:.0%} busy (`machine_cpu_s` in `local-30.json`), " \
+           f"{clients:.0%} of it the simulated attendees" in text.replace(" %", "%")
+    assert f"with the machine {fast_30:.0%} busy, and 60 got" in text.replace(" %", "%")
+    assert f"at {fast_60:.0%} (`app.py --fast`" in text.replace(" %", "%")

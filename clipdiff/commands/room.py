@@ -533,7 +533,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=120.0, help="seconds the room stays open")
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
     parser.add_argument("--url", default=None, help="measure a running app instead of starting one")
-    parser.add_argument("--app-args", default="", help="more app.py flags when starting it, e.g. \"--concurrency 16\"")
+    parser.add_argument("--app-args", default="", help="more app.py flags when starting it, e.g. \"--concurrency 16\"; "
+                        "one flag alone takes an '=': --app-args=--fast")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the app's)")
     parser.add_argument("--sampler", default=None, help="sampler (default: the app's)")
     parser.add_argument("--requests-per-user", type=int, default=None, help="stop each attendee after this many")

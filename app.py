@@ -43,7 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="opt-in, never the teaching default: also offer the fast mode, a student distilled from "
                              f"the U-Net (sampler 'fast', 1-8 steps; DIR default {DEFAULT_FAST_DIR.relative_to(DEFAULT_FAST_DIR.parents[1])}). "
                              "Negative prompts, prompt editing, photo edits and playback still need the teacher's "
-                             "samplers; without the weights the app runs without it and says so")
+                             "samplers; without the weights the app runs without it and says so. With --backend ray "
+                             "the replicas get the student too (every front of a shared deployment needs the same)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes it to the network")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="open a public Gradio share link (off by default)")
@@ -89,8 +90,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("; ".join(runtime_problems))
     if args.ray_address and args.backend != "ray":
         parser.error("--ray-address needs --backend ray")
-    if args.fast is not None and args.backend != "local":
-        parser.error("--fast runs with --backend local only: the Ray replicas serve the teacher U-Net")
     args.sampler_options = SamplerOptions.from_args(args)
     if args.backend == "ray" and args.sampler_options.problems():
         parser.error("; ".join(args.sampler_options.problems()))
@@ -152,9 +151,10 @@ def main(argv=None) -> None:
         print(f"warning: {problem}")
     if args.backend != "local" and models.pipeline is not None:
         try:
+            fast_dir = args.fast if models.pipeline.student is not None else None   # loaded: the replicas get it
             models.backend = make_backend(args.backend, models.pipeline, args.unet, args.sampler_options,
-                                          args.ray_address)
-        except RuntimeError as e:     # no Ray installed, or a deployment that serves other weights
+                                          args.ray_address, fast_dir=fast_dir)
+        except RuntimeError as e:     # no Ray installed, or a deployment that serves other weights (or student)
             sys.exit(f"error: {e}")
         print(f"sampling on {models.backend.describe()}")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))   # a stop (kill, systemd) leaves Ray through close()

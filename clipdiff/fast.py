@@ -26,8 +26,9 @@ import torch
 from .checkpoints import (CONFIG_NAME, WEIGHTS_NAME, CheckpointError, atomic_save_json, atomic_save_safetensors,
                           load_state_dict_checked, read_config, read_safetensors)
 from .diffusion import DiffusionConfig
-from .sampling import Progress, initial_noise, step_noise_generator
-from .schedulers import LCM_ORIGINAL_STEPS, LCM_TIMESTEP_SCALING, STUDENT_SAMPLERS, make_scheduler
+from .sampling import GuidedRun, Progress, SamplerInputs, initial_noise, step_noise_generator
+from .schedulers import (LCM_ORIGINAL_STEPS, LCM_TIMESTEP_SCALING, STUDENT_SAMPLERS, NoiseSchedule, make_scheduler,
+                         sampler_spec)
 from .unet import ConditionalUNet
 
 FORMAT = "clipdiff-fast-v1"
@@ -145,6 +146,31 @@ def needs_teacher(feature: str) -> str:
     """Why a feature is refused in the fast mode, in words: the one home of that sentence."""
     return (f"{feature} needs the teacher U-Net: the fast mode's student makes one guided prediction a step, never the "
             f"conditional and unconditional ones apart. Choose another sampler (e.g. dpmsolver-karras) for this.")
+
+
+def w_outside(config: FastConfig, ws) -> str | None:
+    """Why these w are refused by this student, in words (None: all within the w it learned)."""
+    low, high = config.w_range
+    outside = sorted({float(w) for w in ws if not low <= float(w) <= high})
+    if not outside:
+        return None
+    return (f"The fast mode learned w from {low:g} to {high:g}, not w = {', '.join(format(w, 'g') for w in outside)}: "
+            "choose another sampler (the teacher's) for that w.")
+
+
+def stepper_for(inputs: SamplerInputs, record_every: int, teacher: ConditionalUNet, schedule: NoiseSchedule | None,
+                student: FastStudent | None = None, student_config: FastConfig | None = None,
+                no_student: str = "The fast mode is not loaded.") -> tuple["GuidedRun | FastRun", ConditionalUNet]:
+    """The one place that decides who samples a run: the run and the model that answers its steps. The teacher's
+    guided run, or for a student sampler the student's FastRun (which records nothing: playback needs the teacher).
+    The local pipeline (ClipDiffusionPipeline.stepper) and a Ray replica (serving.loop.start_run) both call it."""
+    if not sampler_spec(inputs.sampler).student:
+        return GuidedRun.of(teacher, inputs, schedule, record_every), teacher
+    if student is None:
+        raise ValueError(no_student)
+    if inputs.uncond is not None or inputs.switch is not None or inputs.start is not None:
+        raise ValueError(needs_teacher("A negative prompt, a prompt switch or a photo edit"))
+    return FastRun(student, student_config, inputs.cond, inputs.w, list(inputs.seeds), inputs.steps), student
 
 
 class FastRun:

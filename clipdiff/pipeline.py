@@ -21,11 +21,11 @@ from .checkpoints import DEFAULT_UNET_DIR, WEIGHTS_NAME, CheckpointError
 from .diffusion import DiffusionConfig, check_compatible, condition, load_diffusion
 from .encoders import ClipEncoder
 from .fast import TRAIN_HINT as FAST_TRAIN_HINT
-from .fast import FastConfig, FastRun, FastStudent, load_fast, needs_teacher
+from .fast import FastConfig, FastStudent, load_fast, needs_teacher, stepper_for, w_outside
 from .prompts import PromptEdit, edit_text, parse
 from .runtimes import runtime_of, with_runtime
 from .devices import resolve_device
-from .sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, GuidedRun, Progress, SampleResult, SamplerInputs, Start, Switch,
+from .sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, Progress, SampleResult, SamplerInputs, Start, Switch,
                        drive, run_to_end, seeds_from)
 from .schedulers import sampler_spec
 from .unet import ConditionalUNet
@@ -174,13 +174,7 @@ class ClipDiffusionPipeline:
             return []
         if self.student is None:
             return [self.student_problem]
-        found = []
-        low, high = self.student_config.w_range
-        outside = sorted({j.w for j in run.jobs if not low <= j.w <= high})
-        if outside:
-            found.append(f"The fast mode learned w from {low:g} to {high:g}, not w = "
-                         f"{', '.join(format(w, 'g') for w in outside)}: choose another sampler (the teacher's) "
-                         "for that w.")
+        found = [problem] if (problem := w_outside(self.student_config, [j.w for j in run.jobs])) else []
         if any(j.negative.strip() for j in run.jobs):
             found.append(needs_teacher("A negative prompt"))
         if any(j.switches for j in run.jobs):
@@ -190,16 +184,10 @@ class ClipDiffusionPipeline:
         return found
 
     def stepper(self, inputs: SamplerInputs, record_every: int = 0):
-        """The run that samples these inputs and the model that answers its steps: the teacher's guided run, or for
-        the fast sampler the student's (which records nothing: playback needs the teacher)."""
-        if not sampler_spec(inputs.sampler).student:
-            return GuidedRun.of(self.model, inputs, self.config.schedule, record_every), self.model
-        if self.student is None:
-            raise ValueError(self.student_problem)
-        if inputs.uncond is not None or inputs.switch is not None or inputs.start is not None:
-            raise ValueError(needs_teacher("A negative prompt, a prompt switch or a photo edit"))
-        run = FastRun(self.student, self.student_config, inputs.cond, inputs.w, list(inputs.seeds), inputs.steps)
-        return run, self.student
+        """The run that samples these inputs and the model that answers its steps (fast.stepper_for decides: the
+        teacher's guided run, or for the fast sampler the student's)."""
+        return stepper_for(inputs, record_every, self.model, self.config.schedule, self.student, self.student_config,
+                           self.student_problem)
 
     @classmethod
     def load(cls, unet_dir: str | Path = DEFAULT_UNET_DIR, clip: str = "default", clip_pretrained: str | None = None,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clipdiff.testing import make_image_folder, make_tiny_clip, make_tiny_unet, write_tiny_atlas
+from clipdiff.testing import make_image_folder, make_tiny_clip, make_tiny_student, make_tiny_unet, write_tiny_atlas
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # One thread: the tiny models gain nothing from more, and when other work keeps the cores busy, OpenMP's waiting
@@ -25,6 +25,12 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_unet_dir(tmp_path_factory, tiny_clip_dir) -> Path:
     return make_tiny_unet(tmp_path_factory.mktemp("unet"), f"local-dir:{tiny_clip_dir}")
+
+
+@pytest.fixture(scope="session")
+def fast_dir(tmp_path_factory, tiny_unet_dir) -> Path:
+    """A saved fast-mode student of the tiny teacher (named after it, so the pipeline takes it)."""
+    return make_tiny_student(tmp_path_factory.mktemp("fast"), tiny_unet_dir)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from clipdiff.fast import FastConfig, FastRun, FastStudent, load_fast, needs_tea
 from clipdiff.images import read_params
 from clipdiff.pipeline import ClipDiffusionPipeline, Job, images_per_prompt, model_id_of, prompt_edits
 from clipdiff.sampling import GuidedRun, Sampling, drive, run_to_end
-from clipdiff.testing import make_image_folder
+from clipdiff.testing import make_image_folder, tiny_student
 from clipdiff.training import train_fast
 from clipdiff.training.common import LossLog
 
@@ -33,24 +33,7 @@ def teacher(tiny_unet_dir):
 
 def student_of(teacher, seed: int = 0, trained: bool = True) -> tuple[FastStudent, FastConfig]:
     """A student of the tiny teacher; trained: its w projection made non-zero, as training makes it."""
-    model, config = teacher
-    fast = FastConfig(diffusion=config, teacher="unet-tiny")
-    student = FastStudent.from_teacher(model, fast)
-    if trained:
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            student.unet.time_embedding.cond_proj.weight.normal_(0, 0.5)
-    return student.eval(), fast
-
-
-@pytest.fixture(scope="module")
-def fast_dir(tmp_path_factory, teacher, tiny_unet_dir) -> Path:
-    """A saved student of the tiny teacher (named after it, so the pipeline takes it)."""
-    student, fast = student_of(teacher)
-    fast.teacher = model_id_of(tiny_unet_dir)
-    folder = tmp_path_factory.mktemp("fast")
-    save_fast(student, fast, folder)
-    return folder
+    return tiny_student(*teacher, seed=seed, trained=trained)
 
 
 @pytest.fixture(scope="module")

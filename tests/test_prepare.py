@@ -74,8 +74,9 @@ def test_a_served_request_starts_the_same_run_as_the_local_sampler(tiny_pipeline
     run = tiny_pipeline.prepare([Job("[a daisy:a rose:0.5]", 2.0, 1, negative="red"), Job("a tulip", 0.5, 2)],
                                 steps=3, sampler="ddpm")
     local = GuidedRun.of(tiny_pipeline.model, run.inputs, tiny_pipeline.config.schedule)
-    served = start_run(tiny_pipeline.model, SampleRequest.of(run.inputs, model_id=tiny_pipeline.model_id),
-                       tiny_pipeline.config.schedule)
+    served, answering = start_run(tiny_pipeline.model, SampleRequest.of(run.inputs, model_id=tiny_pipeline.model_id),
+                                  tiny_pipeline.config.schedule)
+    assert answering is tiny_pipeline.model
     while not local.done:
         asked, asked_served = local.model_input(), served.model_input()
         assert all(torch.equal(a, b) for a, b in zip(asked, asked_served))

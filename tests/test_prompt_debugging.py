@@ -158,7 +158,7 @@ def test_a_served_request_with_a_negative_and_a_switch_makes_the_local_pictures(
         return predict_batch(model, [model_input])[0]
 
     async def collect():
-        return [p async for p in sample_async(start_run(model, r, None), predict)]
+        return [p async for p in sample_async(start_run(model, r, None)[0], predict)]
 
     served = asyncio.run(collect())[-1].images
     local = images(model, cond, [3, 4], "dpmsolver", w=torch.tensor([2.0, 1.0]), uncond=negative,

@@ -101,7 +101,7 @@ def local_result(model, r: SampleRequest):
 
 
 async def collect(model, r: SampleRequest, predict) -> list:
-    return [p async for p in sample_async(start_run(model, r, None), predict)]
+    return [p async for p in sample_async(start_run(model, r, None)[0], predict)]
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -191,7 +191,7 @@ def test_a_cancelled_loop_asks_for_no_step_after_the_cancel(model):
             return predict_batch(model, [model_input])[0]
 
         async def consume():
-            async for p in sample_async(start_run(model, r, None), predict):
+            async for p in sample_async(start_run(model, r, None)[0], predict):
                 seen.append(p.step)
 
         task = asyncio.create_task(consume())
@@ -220,6 +220,99 @@ def test_a_sample_request_says_what_is_wrong_with_it():
     assert "cond must be (N, 16), not (2, 32)" in " ".join(good.problems(16))
     too_many = dataclasses.replace(good, cond=torch.zeros(65, 32), w=[0.0] * 65, seeds=list(range(65)))
     assert "between 1 and 64 images" in " ".join(too_many.problems(32))
+
+
+# -- the fast mode on the served loop -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fast_pipeline(tiny_clip_dir, tiny_unet_dir, fast_dir):
+    """The tiny pipeline with the fast mode's student, on tiny_pipeline's runtime (the default), as app.py --fast."""
+    from clipdiff.pipeline import ClipDiffusionPipeline
+
+    return ClipDiffusionPipeline.load(tiny_unet_dir, clip=str(tiny_clip_dir), device="cpu", fast=fast_dir)
+
+
+def served_pictures(run, answering) -> torch.Tensor:
+    async def predict(model_input):
+        return predict_batch(answering, [model_input])[0]
+
+    async def collect_all():
+        return [p async for p in sample_async(run, predict)]
+
+    return asyncio.run(collect_all())[-1].images
+
+
+def test_a_fast_request_is_the_students_run_and_makes_the_local_pictures(fast_pipeline):
+    """start_run (what a replica calls) chooses as the local pipeline does: the student for the fast sampler, the
+    teacher otherwise; a fast request makes the local fast mode's pictures bit for bit."""
+    from clipdiff.fast import FastRun
+
+    pipe = fast_pipeline
+    jobs = images_per_prompt(["a red rose", "a white daisy"], 2.0, 11, 2)
+    for sampler, expected in (("fast", pipe.student), ("ddim", pipe.model)):
+        prepared = pipe.prepare(jobs, 4, sampler)
+        r = SampleRequest.of(prepared.inputs, 0, pipe.model_id, pipe.student_id)
+        assert r.problems(pipe.model.cond_dim, pipe.student_config) == []
+        run, answering = start_run(pipe.model, r, pipe.config.schedule, pipe.student, pipe.student_config)
+        assert answering is expected and isinstance(run, FastRun) == (sampler == "fast")
+        assert torch.equal(served_pictures(run, answering), run_to_end(pipe.sample(prepared)).images)
+    fast = SampleRequest.of(pipe.prepare(jobs, 4, "fast").inputs)
+    with pytest.raises(ValueError, match="serves no fast-mode student"):
+        start_run(pipe.model, fast, pipe.config.schedule)
+
+
+def test_a_fast_request_says_what_a_replica_cannot_serve(fast_pipeline):
+    pipe = fast_pipeline
+    good = dataclasses.replace(request(2, 0, "ddim", 4), sampler="fast", w=[2.0, 0.5])
+    assert good.problems(32, pipe.student_config) == []
+    assert "serves no fast-mode student" in " ".join(good.problems(32))
+    too_long = " ".join(dataclasses.replace(good, steps=9).problems(32, pipe.student_config))
+    assert "takes 1 to 8 steps" in too_long
+    outside = " ".join(dataclasses.replace(good, w=[2.0, 9.0]).problems(32, pipe.student_config))
+    assert "learned w from 0 to 4, not w = 9" in outside
+    assert "sampler must be one of" in " ".join(dataclasses.replace(good, sampler="euler").problems(32))
+
+
+def test_a_replica_without_a_cluster_serves_fast_and_teacher_requests_apart(fast_pipeline, tiny_unet_dir, fast_dir,
+                                                                            monkeypatch):
+    """The Sampler class itself (no Ray cluster: @serve.batch runs on this event loop): it loads the student sent
+    with it, answers a fast and a teacher request in flight together with the local pictures, each model's steps
+    through its own batch method, and refuses a request for another student."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install -r requirements-serve.txt")
+    from ray import serve
+
+    from clipdiff.runtimes import runtime_of
+    from clipdiff.serving.ray_sampler import Sampler, Served, checkpoint_files, student_files
+
+    # Outside a replica Serve has no replica context; @serve.batch (Ray 2.60) reads max_ongoing_requests from it to
+    # warn, the Sampler its replica id: a stand-in with those two.
+    context = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=16),
+                              replica_id=SimpleNamespace(unique_id="replica-in-test"))
+    monkeypatch.setattr(serve, "get_replica_context", lambda: context)
+    pipe = fast_pipeline
+    replica = Sampler.func_or_class(checkpoint_files(tiny_unet_dir), pipe.model_id, 1, 8, 0.01, False,
+                                    runtime_of(pipe.model).name, runtime_of(pipe.model).precision,
+                                    student_files(fast_dir), pipe.student_id)
+    assert replica.describe()["student_id"] == pipe.student_id
+    jobs = images_per_prompt(["a red rose", "a white daisy"], 2.0, 11, 2)
+    runs = [pipe.prepare(jobs, 4, "fast"), pipe.prepare(jobs, 4, "ddim")]
+
+    async def stream(r):
+        return [p async for p in replica.sample(r) if not isinstance(p, Served)]
+
+    async def both():
+        return await asyncio.gather(*(stream(SampleRequest.of(run.inputs, 0, pipe.model_id, pipe.student_id))
+                                      for run in runs))
+
+    served = asyncio.run(both())
+    for events, run in zip(served, runs):
+        assert [e.step for e in events] == [1, 2, 3, 4]
+        assert_same_picture(events[-1].images, run_to_end(pipe.sample(run)).images)
+    assert not torch.allclose(served[0][-1].images, served[1][-1].images, atol=1e-2)
+    counts = replica.stats()["counts"]
+    assert counts["done"] == 2 and counts["student_forwards"] >= 4 and counts["forwards"] >= 8
+    other = dataclasses.replace(SampleRequest.of(runs[0].inputs, 0, pipe.model_id), student_id="fast-0123456789")
+    with pytest.raises(ValueError, match="fast-mode student is"):
+        asyncio.run(stream(other))
 
 
 # -- backends ----------------------------------------------------------------------------------------------------

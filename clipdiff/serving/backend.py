@@ -4,7 +4,8 @@ stream of Progress events that ClipDiffusionPipeline.sample yields, so the app's
 
     local  the steps run in this process, batched across users: the runs in flight (up to --concurrency) share one
            model thread's U-Net forwards (batching.StepBatcher)
-    ray    the steps run on a Ray Serve deployment of Sampler replicas (ray_sampler.py), batched across users
+    ray    the steps run on a Ray Serve deployment of Sampler replicas (ray_sampler.py), batched across users; the
+           replicas hold the fast mode's student too when the front loaded one
 
 Cancelling is closing the iterator (Gradio does so when Stop is pressed): the local sampler stops between two
 steps; the ray backend cancels its response stream and the replica stops at its next step.
@@ -90,10 +91,11 @@ class LocalBackend:
 
 
 def make_backend(kind: str, pipe: ClipDiffusionPipeline | None = None, unet_dir: str | Path | None = None,
-                 options: SamplerOptions | None = None, address: str | None = None) -> Backend:
+                 options: SamplerOptions | None = None, address: str | None = None,
+                 fast_dir: str | Path | None = None) -> Backend:
     """The backend app.py's flags ask for. `ray` starts a local Ray instance on 127.0.0.1 with the Sampler
-    deployed on it, or joins the cluster at `address`; it needs Ray (requirements-serve.txt), the plain app does
-    not."""
+    deployed on it (with the fast mode's student from fast_dir, the folder pipe's student came from), or joins the
+    cluster at `address`; it needs Ray (requirements-serve.txt), the plain app does not."""
     if kind == "local":
         return LocalBackend()
     if kind != "ray":
@@ -104,5 +106,5 @@ def make_backend(kind: str, pipe: ClipDiffusionPipeline | None = None, unet_dir:
         raise RuntimeError(f"--backend ray needs Ray Serve: pip install -r {SERVE_REQUIREMENTS} ({e})") from None
     options = options or SamplerOptions()
     if address:
-        return ray_sampler.connect(pipe, unet_dir, options, address)
-    return ray_sampler.start_local(pipe, unet_dir, options)
+        return ray_sampler.connect(pipe, unet_dir, options, address, fast_dir=fast_dir)
+    return ray_sampler.start_local(pipe, unet_dir, options, fast_dir=fast_dir)

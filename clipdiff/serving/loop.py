@@ -1,5 +1,5 @@
-"""One request's sampling loop on a served sampler: the same GuidedRun as the local sampler, but the U-Net call is
-awaited, so while this request waits for its step's prediction the replica's event loop serves the others and a
+"""One request's sampling loop on a served sampler: the same run as the local sampler (the teacher's GuidedRun, or
+for the fast sampler the student's FastRun: fast.stepper_for chooses for both), but the model call is awaited, so while this request waits for its step's prediction the replica's event loop serves the others and a
 batcher can answer many requests' steps with one forward.
 
 A SampleRequest is what a front sends: conditions already encoded by its CLIP (the model tier holds the U-Net
@@ -14,8 +14,9 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import torch
 
+from ..fast import FastConfig, FastRun, FastStudent, stepper_for, w_outside
 from ..sampling import GuidedRun, Progress, SamplerInputs, Start, Switch
-from ..schedulers import SAMPLERS, NoiseSchedule
+from ..schedulers import SAMPLERS, STUDENT_SAMPLERS, NoiseSchedule, sampler_spec
 from ..unet import ConditionalUNet
 from .batching import ModelInput
 
@@ -35,6 +36,7 @@ class SampleRequest:
     sampler: str
     record_every: int = 0
     model_id: str | None = None        # the front's idea of the weights; a replica with others refuses
+    student_id: str | None = None      # ... and of the fast mode's student (None: the front has none)
     label: str = field(default="", repr=False)   # free text for logs (never used as a file name)
     uncond: torch.Tensor | None = None          # (N, D) negative conditions (null rows where none); None: the null
     switch_cond: torch.Tensor | None = None     # (N, D) prompt editing: the conditions after each sample's switch
@@ -43,11 +45,13 @@ class SampleRequest:
     start_at: float | None = None               # ... noised to this fraction of T
 
     @classmethod
-    def of(cls, inputs: SamplerInputs, record_every: int = 0, model_id: str | None = None) -> "SampleRequest":
+    def of(cls, inputs: SamplerInputs, record_every: int = 0, model_id: str | None = None,
+           student_id: str | None = None) -> "SampleRequest":
         """A prepared run's sampler inputs as a request (plain lists and tensors: what travels to a replica)."""
         switch = inputs.switch
         return cls(cond=inputs.cond, w=[float(w) for w in inputs.w], seeds=[int(s) for s in inputs.seeds],
                    steps=int(inputs.steps), sampler=inputs.sampler, record_every=int(record_every), model_id=model_id,
+                   student_id=student_id,
                    uncond=inputs.uncond, switch_cond=None if switch is None else switch.cond,
                    switch_at=None if switch is None else list(switch.at),
                    start_images=None if inputs.start is None else inputs.start.images,
@@ -67,7 +71,9 @@ class SampleRequest:
         return SamplerInputs(self.cond, torch.tensor(self.w, dtype=torch.float32), tuple(self.seeds), self.steps,
                              self.sampler, self.uncond, self.switch, self.start)
 
-    def problems(self, cond_dim: int) -> list[str]:
+    def problems(self, cond_dim: int, student: FastConfig | None = None) -> list[str]:
+        """What is wrong with this request for a replica whose teacher takes cond_dim-wide conditions and whose
+        fast-mode student (None: it serves none) has this config."""
         n = self.cond.shape[0] if self.cond.ndim == 2 else -1
         found = []
         if self.cond.ndim != 2 or self.cond.shape[1] != cond_dim:
@@ -84,11 +90,25 @@ class SampleRequest:
             found.append("seeds must be non-negative integers")
         if not (isinstance(self.steps, int) and 1 <= self.steps <= MAX_REQUEST_STEPS):
             found.append(f"steps must be 1 to {MAX_REQUEST_STEPS}")
-        if self.sampler not in SAMPLERS:
-            found.append(f"sampler must be one of {', '.join(SAMPLERS)}")
+        if self.sampler not in SAMPLERS + STUDENT_SAMPLERS:
+            found.append(f"sampler must be one of {', '.join(SAMPLERS + STUDENT_SAMPLERS)}")
+        elif sampler_spec(self.sampler).student:
+            found += self._student_problems(student)
         if not (isinstance(self.record_every, int) and self.record_every >= 0):
             found.append("record_every must be a non-negative integer")
         return found + self._condition_problems()
+
+    def _student_problems(self, student: FastConfig | None) -> list[str]:
+        if student is None:
+            return [f"this replica serves no fast-mode student (sampler {self.sampler}): deploy it with app.py --fast"]
+        found = []
+        most = sampler_spec(self.sampler).max_steps
+        if isinstance(self.steps, int) and most is not None and self.steps > most:
+            found.append(f"sampler {self.sampler} takes 1 to {most} steps")
+        if all(isinstance(w, (int, float)) and math.isfinite(w) for w in self.w):
+            outside = w_outside(student, self.w)
+            found += [outside] if outside else []
+        return found
 
     def _condition_problems(self) -> list[str]:
         found = []
@@ -110,12 +130,16 @@ class SampleRequest:
         return found
 
 
-def start_run(model: ConditionalUNet, request: SampleRequest, schedule: NoiseSchedule | None) -> GuidedRun:
-    """The request as a GuidedRun: GuidedRun.of, as ClipDiffusionPipeline.sample starts the local one."""
-    return GuidedRun.of(model, request.inputs, schedule, request.record_every)
+def start_run(model: ConditionalUNet, request: SampleRequest, schedule: NoiseSchedule | None,
+              student: FastStudent | None = None, student_config: FastConfig | None = None
+              ) -> tuple[GuidedRun | FastRun, ConditionalUNet]:
+    """The request's run and the model that answers its steps, as ClipDiffusionPipeline.stepper starts the local
+    one (fast.stepper_for): the teacher's GuidedRun, or for the fast sampler the student's FastRun."""
+    return stepper_for(request.inputs, request.record_every, model, schedule, student, student_config,
+                       "this replica serves no fast-mode student")
 
 
-async def sample_async(run: GuidedRun, predict: AsyncPredictor) -> AsyncIterator[Progress]:
+async def sample_async(run: GuidedRun | FastRun, predict: AsyncPredictor) -> AsyncIterator[Progress]:
     """Yield a Progress after every step, as sample_guided does; predict is awaited once per step."""
     if run.done:
         yield run.unchanged()

@@ -72,6 +72,31 @@ def make_tiny_unet(folder: Path, clip_identity: str, cond_dim: int = 32, seed: i
     return folder
 
 
+def tiny_student(teacher, config, teacher_id: str = "unet-tiny", seed: int = 0, trained: bool = True):
+    """A fast-mode student of a tiny teacher (model, DiffusionConfig) -> (FastStudent, FastConfig); trained: its w
+    projection made non-zero, as training makes it (an untrained one ignores w)."""
+    from ..fast import FastConfig, FastStudent
+
+    fast = FastConfig(diffusion=config, teacher=teacher_id)
+    student = FastStudent.from_teacher(teacher, fast)
+    if trained:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            student.unet.time_embedding.cond_proj.weight.normal_(0, 0.5)
+    return student.eval(), fast
+
+
+def make_tiny_student(folder: Path, unet_dir: Path, seed: int = 0) -> Path:
+    """A saved student of the tiny teacher in unet_dir, named after it (so a pipeline of that teacher takes it)."""
+    from ..diffusion import load_diffusion
+    from ..fast import save_fast
+    from ..pipeline import model_id_of
+
+    student, fast = tiny_student(*load_diffusion(unet_dir), teacher_id=model_id_of(Path(unet_dir)), seed=seed)
+    save_fast(student, fast, folder)
+    return folder
+
+
 def write_tiny_atlas(folder: Path, encoder, n_images: int = 24) -> Path:
     """An atlas of n_images coloured squares (rose red, daisy white, sunflower yellow, in turn) and five texts."""
     from safetensors.numpy import save_file

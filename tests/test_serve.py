@@ -441,6 +441,9 @@ def test_one_forward_takes_at_most_max_rows(tiny_pipeline):
 def test_the_ray_backend_without_ray_says_what_to_install(tiny_pipeline, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)            # as if Ray were not installed
     monkeypatch.delitem(sys.modules, "clipdiff.serving.ray_sampler", raising=False)
+    import clipdiff.serving    # ... and forgotten by its package, or `from . import ray_sampler` finds it there
+
+    monkeypatch.delattr(clipdiff.serving, "ray_sampler", raising=False)
     with pytest.raises(RuntimeError, match="pip install -r requirements-serve.txt"):
         make_backend("ray", tiny_pipeline, None, SamplerOptions())
     assert isinstance(make_backend("local"), LocalBackend)
@@ -475,6 +478,8 @@ def test_app_flags_local_by_default_one_switch_for_ray():
     assert ray.sampler_options == SamplerOptions(replicas=3, replica_cpus=1.0, max_batch_size=8, batch_wait_s=0.02)
     assert ray.concurrency == 3 * 8 and ray.max_queue == 48, "the front lets every replica fill its batches"
     assert ray.host == "127.0.0.1"
+    fast_on_ray = app_script.parse_args(["--backend", "ray", "--fast", "some/student"])
+    assert (fast_on_ray.backend, fast_on_ray.fast) == ("ray", "some/student"), "the replicas serve the fast mode too"
     for bad in (["--ray-address", "10.0.0.1:6379"], ["--backend", "ray", "--replicas", "0"],
                 ["--backend", "ray", "--batch-wait-ms", "5000"], ["--backend", "dask"]):
         with pytest.raises(SystemExit):
@@ -725,12 +730,15 @@ def test_the_rooms_machine_cpu_counts_work_done_on_any_core():
 
 # == the slow tier: a local Ray cluster with 2 CPUs and 2 replicas ==================================================
 @pytest.fixture(scope="module")
-def ray_backend(tiny_pipeline, tiny_unet_dir):
+def ray_backend(fast_pipeline, tiny_unet_dir, fast_dir):
+    """The Sampler deployed by a front with the fast mode (app.py --backend ray --fast): the replicas hold the
+    student beside the teacher; the tests' fronts without it (tiny_pipeline) use its teacher."""
     pytest.importorskip("ray", reason="Ray is not installed: pip install -r requirements-serve.txt")
     from clipdiff.serving.ray_sampler import start_local
 
-    backend = start_local(tiny_pipeline, tiny_unet_dir, SamplerOptions(replicas=2, replica_cpus=1, max_batch_size=8,
-                                                                       batch_wait_s=0.01), num_cpus=2)
+    backend = start_local(fast_pipeline, tiny_unet_dir, SamplerOptions(replicas=2, replica_cpus=1, max_batch_size=8,
+                                                                       batch_wait_s=0.01), num_cpus=2,
+                          fast_dir=fast_dir)
     yield backend
     backend.close()
 
@@ -774,6 +782,49 @@ def test_ray_carries_negative_prompts_and_prompt_switches(ray_backend, tiny_pipe
     assert_same_picture(served[-1].images, local[-1].images)
     plain = tiny_pipeline.generate([Job("a red rose", 2.0, 3)] * 3, steps=4, sampler="dpmsolver").images
     assert not torch.allclose(served[-1].images[0], plain[0], atol=1e-2), "the negative reached the replica"
+
+
+@pytest.mark.slow
+def test_ray_serves_a_fast_request_beside_a_teacher_request_with_the_local_pictures(ray_backend, fast_pipeline):
+    """A fast run and a teacher run at once through the ray backend: the fast one on the replicas' student (its own
+    batch method), the teacher's beside it, each the local backend's pictures within one uint8 level."""
+    from clipdiff.serving.backend import LocalBackend
+
+    pipe = fast_pipeline
+    jobs = images_per_prompt(["a red rose", "a white daisy"], 2.0, 11, 2)
+    runs = {"fast": pipe.prepare(jobs, 4, "fast"), "ddim": pipe.prepare(jobs, 4, "ddim")}
+    before = sum(s["counts"].get("student_forwards", 0) for s in ray_backend.stats())
+    served = dict(zip(runs, drive_in_threads(ray_backend, pipe, list(runs.values()))))
+    local = LocalBackend()
+    try:
+        for sampler, run in runs.items():
+            assert_same_picture(served[sampler], run_to_end(local.run(pipe, run)).images)
+    finally:
+        local.close()
+    assert not torch.allclose(served["fast"], served["ddim"], atol=1e-2), "the student answered the fast run"
+    after = sum(s["counts"].get("student_forwards", 0) for s in ray_backend.stats())
+    assert after - before >= 4, "one student forward a step at least (4 steps)"
+
+
+@pytest.mark.slow
+def test_the_ray_deployment_names_its_student_and_refuses_fronts_with_another(ray_backend, fast_pipeline,
+                                                                             tiny_pipeline):
+    """describe() names the student; check() (what start_local and connect run) takes the front that deployed it
+    and a front without the fast mode, and refuses in words a front with another student; a replica refuses a
+    fast request outside the w its student learned."""
+    import copy
+
+    assert ray_backend.handle.describe.remote().result()["student_id"] == fast_pipeline.student_id
+    ray_backend.check(fast_pipeline)
+    ray_backend.check(tiny_pipeline)     # no --fast: today's behaviour, the teacher only
+    other = copy.copy(fast_pipeline).use_student(fast_pipeline.student, fast_pipeline.student_config,
+                                                 "fast-0123456789")
+    with pytest.raises(RuntimeError, match=f"serves {fast_pipeline.student_id}, but this app loaded the fast "
+                                           "mode's fast-0123456789"):
+        ray_backend.check(other)
+    run = fast_pipeline.prepare([Job("a red rose", 9.0, 1)], 2, "fast")
+    with pytest.raises(Exception, match="learned w from 0 to 4, not w = 9"):
+        list(ray_backend.run(fast_pipeline, run))
 
 
 def png(path) -> np.ndarray:

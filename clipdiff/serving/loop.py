@@ -1,9 +1,10 @@
 """One request's sampling loop on a served sampler: the same run as the local sampler (the teacher's GuidedRun, or
-for the fast sampler the student's FastRun: fast.stepper_for chooses for both), but the model call is awaited, so while this request waits for its step's prediction the replica's event loop serves the others and a
-batcher can answer many requests' steps with one forward.
+for the fast sampler the student's FastRun: fast.stepper_for chooses for both), but the model call is awaited, so
+while this request waits for its step's prediction the replica's event loop serves the others and a batcher can
+answer many requests' steps with one forward.
 
-A SampleRequest is what a front sends: conditions already encoded by its CLIP (the model tier holds the U-Net
-only; negative prompts and prompt edits travel as conditions too), guidance weights, seeds and the sampler settings. Cancelling the task that iterates sample_async stops it at
+A SampleRequest is what a front sends: conditions already encoded by its CLIP (the model tier holds the U-Net and
+the fast mode's student only; negative prompts and prompt edits travel as conditions too), guidance weights, seeds and the sampler settings. Cancelling the task that iterates sample_async stops it at
 the awaited prediction: no step starts after the cancel, and the step in flight is dropped.
 """
 from __future__ import annotations

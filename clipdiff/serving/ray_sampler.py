@@ -306,8 +306,9 @@ def start_local(pipe: ClipDiffusionPipeline, unet_dir: str | Path, options: Samp
 def connect(pipe: ClipDiffusionPipeline, unet_dir: str | Path, options: SamplerOptions,
             address: str, fast_dir: str | Path | None = None) -> RaySamplerBackend:
     """Join a cluster (ray start --head ...): use its Sampler deployment when it serves our weights (and our
-    student, with the fast mode), else deploy it with `options` (and the student from fast_dir). Several fronts started with the same --ray-address share one deployment. A front on a machine
-    of the cluster joins through its local node (`ray start --address HEAD` there, then --ray-address auto); a
+    student, with the fast mode; another is refused in words), else deploy it with `options` (and the student from
+    fast_dir). Several fronts started with the same --ray-address share one deployment. A front on a machine of the
+    cluster joins through its local node (`ray start --address HEAD` there, then --ray-address auto); a
     cluster on this machine's loopback (deploy/room.sh) is joined as 127.0.0.1."""
     if address.split(":")[0] in ("127.0.0.1", "localhost"):
         loopback_only()

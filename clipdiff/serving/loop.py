@@ -4,8 +4,9 @@ while this request waits for its step's prediction the replica's event loop serv
 answer many requests' steps with one forward.
 
 A SampleRequest is what a front sends: conditions already encoded by its CLIP (the model tier holds the U-Net and
-the fast mode's student only; negative prompts and prompt edits travel as conditions too), guidance weights, seeds and the sampler settings. Cancelling the task that iterates sample_async stops it at
-the awaited prediction: no step starts after the cancel, and the step in flight is dropped.
+the fast mode's student only; negative prompts and prompt edits travel as conditions too), guidance weights, seeds
+and the sampler settings. Cancelling the task that iterates sample_async stops it at the awaited prediction: no step
+starts after the cancel, and the step in flight is dropped.
 """
 from __future__ import annotations
 

@@ -827,6 +827,30 @@ def test_the_ray_deployment_names_its_student_and_refuses_fronts_with_another(ra
         list(ray_backend.run(fast_pipeline, run))
 
 
+@pytest.mark.slow
+def test_a_front_with_another_student_joining_the_cluster_is_refused_in_words(ray_backend, tiny_clip_dir,
+                                                                              tiny_unet_dir, tmp_path):
+    """app.py --backend ray --ray-address ... --fast OTHER against the deployment that serves the test's student:
+    connect() finds the deployment, and the front exits saying which student each has."""
+    import subprocess
+
+    import ray
+
+    from clipdiff.pipeline import model_id_of
+    from clipdiff.testing import make_tiny_student
+
+    other = make_tiny_student(tmp_path / "other", tiny_unet_dir, seed=1)
+    served = ray_backend.handle.describe.remote().result()["student_id"]
+    assert model_id_of(other) != served
+    front = subprocess.run(
+        [sys.executable, "app.py", "--backend", "ray", "--ray-address", ray.get_runtime_context().gcs_address,
+         "--unet", str(tiny_unet_dir), "--clip", str(tiny_clip_dir), "--atlas", str(tmp_path / "no-atlas"),
+         "--fast", str(other), "--port", str(free_port())],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert front.returncode != 0
+    assert f"serves {served}, but this app loaded the fast mode's {model_id_of(other)}" in front.stderr + front.stdout
+
+
 def png(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB")).astype(int)
 

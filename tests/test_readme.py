@@ -100,3 +100,14 @@ def test_the_rooms_busy_figures_are_their_measurements():
            f"{clients:.0%} of it the simulated attendees" in text.replace(" %", "%")
     assert f"with the machine {fast_30:.0%} busy, and 60 got" in text.replace(" %", "%")
     assert f"at {fast_60:.0%} (`app.py --fast`" in text.replace(" %", "%")
+
+
+def test_the_benchmark_readmes_figures_are_bench_json():
+    """benchmarks/README.md's table of the shipped model's figures is benchmarks/bench.json's (bench.markdown_rows)."""
+    import json
+
+    from clipdiff.commands.bench import markdown_rows
+
+    text = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    bench = json.loads((ROOT / "benchmarks" / "bench.json").read_text())
+    assert [row for row in markdown_rows(bench) if row not in text] == []

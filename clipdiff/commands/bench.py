@@ -425,6 +425,16 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown_rows(result: dict) -> list[str]:
+    """The figures as benchmarks/README.md shows them ("The shipped model"): key, value, target and whether it is
+    met; a test holds that section to benchmarks/bench.json."""
+    rows = ["| key | value | target: met |", "| --- | --- | --- |"]
+    for key in KEYS:
+        target = f"{' '.join(map(str, TARGETS[key]))}: {meets(key, result.get(key))}" if key in TARGETS else "-"
+        rows.append(f"| `{key}` | {fmt(result.get(key))} | {target} |")
+    return rows
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="clipdiff bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

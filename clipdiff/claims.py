@@ -283,18 +283,23 @@ def guidance_table(report: dict) -> list[str]:
 
 def fast_table(report: dict, bench: dict) -> list[str]:
     """The fast mode against its teacher, from eval-gen's report (the teacher's run first, then the student's at
-    each step count, the yardstick at w = 2) and bench's generate_4_s and generate_4_s_fast (one machine, one run)."""
+    each step count, the yardstick at w = 2; how much w changes each run's pictures) and bench's generate_4_s and
+    generate_4_s_fast (one machine, one run)."""
     teacher, *students = report["runs"]
     first = teacher["species"][0]
     timed = {teacher["steps"]: bench["generate_4_s"], bench["fast_steps"]: bench["generate_4_s_fast"]}
+    span = teacher.get("w_response", {})
+    w_head = f"w {span['w_from']:g} -> {span['w_to']:g} changes pictures by" if span else "w changes pictures by"
     rows = ["| sampler | steps | U-Net forwards per image | yardstick FD | FD / teacher's | species accuracy | "
-            "generate_4_s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            f"{w_head} | generate_4_s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run, forwards in [(teacher, 2 * teacher["steps"])] + [(r, r["steps"]) for r in students]:
         species = run["species"][0]
         seconds = timed.get(run["steps"]) if run is teacher or run["steps"] == bench["fast_steps"] else None
         who = "teacher" if run is teacher else "student"
+        levels = run.get("w_response", {}).get("uint8_levels")
         rows.append(f"| {run['sampler']} ({who}) | {run['steps']} | {forwards} | {species['fd']:.1f} | "
                     f"{species['fd'] / first['fd']:.2f}x | {species['accuracy']:.3f} | "
+                    f"{'-' if levels is None else format(levels, '.1f') + ' uint8 levels'} | "
                     f"{'-' if seconds is None else format(seconds, '.2f') + ' s'} |")
     return rows
 

@@ -429,18 +429,20 @@ def test_bench_times_the_fast_mode_beside_the_teacher(tmp_path, tiny_clip_dir, t
 def test_the_fast_table_puts_the_student_beside_its_teacher():
     from clipdiff import claims
 
-    def run(sampler, steps, fd, accuracy, model):
+    def run(sampler, steps, fd, accuracy, model, levels):
         return {"model": model, "sampler": sampler, "steps": steps,
-                "species": [{"w": 2.0, "fd": fd, "accuracy": accuracy}]}
-    report = {"runs": [run("dpmsolver-karras", 12, 15.0, 0.75, "unet-a"), run("fast", 4, 19.5, 0.7, "fast-b (fast, 4 "
-                                                                              "steps)"),
-                       run("fast", 2, 24.0, 0.6, "fast-b (fast, 2 steps)")]}
+                "species": [{"w": 2.0, "fd": fd, "accuracy": accuracy}],
+                "w_response": {"w_from": 0.0, "w_to": 4.0, "uint8_levels": levels}}
+    report = {"runs": [run("dpmsolver-karras", 12, 15.0, 0.75, "unet-a", 34.12),
+                       run("fast", 4, 19.5, 0.7, "fast-b (fast, 4 steps)", 4.31),
+                       run("fast", 2, 24.0, 0.6, "fast-b (fast, 2 steps)", 3.0)]}
     bench = {"generate_4_s": 0.634, "generate_4_s_fast": 0.1, "fast_steps": 4, "model": "unet-a",
              "fast_model": "fast-b"}
     rows = claims.fast_table(report, bench)
-    assert rows[2:] == ["| dpmsolver-karras (teacher) | 12 | 24 | 15.0 | 1.00x | 0.750 | 0.63 s |",
-                        "| fast (student) | 4 | 4 | 19.5 | 1.30x | 0.700 | 0.10 s |",
-                        "| fast (student) | 2 | 2 | 24.0 | 1.60x | 0.600 | - |"]
+    assert "| w 0 -> 4 changes pictures by |" in rows[0]
+    assert rows[2:] == ["| dpmsolver-karras (teacher) | 12 | 24 | 15.0 | 1.00x | 0.750 | 34.1 uint8 levels | 0.63 s |",
+                        "| fast (student) | 4 | 4 | 19.5 | 1.30x | 0.700 | 4.3 uint8 levels | 0.10 s |",
+                        "| fast (student) | 2 | 2 | 24.0 | 1.60x | 0.600 | 3.0 uint8 levels | - |"]
 
 
 def test_the_student_runs_on_the_default_runtime_as_eager(teacher, tmp_path):

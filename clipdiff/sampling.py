@@ -449,24 +449,23 @@ def run_ahead(progress: Iterator[Progress], steps: int = RUN_AHEAD_STEPS) -> Ite
     left = threading.Event()
     done = object()
 
-    def put(item) -> bool:
-        """Hand item to the reader; False once the reader has left."""
-        while not left.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def hand(item) -> bool:
+        """Hand item to the reader; False once the reader has left. A hand-over that blocks on a full queue as the
+        reader leaves is freed by the reader emptying it (below): after `left`, at most this one item goes in."""
+        if left.is_set():
+            return False
+        ready.put(item)
+        return True
 
     def produce() -> None:
         try:
-            for p in progress:
-                if not put(p):
+            items = iter(progress)
+            while not left.is_set():         # no step starts once the reader has left
+                item = next(items, done)
+                if not hand(item) or item is done:
                     return
-            put(done)
         except BaseException as error:   # noqa: BLE001 - raised again in the reader's thread
-            put(error)
+            hand(error)
         finally:
             getattr(progress, "close", lambda: None)()     # in this thread: the one that ran it
 
@@ -478,3 +477,5 @@ def run_ahead(progress: Iterator[Progress], steps: int = RUN_AHEAD_STEPS) -> Ite
             yield item
     finally:
         left.set()
+        while not ready.empty():
+            ready.get_nowait()

@@ -412,11 +412,14 @@ def fmt(value) -> str:
     return str(value)
 
 
+def figure_rows(result: dict, keys) -> list[tuple[str, str, str, str]]:
+    """(key, value, target, met) for each key: what both tables show."""
+    return [(key, fmt(result.get(key)), " ".join(map(str, TARGETS[key])) if key in TARGETS else "",
+             meets(key, result.get(key))) for key in keys]
+
+
 def table(result: dict) -> str:
-    rows = [("key", "value", "target", "met")]
-    for key in (*KEYS, *(k for k in FAST_KEYS if k in result)):
-        target = " ".join(map(str, TARGETS[key])) if key in TARGETS else ""
-        rows.append((key, fmt(result.get(key)), target, meets(key, result.get(key))))
+    rows = [("key", "value", "target", "met"), *figure_rows(result, (*KEYS, *(k for k in FAST_KEYS if k in result)))]
     for key in ("runtime", "cpu_model", "torch_threads", "torch_version"):
         rows.append((key, fmt(result.get(key)), "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -428,11 +431,9 @@ def table(result: dict) -> str:
 def markdown_rows(result: dict) -> list[str]:
     """The figures as benchmarks/README.md shows them ("The shipped model"): key, value, target and whether it is
     met; a test holds that section to benchmarks/bench.json."""
-    rows = ["| key | value | target: met |", "| --- | --- | --- |"]
-    for key in KEYS:
-        target = f"{' '.join(map(str, TARGETS[key]))}: {meets(key, result.get(key))}" if key in TARGETS else "-"
-        rows.append(f"| `{key}` | {fmt(result.get(key))} | {target} |")
-    return rows
+    return ["| key | value | target: met |", "| --- | --- | --- |"] + [
+        f"| `{key}` | {value} | {f'{target}: {met}' if target else '-'} |"
+        for key, value, target, met in figure_rows(result, KEYS)]
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -256,6 +256,25 @@ def test_train_fast_resumes_to_the_same_weights(embedded, tiny_unet_dir):
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_train_fast_continues_an_exported_student_and_its_record(embedded, tiny_unet_dir):
+    """--init starts from an exported student, not the teacher: its weights, and the training record of both runs;
+    a student of other settings is refused in words."""
+    first = embedded["work"] / "first"
+    train_fast.main(train_args(embedded, tiny_unet_dir, first, 2))
+    exported = Path(str(first) + "_export")
+    student, earlier = load_fast(exported)
+    start, _ = train_fast.start_student(None, earlier, str(exported))
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), student.state_dict().values()))
+    more = embedded["work"] / "more"
+    train_fast.main(train_args(embedded, tiny_unet_dir, more, 3, "--init", str(exported)))
+    _, config = load_fast(Path(str(more) + "_export"))
+    assert config.training["steps"] == 2 + 3 and config.training["images_seen"] == (2 + 3) * 4   # batch 4
+    assert "then 3 steps continued" in config.training["hardware"]
+    with pytest.raises(CheckpointError, match="w_scale"):
+        train_fast.main(train_args(embedded, tiny_unet_dir, embedded["work"] / "never", 1, "--init", str(exported),
+                                   "--w-scale", "7"))
+
+
 def test_train_fast_refuses_embeddings_of_another_clip(embedded, tmp_path, tiny_clip_dir):
     from clipdiff.testing import make_tiny_unet
 
